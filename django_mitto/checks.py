@@ -1,0 +1,154 @@
+"""System checks for the ``MITTO_*`` settings.
+
+A wrong type or value is an Error (``django_mitto.E00N``); a missing API key or callback token is
+a Warning (``django_mitto.W00N``), so ``check`` and ``migrate`` pass on a machine without secrets.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+
+from .conf import DEFAULTS
+
+_MISSING = object()
+
+
+def _setting(name: str) -> Any:
+    return getattr(settings, name, DEFAULTS[name])
+
+
+def _is_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    errors: list[CheckMessage] = []
+
+    def error(id_: str, msg: str, hint: str) -> None:
+        errors.append(Error(msg, hint=hint, id=f"django_mitto.{id_}"))
+
+    def warning(id_: str, msg: str, hint: str) -> None:
+        errors.append(Warning(msg, hint=hint, id=f"django_mitto.{id_}"))
+
+    for name in ("MITTO_API_KEY", "MITTO_DEFAULT_SENDER", "MITTO_DEFAULT_REGION"):
+        if not isinstance(_setting(name), str):
+            error(
+                "E001",
+                f"{name} must be a string.",
+                f"Set {name} to a str, for example from an environment variable.",
+            )
+
+    api_url = _setting("MITTO_API_URL")
+    if not isinstance(api_url, str) or not _is_http_url(api_url):
+        error(
+            "E002",
+            "MITTO_API_URL must be an http(s) URL.",
+            'For example "https://rest.mittoapi.net", or the sandbox URL "http://127.0.0.1:5800".',
+        )
+
+    for name in ("MITTO_TEST_MODE", "MITTO_SEND_ON_SAVE"):
+        if not isinstance(_setting(name), bool):
+            error("E003", f"{name} must be a bool.", f"Set {name} to True or False.")
+
+    fmt = _setting("MITTO_RESPONSE_FORMAT")
+    if not isinstance(fmt, str) or fmt.lower() not in ("json", "xml"):
+        error(
+            "E004", 'MITTO_RESPONSE_FORMAT must be "json" or "xml".', 'Leave it unset for "json".'
+        )
+
+    timeout = _setting("MITTO_TIMEOUT")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        error("E005", "MITTO_TIMEOUT must be a positive number of seconds.", "For example 10.")
+
+    base = _setting("MITTO_CALLBACK_BASE_URL")
+    if not isinstance(base, str) or (base and not _is_http_url(base)):
+        error(
+            "E006",
+            "MITTO_CALLBACK_BASE_URL must be empty or an http(s) URL.",
+            'The public base URL of this site, for example "https://example.com".',
+        )
+
+    secret = _setting("MITTO_CALLBACK_SECRET")
+    if not (
+        isinstance(secret, str)
+        or (isinstance(secret, (list, tuple)) and all(isinstance(s, str) for s in secret))
+    ):
+        error(
+            "E007",
+            "MITTO_CALLBACK_SECRET must be a string or a list of strings.",
+            "Use a list to rotate secrets: the new one first, the old one until Mitto uses the new URL.",
+        )
+
+    ips = _setting("MITTO_CALLBACK_ALLOWED_IPS")
+    if isinstance(ips, str) or not isinstance(ips, (list, tuple)):
+        error(
+            "E008",
+            "MITTO_CALLBACK_ALLOWED_IPS must be a list of addresses or CIDR ranges.",
+            'For example ["203.0.113.0/24"].',
+        )
+    else:
+        for item in ips:
+            try:
+                ipaddress.ip_network(str(item), strict=False)
+            except ValueError:
+                error(
+                    "E008",
+                    f"MITTO_CALLBACK_ALLOWED_IPS has an invalid entry: {item!r}.",
+                    'Each entry is an IPv4 or IPv6 address or range, for example "203.0.113.0/24".',
+                )
+
+    backend = _setting("MITTO_TASK_BACKEND")
+    if not isinstance(backend, str) or backend.lower() not in ("inline", "celery"):
+        error(
+            "E009",
+            'MITTO_TASK_BACKEND must be "inline" or "celery".',
+            'Leave it unset for "inline".',
+        )
+    elif backend.lower() == "celery":
+        try:
+            import celery  # noqa: F401
+        except ImportError:
+            error(
+                "E009",
+                'MITTO_TASK_BACKEND is "celery" but Celery is not installed.',
+                'Install the extra: pip install "django-mitto[celery]".',
+            )
+
+    for name in ("MITTO_MAX_ATTEMPTS", "MITTO_BULK_CHUNK_SIZE"):
+        value = _setting(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            error(
+                "E010",
+                f"{name} must be a positive integer.",
+                f"Leave it unset for {DEFAULTS[name]}.",
+            )
+
+    if not isinstance(_setting("MITTO_CALLBACK_IP_HEADER"), str):
+        error(
+            "E011",
+            "MITTO_CALLBACK_IP_HEADER must be a string.",
+            'For example "X-Real-IP", or "" to use REMOTE_ADDR.',
+        )
+
+    if isinstance(_setting("MITTO_API_KEY"), str) and not _setting("MITTO_API_KEY"):
+        warning(
+            "W001",
+            "MITTO_API_KEY is not set: no message can be sent.",
+            "Set it to your Mitto API key, or to the sandbox key when developing.",
+        )
+
+    if not secret and not base:
+        warning(
+            "W002",
+            "No callback token is configured: the delivery-report view refuses every report.",
+            "Set MITTO_CALLBACK_SECRET (account-wide callback URL) and/or MITTO_CALLBACK_BASE_URL "
+            "(a signed callback URL per message).",
+        )
+    return errors

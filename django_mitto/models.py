@@ -1,0 +1,287 @@
+"""SMS models: every message, each bulk send, and every delivery report received."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from . import encoding as enc
+from . import validators
+
+
+class Encoding(models.TextChoices):
+    GSM = enc.GSM, "GSM 03.38"
+    UNICODE = enc.UNICODE, "Unicode (UCS-2)"
+    BINARY = enc.BINARY, _("Binary (hex)")
+    AUTO = enc.AUTO, _("Auto (GSM when possible)")
+
+
+class Status(models.TextChoices):
+    QUEUED = "queued", _("Queued")
+    SENDING = "sending", _("Sending")
+    SENT = "sent", _("Sent")
+    DELIVERED = "delivered", _("Delivered")
+    UNDELIVERED = "undelivered", _("Undelivered")
+    EXPIRED = "expired", _("Expired")
+    REJECTED = "rejected", _("Rejected")
+    FAILED = "failed", _("Failed")
+    UNKNOWN = "unknown", _("Unknown (may have been sent)")
+
+
+#: States no later report may change.
+FINAL_STATUSES = frozenset(
+    {Status.DELIVERED, Status.UNDELIVERED, Status.EXPIRED, Status.REJECTED, Status.FAILED}
+)
+
+#: How far along a message is; a status only ever moves to a higher rank.
+STATUS_RANK: dict[str, int] = {
+    Status.QUEUED: 0,
+    Status.SENDING: 1,
+    Status.UNKNOWN: 2,
+    Status.SENT: 3,
+    **{s: 4 for s in FINAL_STATUSES},
+}
+
+
+class Batch(models.Model):
+    """One bulk send: the same text to many recipients (``batch.messages``)."""
+
+    sender = models.CharField(_("sender"), max_length=16, blank=True)
+    text = models.TextField(_("text"))
+    encoding = models.CharField(
+        _("encoding"), max_length=8, choices=Encoding.choices, default=Encoding.AUTO
+    )
+    options = models.JSONField(
+        _("options"),
+        default=dict,
+        blank=True,
+        help_text=_("The Mitto options every message of the batch was sent with."),
+    )
+    test = models.BooleanField(_("test"), default=False)
+    total = models.PositiveIntegerField(_("recipients"), default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    completed_at = models.DateTimeField(_("completed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("batch")
+        verbose_name_plural = _("batches")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return _("Batch %(pk)s (%(total)s recipients)") % {"pk": self.pk, "total": self.total}
+
+
+class Message(models.Model):
+    """One SMS to one recipient, from creation to its last delivery report."""
+
+    Encoding = Encoding
+    Status = Status
+
+    sender = models.CharField(
+        _("sender"),
+        max_length=16,
+        blank=True,
+        help_text=_("3-11 letters and digits, or a number. Empty: MITTO_DEFAULT_SENDER."),
+    )
+    recipient = models.CharField(
+        _("recipient"), max_length=20, help_text=_("In E.164, for example +41791234567.")
+    )
+    text = models.TextField(_("text"))
+    encoding = models.CharField(
+        _("encoding"),
+        max_length=8,
+        choices=Encoding.choices,
+        default=Encoding.AUTO,
+        help_text=_("Auto is resolved to GSM or Unicode when the message is saved."),
+    )
+    reference = models.CharField(
+        _("reference"),
+        max_length=255,
+        blank=True,
+        help_text=_("Sent to Mitto and echoed in its delivery reports."),
+    )
+    udh = models.CharField(
+        _("UDH"),
+        max_length=280,
+        blank=True,
+        validators=[validators.validate_udh],
+        help_text=_("Custom user data header, hexadecimal."),
+    )
+    validity = models.PositiveIntegerField(
+        _("validity (minutes)"),
+        null=True,
+        blank=True,
+        help_text=_("How long the network keeps trying. Empty: Mitto's default (2880)."),
+    )
+    pid = models.PositiveSmallIntegerField(
+        _("protocol id"),
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0), MaxValueValidator(255)],
+    )
+    flash = models.BooleanField(_("flash"), default=False)
+    test = models.BooleanField(
+        _("test"), default=False, help_text=_("Mitto accepts the call but sends nothing.")
+    )
+    metadata = models.JSONField(
+        _("metadata"), default=dict, blank=True, help_text=_("Kept here, never sent to Mitto.")
+    )
+    batch = models.ForeignKey(
+        Batch,
+        verbose_name=_("batch"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+
+    status = models.CharField(
+        _("status"), max_length=12, choices=Status.choices, default=Status.QUEUED
+    )
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    # Set by the bulk send when it claims rows, so it can read back exactly the rows it claimed.
+    claim = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
+    provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True)
+    response_code = models.IntegerField(_("response code"), null=True, blank=True)
+    response_text = models.CharField(_("response text"), max_length=255, blank=True)
+    text_length = models.PositiveIntegerField(_("characters"), default=0)
+    segments = models.PositiveSmallIntegerField(_("parts"), default=0)
+    error = models.TextField(_("error"), blank=True)
+
+    delivery_status = models.CharField(_("delivery status (raw)"), max_length=32, blank=True)
+    error_code = models.CharField(_("error code"), max_length=32, blank=True)
+    mcc = models.CharField(_("MCC"), max_length=3, blank=True)
+    mnc = models.CharField(_("MNC"), max_length=3, blank=True)
+
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="mitto_msg_status_created"),
+            models.Index(fields=["created_at"], name="mitto_msg_created"),
+            models.Index(fields=["recipient"], name="mitto_msg_recipient"),
+            models.Index(fields=["reference"], name="mitto_msg_reference"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider_id"],
+                condition=~Q(provider_id=""),
+                name="mitto_msg_provider_id_unique",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient}: {self.short_text}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._state.adding:
+            self.measure()
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        errors: dict[str, Any] = {}
+        try:
+            self.recipient = validators.normalize_recipient(self.recipient)
+        except ValidationError as exc:
+            errors["recipient"] = exc
+        if self.sender:
+            try:
+                validators.validate_sender(self.sender)
+            except ValidationError as exc:
+                errors["sender"] = exc
+        try:
+            self.encoding = validators.validate_encoding(self.encoding)
+        except ValidationError as exc:
+            errors["encoding"] = exc
+        else:
+            try:
+                validators.validate_text(self.text, self.encoding)
+            except ValidationError as exc:
+                errors["text"] = exc
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def short_text(self) -> str:
+        return self.text if len(self.text) <= 40 else self.text[:39] + "…"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def measure(self) -> None:
+        """Resolve ``Auto`` and count characters and parts (pure computation, no I/O).
+
+        A text that does not fit its encoding is left as it is: the send refuses it and
+        records why, so nothing is dropped silently.
+        """
+        try:
+            info = enc.analyze(self.text, self.encoding)
+        except (enc.EncodingError, TypeError):
+            return
+        self.encoding = info.encoding
+        self.text_length = info.characters
+        self.segments = info.parts
+
+
+class DeliveryReport(models.Model):
+    """One delivery report as Mitto sent it, kept raw, with the fields read from it."""
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied", _("Applied")
+        DUPLICATE = "duplicate", _("Duplicate")
+        STALE = "stale", _("Older than the current status")
+        UNMATCHED = "unmatched", _("No message yet")
+        UNKNOWN_STATUS = "unknown_status", _("Unknown status word")
+
+    message = models.ForeignKey(
+        Message,
+        verbose_name=_("message"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="delivery_reports",
+    )
+    provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True, db_index=True)
+    status = models.CharField(_("status (raw)"), max_length=32, blank=True)
+    mapped_status = models.CharField(_("status"), max_length=12, choices=Status.choices, blank=True)
+    error_code = models.CharField(_("error code"), max_length=32, blank=True)
+    reference = models.CharField(_("reference"), max_length=255, blank=True)
+    recipient = models.CharField(_("recipient"), max_length=32, blank=True)
+    mcc = models.CharField(_("MCC"), max_length=3, blank=True)
+    mnc = models.CharField(_("MNC"), max_length=3, blank=True)
+    provider_sent_at = models.DateTimeField(_("sent at (Mitto)"), null=True, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=Outcome.choices, blank=True, db_index=True
+    )
+    method = models.CharField(_("method"), max_length=8)
+    remote_addr = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    payload = models.JSONField(_("payload"), default=dict)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("delivery report")
+        verbose_name_plural = _("delivery reports")
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.provider_id or '?'}: {self.status or '?'}"

@@ -1,0 +1,143 @@
+"""The delivery-report payload: field aliases, types and clear errors for bad input."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from django.utils.translation import gettext_lazy as _
+from rest_framework import serializers
+
+from .callbacks import ParsedReport
+
+#: Accepted names for each field, compared case-insensitively; the first one present wins.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "msgid", "messageid"),
+    "status": ("status", "deliverystatus"),
+    "errorcode": ("errorcode",),
+    "reference": ("reference",),
+    "receiver": ("receiver", "to"),
+    "mccmnc": ("mccmnc",),
+    "mcc": ("mcc",),
+    "mnc": ("mnc",),
+    "sendtime": ("sendtime",),
+    "sendtimestamp": ("sendtimestamp",),
+}
+
+#: Names that make a request a delivery report (a request with none of them is a ping).
+REPORT_FIELDS = frozenset(name for names in ALIASES.values() for name in names)
+
+
+def resolve_aliases(data: dict[str, Any]) -> dict[str, Any]:
+    """Map the incoming keys (any case, any alias) to the canonical field names."""
+    lowered: dict[str, Any] = {}
+    for key, value in data.items():
+        lowered.setdefault(str(key).lower(), value)
+    out: dict[str, Any] = {}
+    for canonical, names in ALIASES.items():
+        for name in names:
+            if name in lowered:
+                out[canonical] = lowered[name]
+                break
+    return out
+
+
+class _Text(serializers.CharField):
+    def __init__(self, max_length: int, **kwargs: Any) -> None:
+        super().__init__(
+            max_length=max_length, required=False, allow_blank=True, trim_whitespace=True, **kwargs
+        )
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, float) and data.is_integer():
+            data = int(data)
+        return super().to_internal_value(data)
+
+
+class DeliveryReportSerializer(serializers.Serializer):
+    """Validates one delivery report (already mapped to canonical names by :func:`resolve_aliases`)."""
+
+    id = _Text(64)
+    status = _Text(32)
+    errorcode = _Text(32)
+    reference = _Text(255)
+    receiver = _Text(32)
+    mccmnc = _Text(6)
+    mcc = _Text(3)
+    mnc = _Text(3)
+    sendtime = _Text(40)
+    sendtimestamp = _Text(20)
+
+    def __init__(self, *args: Any, id_required: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.id_required = id_required
+
+    def validate_mccmnc(self, value: str) -> str:
+        if value and (not value.isdigit() or len(value) < 4):
+            raise serializers.ValidationError(_("mccmnc is the MCC (3 digits) followed by the MNC."))
+        return value
+
+    def validate_mcc(self, value: str) -> str:
+        if value and not value.isdigit():
+            raise serializers.ValidationError(_("mcc must be digits."))
+        return value
+
+    def validate_mnc(self, value: str) -> str:
+        if value and not value.isdigit():
+            raise serializers.ValidationError(_("mnc must be digits."))
+        return value
+
+    def validate_sendtimestamp(self, value: str) -> str:
+        if value:
+            if not value.isdigit() or len(value) > 12:
+                raise serializers.ValidationError(_("sendtimestamp must be Unix epoch seconds."))
+        return value
+
+    def validate_sendtime(self, value: str) -> str:
+        if value and _parse_sendtime(value) is None:
+            raise serializers.ValidationError(
+                _("sendtime must look like 2024-05-31 12:00:00 (UTC).")
+            )
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        errors = {}
+        if not attrs.get("status"):
+            errors["status"] = [_("A delivery report needs a status.")]
+        if self.id_required and not attrs.get("id"):
+            errors["id"] = [_("A delivery report needs the message id (id, msgid or messageId).")]
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+    def to_report(self, payload: dict[str, Any]) -> ParsedReport:
+        data = self.validated_data
+        mcc, mnc = data.get("mcc", ""), data.get("mnc", "")
+        if data.get("mccmnc"):
+            mcc, mnc = data["mccmnc"][:3], data["mccmnc"][3:]
+        sent_at = None
+        if data.get("sendtimestamp"):
+            sent_at = datetime.fromtimestamp(int(data["sendtimestamp"]), tz=timezone.utc)
+        elif data.get("sendtime"):
+            sent_at = _parse_sendtime(data["sendtime"])
+        return ParsedReport(
+            provider_id=data.get("id", ""),
+            status=data.get("status", ""),
+            error_code=data.get("errorcode", ""),
+            reference=data.get("reference", ""),
+            recipient=data.get("receiver", ""),
+            mcc=mcc,
+            mnc=mnc,
+            sent_at=sent_at,
+            payload=payload,
+        )
+
+
+def _parse_sendtime(value: str) -> datetime | None:
+    text = value.strip().replace("T", " ").rstrip("Z")
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue
+    return None

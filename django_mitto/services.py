@@ -1,0 +1,532 @@
+"""Sending: the only place where the Mitto client and the models meet.
+
+* :func:`send_sms` validates, creates a :class:`~django_mitto.models.Message` and has it sent
+  once the transaction commits.
+* :func:`send_bulk` creates a :class:`~django_mitto.models.Batch` and its messages and has them
+  sent through ``/smsbulk`` in chunks once the transaction commits.
+* :func:`send_message` and :func:`send_batch` do the sending; they are what the task backends
+  run. Each claims its rows with one conditional UPDATE (``queued -> sending``), so a message
+  is sent at most once however many workers try.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from . import encoding as enc
+from . import validators
+from .client import MittoClient, SendResult
+from .conf import conf
+from .exceptions import MittoAPIError, MittoConfigurationError, MittoError, MittoTransportError
+from .models import Batch, Message, Status
+from .signals import message_failed, message_sent
+
+logger = logging.getLogger("django_mitto")
+
+__all__ = ["get_client", "send_batch", "send_bulk", "send_message", "send_sms"]
+
+_clients: dict[tuple[Any, ...], MittoClient] = {}
+_clients_lock = threading.Lock()
+
+#: Options a message carries to Mitto besides from/to/text/type.
+OPTION_FIELDS = ("reference", "udh", "validity", "pid", "flash", "test")
+
+
+def get_client() -> MittoClient:
+    """The shared :class:`MittoClient` for the current settings (one per distinct configuration)."""
+    key = (conf.require_api_key(), conf.API_URL, conf.TIMEOUT, conf.RESPONSE_FORMAT, conf.TEST_MODE)
+    client = _clients.get(key)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(key)
+            if client is None:
+                if len(_clients) >= 8:  # settings keep changing (tests): do not pile up pools
+                    for old in _clients.values():
+                        old.close()
+                    _clients.clear()
+                client = MittoClient(
+                    key[0],
+                    api_url=key[1],
+                    timeout=key[2],
+                    response_format=key[3],
+                    test_mode=key[4],
+                )
+                _clients[key] = client
+    return client
+
+
+# -- creating -------------------------------------------------------------------------------------
+
+
+def _clean_options(
+    *,
+    sender: str | None,
+    encoding: str,
+    text: str,
+    udh: str,
+    validity: int | None,
+    pid: int | None,
+    errors: dict[str, Any],
+) -> tuple[str, str, enc.SmsInfo | None]:
+    sender = (sender if sender is not None else conf.DEFAULT_SENDER) or ""
+    try:
+        validators.validate_sender(sender)
+    except ValidationError as exc:
+        errors["sender"] = exc
+    info = None
+    try:
+        encoding = validators.validate_encoding(encoding)
+    except ValidationError as exc:
+        errors["encoding"] = exc
+    else:
+        try:
+            info = validators.validate_text(text, encoding)
+        except ValidationError as exc:
+            errors["text"] = exc
+    try:
+        validators.validate_udh(udh)
+    except ValidationError as exc:
+        errors["udh"] = exc
+    for name, value, top in (("validity", validity, None), ("pid", pid, 255)):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            errors[name] = ValidationError(f"{name} must be a non-negative integer.", code="invalid")
+        elif top is not None and value > top:
+            errors[name] = ValidationError(f"{name} must be at most {top}.", code="invalid")
+    return sender, encoding, info
+
+
+def send_sms(
+    recipient: str,
+    text: str,
+    *,
+    sender: str | None = None,
+    encoding: str = enc.AUTO,
+    reference: str = "",
+    udh: str = "",
+    validity: int | None = None,
+    pid: int | None = None,
+    flash: bool = False,
+    test: bool | None = None,
+    metadata: dict[str, Any] | None = None,
+    region: str | None = None,
+) -> Message:
+    """Validate, create and send one SMS; return its :class:`Message`.
+
+    The message is sent when the current transaction commits (at once outside a transaction,
+    with the inline backend), so the returned object may still say ``queued``: call
+    ``message.refresh_from_db()`` to see the outcome. Invalid input raises
+    :class:`~django.core.exceptions.ValidationError` keyed by field name; nothing is created.
+    """
+    errors: dict[str, Any] = {}
+    try:
+        recipient = validators.normalize_recipient(recipient, region)
+    except ValidationError as exc:
+        errors["recipient"] = exc
+    sender, encoding, info = _clean_options(
+        sender=sender,
+        encoding=encoding,
+        text=text,
+        udh=udh,
+        validity=validity,
+        pid=pid,
+        errors=errors,
+    )
+    if errors:
+        raise ValidationError(errors)
+    message = Message(
+        sender=sender,
+        recipient=recipient,
+        text=text,
+        encoding=encoding,
+        reference=reference or "",
+        udh=udh or "",
+        validity=validity,
+        pid=pid,
+        flash=bool(flash),
+        test=conf.TEST_MODE if test is None else bool(test),
+        metadata=metadata or {},
+    )
+    message.save()
+    if not conf.SEND_ON_SAVE:
+        # The post_save hook is off: this explicit call still sends.
+        from .tasks import enqueue_message
+
+        transaction.on_commit(lambda: enqueue_message(message.pk), robust=False)
+    return message
+
+
+def send_bulk(
+    recipients: Iterable[str],
+    text: str,
+    *,
+    sender: str | None = None,
+    encoding: str = enc.AUTO,
+    reference: str = "",
+    references: Sequence[str] | None = None,
+    udh: str = "",
+    validity: int | None = None,
+    pid: int | None = None,
+    flash: bool = False,
+    test: bool | None = None,
+    region: str | None = None,
+    created_by: Any = None,
+) -> Batch:
+    """Create a :class:`Batch` with one message per recipient and send it through ``/smsbulk``.
+
+    Recipients are normalised to E.164; an invalid one raises ``ValidationError`` on
+    ``recipients`` naming each bad number, and nothing is created. ``references`` (same length
+    as ``recipients``) gives each message its own reference; otherwise all get ``reference``.
+    Messages are inserted with ``bulk_create`` and sent in chunks of ``MITTO_BULK_CHUNK_SIZE``
+    after the transaction commits.
+    """
+    recipients = list(recipients)
+    errors: dict[str, Any] = {}
+    numbers: list[str] = []
+    bad: list[str] = []
+    for raw in recipients:
+        try:
+            numbers.append(validators.normalize_recipient(raw, region))
+        except ValidationError as exc:
+            bad.append(f"{raw}: {exc.messages[0]}")
+    if not recipients:
+        errors["recipients"] = ValidationError("Give at least one recipient.", code="required")
+    elif bad:
+        errors["recipients"] = ValidationError(
+            "Invalid recipients: " + "; ".join(bad[:20]) + (" …" if len(bad) > 20 else ""),
+            code="invalid",
+        )
+    if references is not None and len(references) != len(recipients):
+        errors["references"] = ValidationError(
+            "references must have one item per recipient.", code="invalid"
+        )
+    sender, encoding, info = _clean_options(
+        sender=sender,
+        encoding=encoding,
+        text=text,
+        udh=udh,
+        validity=validity,
+        pid=pid,
+        errors=errors,
+    )
+    if errors:
+        raise ValidationError(errors)
+    assert info is not None
+    is_test = conf.TEST_MODE if test is None else bool(test)
+    options = {
+        k: v
+        for k, v in {"udh": udh, "validity": validity, "pid": pid, "flash": flash}.items()
+        if v not in (None, "", False)
+    }
+    with transaction.atomic():
+        batch = Batch.objects.create(
+            sender=sender,
+            text=text,
+            encoding=info.encoding,
+            options={**options, "reference": reference} if reference else options,
+            test=is_test,
+            total=len(numbers),
+            created_by=created_by,
+        )
+        refs = list(references) if references is not None else [reference or ""] * len(numbers)
+        Message.objects.bulk_create(
+            [
+                Message(
+                    batch=batch,
+                    sender=sender,
+                    recipient=number,
+                    text=text,
+                    encoding=info.encoding,
+                    reference=ref or "",
+                    udh=udh or "",
+                    validity=validity,
+                    pid=pid,
+                    flash=bool(flash),
+                    test=is_test,
+                    text_length=info.characters,
+                    segments=info.parts,
+                )
+                for number, ref in zip(numbers, refs)
+            ],
+            batch_size=conf.BULK_CHUNK_SIZE,
+        )
+        from .tasks import enqueue_batch
+
+        # bulk_create sends no post_save: this path enqueues itself.
+        transaction.on_commit(lambda: enqueue_batch(batch.pk), robust=False)
+    return batch
+
+
+# -- sending --------------------------------------------------------------------------------------
+
+
+def _mitto_options(message: Message) -> dict[str, Any]:
+    from .callbacks import callback_url_for_message
+
+    return {
+        "sender": message.sender or conf.DEFAULT_SENDER,
+        "type": message.encoding,
+        "reference": message.reference or None,
+        "udh": message.udh or None,
+        "validity": message.validity,
+        "pid": message.pid,
+        "flash": message.flash or None,
+        "test": True if (message.test or conf.TEST_MODE) else None,
+        "callback": callback_url_for_message(message) or None,
+    }
+
+
+def _precheck(message: Message) -> str:
+    """Why a claimed message cannot be sent as it is ("" when it can)."""
+    errors: dict[str, Any] = {}
+    _clean_options(
+        sender=message.sender or conf.DEFAULT_SENDER,
+        encoding=message.encoding,
+        text=message.text,
+        udh=message.udh,
+        validity=message.validity,
+        pid=message.pid,
+        errors=errors,
+    )
+    try:
+        validators.normalize_recipient(message.recipient)
+    except ValidationError as exc:
+        errors["recipient"] = exc
+    return "; ".join(f"{k}: {' '.join(v.messages)}" for k, v in errors.items())
+
+
+def send_message(message_or_pk: Message | int) -> Message:
+    """Send one queued message to Mitto, at most once, and record the outcome.
+
+    Returns the message as saved. If the message is not ``queued`` (already sent, or being
+    sent by another worker), nothing is sent. When Mitto certainly did not get the request
+    (connection refused, DNS, TLS, HTTP 429/503) and attempts remain, the message is put back
+    to ``queued`` and ``message.retry_after`` says how long to wait; the task backend retries.
+    """
+    pk = message_or_pk.pk if isinstance(message_or_pk, Message) else int(message_or_pk)
+    claimed = Message.objects.filter(pk=pk, status=Status.QUEUED).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
+    )
+    message = Message.objects.get(pk=pk)
+    message.retry_after = None  # type: ignore[attr-defined]
+    if not claimed:
+        return message
+
+    problem = _precheck(message)
+    if problem:
+        return _record_failure(message, problem, None)
+    try:
+        client = get_client()
+        result = client.send(message.recipient, message.text, **_mitto_options(message))
+    except MittoConfigurationError as exc:
+        return _record_failure(message, str(exc), exc)
+    except MittoTransportError as exc:
+        if exc.request_sent:
+            return _record_unknown(message, str(exc))
+        return _record_retry_or_fail(message, str(exc), exc, None)
+    except MittoAPIError as exc:
+        if exc.retryable:
+            return _record_retry_or_fail(message, str(exc), exc, exc.retry_after)
+        return _record_failure(message, str(exc), exc)
+    return _record_sent(message, result)
+
+
+def _record_sent(message: Message, result: SendResult) -> Message:
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "provider_id": result.id,
+        "response_code": result.response_code,
+        "response_text": result.response_text[:255],
+        "sent_at": result.timestamp or now,
+        "error": "",
+    }
+    # Mitto's counts win when it gives them (a test call answers 0: keep ours then).
+    if result.parts:
+        fields["segments"] = result.parts
+    if result.text_length:
+        fields["text_length"] = result.text_length
+    # A delivery report on the per-message callback URL may already have moved the status on.
+    moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.SENT, status_changed_at=now, **fields
+    )
+    if not moved:
+        Message.objects.filter(pk=message.pk).update(**fields)
+    message.refresh_from_db()
+    if result.id:
+        from .callbacks import apply_pending_reports
+
+        apply_pending_reports(message)
+        message.refresh_from_db()
+    logger.info("SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, result.id or "-")
+    message_sent.send(sender=Message, message=message, result=result)
+    return message
+
+
+def _record_failure(message: Message, error: str, exc: MittoError | None) -> Message:
+    fields: dict[str, Any] = {"status": Status.FAILED, "error": error, "status_changed_at": timezone.now()}
+    if isinstance(exc, MittoAPIError):
+        fields["response_code"] = exc.response_code
+        fields["response_text"] = (exc.response_text or "")[:255]
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
+    message.refresh_from_db()
+    logger.warning("SMS %s to %s failed: %s", message.pk, message.recipient, error)
+    message_failed.send(sender=Message, message=message, error=exc)
+    return message
+
+
+def _record_unknown(message: Message, error: str) -> Message:
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.UNKNOWN,
+        error=error + " The message may have been sent: check before sending it again.",
+        status_changed_at=timezone.now(),
+    )
+    message.refresh_from_db()
+    logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, error)
+    return message
+
+
+def _record_retry_or_fail(
+    message: Message, error: str, exc: MittoError, retry_after: float | None
+) -> Message:
+    if message.attempts >= conf.MAX_ATTEMPTS:
+        return _record_failure(
+            message, f"{error} Gave up after {message.attempts} attempts.", exc
+        )
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.QUEUED, error=error, status_changed_at=timezone.now()
+    )
+    message.refresh_from_db()
+    message.retry_after = retry_after  # type: ignore[attr-defined]
+    logger.info("SMS %s not sent (%s); will retry", message.pk, error)
+    return message
+
+
+def send_batch(batch_or_pk: Batch | int) -> Batch:
+    """Send the queued messages of a batch through ``/smsbulk``, in chunks.
+
+    Each chunk is claimed with one UPDATE; the ids Mitto returns are written back to each row
+    with one ``bulk_update``. A chunk Mitto refuses fails as a whole; one whose answer was lost
+    after the request went out is marked ``unknown``.
+    """
+    pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
+    batch = Batch.objects.get(pk=pk)
+    chunk_size = conf.BULK_CHUNK_SIZE
+    # One /smsbulk request carries one reference: group the recipients by theirs.
+    groups: dict[str, list[int]] = {}
+    for message_pk, reference in (
+        Message.objects.filter(batch=batch, status=Status.QUEUED)
+        .order_by("pk")
+        .values_list("pk", "reference")
+    ):
+        groups.setdefault(reference, []).append(message_pk)
+    for ids in groups.values():
+        for start in range(0, len(ids), chunk_size):
+            _send_chunk(batch, ids[start : start + chunk_size])
+    if not Message.objects.filter(batch=batch, status__in=[Status.QUEUED, Status.SENDING]).exists():
+        Batch.objects.filter(pk=pk, completed_at__isnull=True).update(completed_at=timezone.now())
+    batch.refresh_from_db()
+    return batch
+
+
+def _send_chunk(batch: Batch, ids: list[int]) -> None:
+    token = uuid.uuid4()
+    now = timezone.now()
+    Message.objects.filter(pk__in=ids, status=Status.QUEUED).update(
+        status=Status.SENDING, claim=token, attempts=F("attempts") + 1, status_changed_at=now
+    )
+    messages = list(Message.objects.filter(claim=token).order_by("pk"))
+    if not messages:
+        return
+    first = messages[0]
+    from .callbacks import callback_url_for_batch
+
+    options = _mitto_options(first)
+    options["callback"] = callback_url_for_batch(batch) or None
+    try:
+        result = get_client().send_bulk([m.recipient for m in messages], first.text, **options)
+    except MittoError as exc:
+        retry = (isinstance(exc, MittoTransportError) and not exc.request_sent) or (
+            isinstance(exc, MittoAPIError) and exc.retryable
+        )
+        if isinstance(exc, MittoTransportError) and exc.request_sent:
+            status, error = Status.UNKNOWN, f"{exc} The messages may have been sent."
+        elif retry and first.attempts < conf.MAX_ATTEMPTS:
+            status, error = Status.QUEUED, str(exc)
+        else:
+            status, error = Status.FAILED, str(exc)
+        fields: dict[str, Any] = {"status": status, "error": error, "status_changed_at": timezone.now()}
+        if isinstance(exc, MittoAPIError):
+            fields["response_code"] = exc.response_code
+            fields["response_text"] = (exc.response_text or "")[:255]
+        Message.objects.filter(claim=token, status=Status.SENDING).update(**fields)
+        logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
+        if status == Status.FAILED:
+            for message in messages:
+                message.status = Status.FAILED
+                message_failed.send(sender=Message, message=message, error=exc)
+        return
+
+    items = _match_bulk_items(messages, result.messages)
+    done = timezone.now()
+    updated: list[Message] = []
+    missing: list[Message] = []
+    for message, item in zip(messages, items):
+        if item is None or not item.id:
+            missing.append(message)
+            continue
+        message.status = Status.SENT
+        message.provider_id = item.id
+        message.response_code = result.response_code
+        message.response_text = result.response_text[:255]
+        message.sent_at = item.timestamp or done
+        message.status_changed_at = done
+        if item.parts:
+            message.segments = item.parts
+        updated.append(message)
+    with transaction.atomic():
+        Message.objects.bulk_update(
+            updated,
+            ["status", "provider_id", "response_code", "response_text", "sent_at", "status_changed_at", "segments"],
+            batch_size=500,
+        )
+        if missing:
+            Message.objects.filter(pk__in=[m.pk for m in missing], status=Status.SENDING).update(
+                status=Status.UNKNOWN,
+                error="Mitto's bulk answer had no id for this recipient.",
+                status_changed_at=done,
+            )
+    from .callbacks import apply_pending_reports_bulk
+
+    apply_pending_reports_bulk(updated)
+    for message in updated:
+        message_sent.send(sender=Message, message=message, result=items[messages.index(message)])
+
+
+def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:
+    """Pair each message with its item in Mitto's bulk answer (by order, checked by number)."""
+
+    def digits(value: str) -> str:
+        return value.lstrip("+")
+
+    if len(items) == len(messages) and all(
+        not item.to or digits(item.to) == digits(m.recipient) for m, item in zip(messages, items)
+    ):
+        return list(items)
+    by_number: dict[str, list[SendResult]] = {}
+    for item in items:
+        by_number.setdefault(digits(item.to), []).append(item)
+    out: list[SendResult | None] = []
+    for message in messages:
+        bucket = by_number.get(digits(message.recipient))
+        out.append(bucket.pop(0) if bucket else None)
+    return out

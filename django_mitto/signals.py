@@ -1,0 +1,24 @@
+"""Signals sent by django-mitto. Connect receivers with ``signal.connect(func)``.
+
+All are sent after the change is committed, by the code that made it.
+"""
+
+from __future__ import annotations
+
+from django.dispatch import Signal
+
+#: Mitto accepted a message. Arguments: ``sender`` (the Message class), ``message``, ``result``
+#: (the :class:`~django_mitto.client.SendResult`).
+message_sent = Signal()
+
+#: A message could not be sent: Mitto refused it, or it failed for good. Arguments: ``sender``,
+#: ``message``, ``error`` (the exception, or None).
+message_failed = Signal()
+
+#: A message's status changed through a delivery report. Arguments: ``sender``, ``message``,
+#: ``old_status``, ``new_status``, ``report`` (the DeliveryReport).
+message_status_changed = Signal()
+
+#: A delivery report was received and stored (whatever it changed). Arguments: ``sender``,
+#: ``report`` (the DeliveryReport), ``message`` (or None when it matches no message yet).
+delivery_report_received = Signal()

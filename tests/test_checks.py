@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from django_mitto.checks import check_settings
+
+
+def ids(**overrides: object) -> list[str]:
+    return [message.id for message in check_settings()]
+
+
+@pytest.fixture
+def configured(settings):
+    settings.MITTO_API_KEY = "key"
+    settings.MITTO_CALLBACK_SECRET = "secret"
+    return settings
+
+
+def test_default_test_settings_pass_every_check(configured) -> None:
+    assert check_settings() == []
+
+
+def test_check_command_runs_clean(configured) -> None:
+    call_command("check", "--fail-level", "WARNING")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("MITTO_API_KEY", 123, "django_mitto.E001"),
+        ("MITTO_DEFAULT_SENDER", ["x"], "django_mitto.E001"),
+        ("MITTO_API_URL", "rest.mittoapi.net", "django_mitto.E002"),
+        ("MITTO_API_URL", None, "django_mitto.E002"),
+        ("MITTO_TEST_MODE", "yes", "django_mitto.E003"),
+        ("MITTO_SEND_ON_SAVE", 1, "django_mitto.E003"),
+        ("MITTO_RESPONSE_FORMAT", "yaml", "django_mitto.E004"),
+        ("MITTO_TIMEOUT", 0, "django_mitto.E005"),
+        ("MITTO_TIMEOUT", "10", "django_mitto.E005"),
+        ("MITTO_TIMEOUT", True, "django_mitto.E005"),
+        ("MITTO_CALLBACK_BASE_URL", "example.com", "django_mitto.E006"),
+        ("MITTO_CALLBACK_SECRET", 42, "django_mitto.E007"),
+        ("MITTO_CALLBACK_SECRET", ["ok", 3], "django_mitto.E007"),
+        ("MITTO_CALLBACK_ALLOWED_IPS", "10.0.0.0/8", "django_mitto.E008"),
+        ("MITTO_CALLBACK_ALLOWED_IPS", ["10.0.0.0/8", "not-an-ip"], "django_mitto.E008"),
+        ("MITTO_TASK_BACKEND", "rq", "django_mitto.E009"),
+        ("MITTO_MAX_ATTEMPTS", 0, "django_mitto.E010"),
+        ("MITTO_BULK_CHUNK_SIZE", "500", "django_mitto.E010"),
+        ("MITTO_CALLBACK_IP_HEADER", None, "django_mitto.E011"),
+    ],
+)
+def test_wrong_setting_is_an_error_with_a_hint(configured, name, value, expected) -> None:
+    setattr(configured, name, value)
+    messages = check_settings()
+    assert [m.id for m in messages] == [expected]
+    assert messages[0].hint
+    assert name in messages[0].msg
+
+
+def test_celery_backend_needs_celery_installed(configured, monkeypatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_celery(name, *args, **kwargs):
+        if name == "celery":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    configured.MITTO_TASK_BACKEND = "celery"
+    assert check_settings() == []
+    monkeypatch.setattr(builtins, "__import__", no_celery)
+    assert [m.id for m in check_settings()] == ["django_mitto.E009"]
+
+
+def test_missing_api_key_is_only_a_warning(configured) -> None:
+    configured.MITTO_API_KEY = ""
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.W001"]
+    assert not messages[0].is_serious()
+
+
+def test_no_callback_token_is_a_warning(configured) -> None:
+    configured.MITTO_CALLBACK_SECRET = ""
+    assert [m.id for m in check_settings()] == ["django_mitto.W002"]
+
+
+def test_callback_base_url_alone_is_enough_for_callbacks(configured) -> None:
+    configured.MITTO_CALLBACK_SECRET = ""
+    configured.MITTO_CALLBACK_BASE_URL = "https://example.com"
+    assert check_settings() == []
+
+
+def test_valid_ip_ranges_pass(configured) -> None:
+    configured.MITTO_CALLBACK_ALLOWED_IPS = ["10.0.0.0/8", "2a06:b080:a001:8641::/64", "192.0.2.7"]
+    assert check_settings() == []
+
+
+def test_secret_rotation_list_passes(configured) -> None:
+    configured.MITTO_CALLBACK_SECRET = ["new", "old"]
+    assert check_settings() == []

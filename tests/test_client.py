@@ -1,0 +1,373 @@
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from datetime import datetime, timezone
+
+import pytest
+import requests
+
+from django_mitto import __version__
+from django_mitto.client import MittoClient, parse_timestamp
+from django_mitto.exceptions import (
+    MittoAPIError,
+    MittoAuthenticationError,
+    MittoConfigurationError,
+    MittoTransportError,
+)
+from django_mitto.sandbox import Sandbox
+from tests.canned import CannedServer, Reply
+
+KEY = "secret-api-key-123"
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+@pytest.fixture
+def sandbox():
+    with Sandbox(api_key=KEY, report_delay=0) as box:
+        yield box
+
+
+@pytest.fixture
+def canned():
+    with CannedServer() as server:
+        yield server
+
+
+def make_client(url: str, **kwargs) -> MittoClient:
+    kwargs.setdefault("timeout", 5)
+    kwargs.setdefault("response_format", "json")
+    kwargs.setdefault("test_mode", False)
+    return MittoClient(KEY, api_url=url, **kwargs)
+
+
+# -- against the sandbox --------------------------------------------------------------------------
+
+
+def test_send_returns_the_id_and_counts_mitto_gave(sandbox) -> None:
+    result = make_client(sandbox.url).send("+41791234567", "Hello, World!", sender="DjangoMitto")
+    assert UUID_RE.match(result.id)
+    assert result.response_code == 0
+    assert result.text_length == 13
+    assert result.parts == 1
+    assert result.test is False
+    assert isinstance(result.timestamp, datetime)
+    assert result.timestamp.tzinfo is not None
+    (received,) = sandbox.messages
+    assert received["id"] == result.id
+
+
+def test_send_posts_the_documented_fields_with_the_key_header(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0, "responseText": "SMS sent"}))
+    make_client(canned.url).send(
+        "+41791234567",
+        "Hi",
+        sender="Shop",
+        type="Unicode",
+        reference="order-7",
+        udh="050003CC0201",
+        validity=60,
+        pid=0,
+        flash=True,
+        test=True,
+        callback="https://example.com/cb/",
+    )
+    (request,) = canned.requests
+    assert request["path"] == "/sms"
+    assert request["headers"]["X-Mitto-API-Key"] == KEY
+    assert request["headers"]["User-Agent"] == f"django-mitto/{__version__}"
+    assert request["body"] == {
+        "from": "Shop",
+        "to": "41791234567",
+        "text": "Hi",
+        "type": "Unicode",
+        "reference": "order-7",
+        "udh": "050003CC0201",
+        "validity": 60,
+        "pid": 0,
+        "flash": True,
+        "test": True,
+        "callback": "https://example.com/cb/",
+    }
+
+
+def test_unset_options_are_left_out_of_the_request(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0}))
+    make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert canned.requests[0]["body"] == {"from": "Shop", "to": "41791234567", "text": "Hi", "type": "GSM"}
+
+
+def test_test_mode_adds_test_true_to_every_request(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0, "test": True}))
+    result = make_client(canned.url, test_mode=True).send("41791234567", "Hi", sender="Shop")
+    assert canned.requests[0]["body"]["test"] is True
+    assert result.test is True
+
+
+def test_send_bulk_posts_recipients_as_an_array_and_returns_one_result_each(sandbox) -> None:
+    result = make_client(sandbox.url).send_bulk(["+41791234567", "+41791234568"], "Hi", sender="Shop")
+    assert [m.to for m in result.messages] == ["41791234567", "41791234568"]
+    assert all(UUID_RE.match(m.id) for m in result.messages)
+    assert len({m.id for m in result.messages}) == 2
+    assert sandbox.messages[0]["body"]["to"] == ["41791234567", "41791234568"]
+
+
+def test_xml_format_posts_to_sms_xml_and_parses_the_answer(sandbox) -> None:
+    client = make_client(sandbox.url, response_format="xml")
+    result = client.send("+41791234567", "Hello", sender="Shop")
+    assert UUID_RE.match(result.id)
+    assert result.parts == 1
+    assert sandbox.messages[0]["path"].startswith("/sms.xml")
+    bulk = client.send_bulk(["+41791234567", "+41791234568"], "Hello", sender="Shop")
+    assert len(bulk.messages) == 2
+
+
+def test_wrong_api_key_raises_authentication_error(sandbox) -> None:
+    client = MittoClient("wrong-key", api_url=sandbox.url, timeout=5, response_format="json", test_mode=False)
+    with pytest.raises(MittoAuthenticationError) as info:
+        client.send("+41791234567", "Hi", sender="Shop")
+    assert info.value.status_code == 401
+    assert "wrong-key" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "code"),
+    [
+        ({"type": "Klingon"}, 2),
+        ({"text": ""}, 3),
+        ({"text": "😀", "type": "GSM"}, 4),
+        ({"sender": ""}, 5),
+        ({"sender": "ThisSenderIsTooLong"}, 6),
+        ({"to": ""}, 7),
+        ({"to": "12ab"}, 8),
+    ],
+)
+def test_refusal_carries_mitto_response_code_and_text(sandbox, kwargs, code) -> None:
+    args = {"to": "+41791234567", "text": "Hi", "sender": "Shop", **kwargs}
+    with pytest.raises(MittoAPIError) as info:
+        make_client(sandbox.url).send(args.pop("to"), args.pop("text"), **args)
+    assert info.value.response_code == code
+    assert info.value.response_text
+    assert f"responseCode {code}" in str(info.value)
+
+
+# -- reply shapes ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # real captured reply (dashed id, 7 fractional digits)
+        {"id": "d88ae721-2938-45af-b8a0-b8de4231f702", "timestamp": "2022-04-19T07:46:45.7381135Z",
+         "to": "+421903168902", "responseCode": 0, "textLength": 50, "responseText": "SMS sent",
+         "messageParts": 1},
+        # documentation example (undashed id, textLength as a padded string, no messageParts)
+        {"id": "7d35863fe6f44695a713d54e6ba0aeb5", "timestamp": "2019-04-13T17:51:06.3091182Z",
+         "to": "421903168902", "responseCode": 0, "textLength": " 50", "responseText": "SMS sent successfully."},
+    ],
+)
+def test_known_reply_shapes_are_parsed(canned, body) -> None:
+    canned.reply(Reply(body=body))
+    result = make_client(canned.url).send("+421903168902", "x" * 50, sender="Shop")
+    assert result.id == body["id"]
+    assert result.text_length == 50
+    assert result.parts == body.get("messageParts")
+    assert result.to.lstrip("+") == "421903168902"
+    assert result.timestamp is not None and result.timestamp.year in (2019, 2022)
+
+
+def test_test_reply_without_id_is_accepted(canned) -> None:
+    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent", "test": True, "textLength": 0}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop", test=True)
+    assert result.id == ""
+    assert result.test is True
+    assert result.text_length == 0
+
+
+def test_keys_are_read_case_insensitively(canned) -> None:
+    canned.reply(Reply(body={"ID": "abc", "RESPONSECODE": "0", "MessageParts": "2"}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert (result.id, result.parts, result.response_code) == ("abc", 2, 0)
+
+
+def test_xml_reply_under_any_root_with_any_case(canned) -> None:
+    canned.reply(
+        Reply(
+            content_type="text/xml; charset=utf-8",
+            body="<?xml version='1.0'?><SmsResponse><Id>abc</Id><ResponseCode>0</ResponseCode>"
+            "<ResponseText>SMS sent</ResponseText><TextLength>2</TextLength><MessageParts>1</MessageParts>"
+            "<Timestamp>2019-04-13T17:51:06.3091182Z</Timestamp></SmsResponse>",
+        )
+    )
+    result = make_client(canned.url, response_format="xml").send("41791234567", "Hi", sender="Shop")
+    assert canned.requests[0]["path"] == "/sms.xml"
+    assert (result.id, result.text_length, result.parts) == ("abc", 2, 1)
+
+
+def test_xml_with_entities_is_refused_safely(canned) -> None:
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;">]>'
+        "<response><id>&lol2;</id><responseCode>0</responseCode></response>"
+    )
+    canned.reply(Reply(content_type="application/xml", body=bomb))
+    with pytest.raises(MittoAPIError, match="not valid XML"):
+        make_client(canned.url, response_format="xml").send("41791234567", "Hi", sender="Shop")
+
+
+def test_bulk_reply_items_are_matched_to_recipients(canned) -> None:
+    canned.reply(
+        Reply(
+            body={
+                "responseCode": 0,
+                "responseText": "SMS sent",
+                "messages": [
+                    {"id": "b47e7d4a-39d1-4e6c-a495-001501b3e626", "timestamp": "2019-08-21T14:55:29.6488926Z",
+                     "to": "491765410994", "textLength": 13, "messageParts": 1},
+                    {"id": "9733ec48-dd12-4aca-b453-f89666379418", "timestamp": "2019-08-21T14:55:29.6492142Z",
+                     "to": "491765410995", "textLength": 13, "messageParts": 1},
+                ],
+            }
+        )
+    )
+    result = make_client(canned.url).send_bulk(["+491765410994", "+491765410995"], "Hello, World!", sender="Shop")
+    assert canned.requests[0]["path"] == "/smsbulk"
+    assert canned.requests[0]["body"]["to"] == ["491765410994", "491765410995"]
+    assert [m.id[:4] for m in result.messages] == ["b47e", "9733"]
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def test_refusal_with_http_200_is_still_an_error(canned) -> None:
+    canned.reply(Reply(200, {"responseCode": 8, "responseText": "Invalid receiver"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert (info.value.response_code, info.value.status_code) == (8, 200)
+
+
+def test_unparseable_body_is_an_api_error_with_status_and_trimmed_body(canned) -> None:
+    canned.reply(Reply(502, "<html>" + "Bad gateway " * 100 + "</html>", content_type="text/html"))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.status_code == 502
+    assert "HTTP 502" in str(info.value)
+    assert len(str(info.value)) < 500
+
+
+def test_http_error_without_response_code_is_an_error(canned) -> None:
+    canned.reply(Reply(500, {"message": "oops"}))
+    with pytest.raises(MittoAPIError, match="HTTP 500"):
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+
+
+def test_429_is_retryable_and_carries_retry_after(canned) -> None:
+    canned.reply(Reply(429, {"responseCode": 1, "responseText": "Too many requests"}, headers={"Retry-After": "3"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.retryable
+    assert info.value.retry_after == 3.0
+
+
+def test_refused_connection_is_a_transport_error_marked_not_sent() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    with pytest.raises(MittoTransportError) as info:
+        make_client(f"http://127.0.0.1:{port}").send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is False
+    assert "never reached Mitto" in str(info.value)
+
+
+def test_read_timeout_is_a_transport_error_marked_possibly_sent(sandbox) -> None:
+    sandbox.add_fault("timeout", seconds=2)
+    with pytest.raises(MittoTransportError) as info:
+        make_client(sandbox.url, timeout=0.3).send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is True
+
+
+def test_reset_after_sending_is_marked_possibly_sent(sandbox) -> None:
+    sandbox.add_fault("reset")
+    with pytest.raises(MittoTransportError) as info:
+        make_client(sandbox.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is True
+
+
+def test_dns_failure_is_marked_not_sent(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise requests.exceptions.ConnectionError(
+            requests.packages.urllib3.exceptions.MaxRetryError(
+                None, "/sms", requests.packages.urllib3.exceptions.NameResolutionError("host", None, "no")
+            )
+        )
+
+    monkeypatch.setattr(requests.Session, "request", fail)
+    with pytest.raises(MittoTransportError) as info:
+        make_client("http://mitto.invalid").send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is False
+
+
+def test_tls_failure_is_marked_not_sent(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise requests.exceptions.SSLError("handshake failed")
+
+    monkeypatch.setattr(requests.Session, "request", fail)
+    with pytest.raises(MittoTransportError) as info:
+        make_client("https://127.0.0.1:1").send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is False
+
+
+# -- the key stays secret -------------------------------------------------------------------------
+
+
+def test_api_key_never_appears_in_repr_errors_or_logs(sandbox, canned, caplog) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = make_client(sandbox.url)
+    texts = [repr(client)]
+    sandbox.add_fault("timeout", seconds=2)
+    for call in (
+        lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
+        lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
+        lambda: MittoClient(KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False)
+        .send("41791234567", "Hi", sender="Shop"),
+    ):
+        with pytest.raises(Exception) as info:
+            call()
+        texts += [str(info.value), repr(info.value), str(info.value.__cause__)]
+    texts += [record.getMessage() for record in caplog.records]
+    assert all(KEY not in text for text in texts)
+
+
+def test_missing_api_key_is_a_configuration_error() -> None:
+    with pytest.raises(MittoConfigurationError):
+        MittoClient("", api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False)
+
+
+def test_unknown_response_format_is_a_configuration_error() -> None:
+    with pytest.raises(MittoConfigurationError, match="json"):
+        MittoClient(KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="csv", test_mode=False)
+
+
+def test_client_reads_missing_arguments_from_settings(settings) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:5800/"
+    settings.MITTO_RESPONSE_FORMAT = "XML"
+    client = MittoClient()
+    assert client.api_url == "http://127.0.0.1:5800"
+    assert client.response_format == "xml"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2019-04-13T17:51:06.3091182Z", datetime(2019, 4, 13, 17, 51, 6, 309118, tzinfo=timezone.utc)),
+        ("2019-04-13T17:51:06Z", datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)),
+        ("2019-04-13 17:51:06", datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)),
+        ("2019-04-13T19:51:06.5+02:00", datetime(2019, 4, 13, 17, 51, 6, 500000, tzinfo=timezone.utc)),
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_timestamp(value, expected) -> None:
+    assert parse_timestamp(value) == expected

@@ -1,0 +1,316 @@
+from __future__ import annotations
+
+import threading
+
+import pytest
+import requests
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+
+from django_mitto import services
+from django_mitto.models import Batch, Message
+from django_mitto.signals import message_failed, message_sent
+
+# Transactional: on_commit callbacks run as in production (the send happens after commit).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def captured_signals():
+    seen: dict[str, list] = {"sent": [], "failed": []}
+
+    def on_sent(sender, message, result, **kwargs):
+        seen["sent"].append((message.pk, result.id))
+
+    def on_failed(sender, message, error, **kwargs):
+        seen["failed"].append((message.pk, error))
+
+    message_sent.connect(on_sent)
+    message_failed.connect(on_failed)
+    yield seen
+    message_sent.disconnect(on_sent)
+    message_failed.disconnect(on_failed)
+
+
+def test_send_sms_sends_once_and_records_the_answer(mitto_sandbox, captured_signals) -> None:
+    message = services.send_sms("+41 79 123 45 67", "Hello, World!", reference="order-1")
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert message.recipient == "+41791234567"
+    (received,) = mitto_sandbox.messages
+    assert message.provider_id == received["id"]
+    assert received["body"]["from"] == "DjangoMitto"
+    assert received["body"]["reference"] == "order-1"
+    assert received["body"]["type"] == "GSM"
+    assert message.response_code == 0
+    assert message.response_text == "SMS sent"
+    assert (message.text_length, message.segments) == (13, 1)
+    assert message.sent_at is not None
+    assert message.attempts == 1
+    assert captured_signals["sent"] == [(message.pk, received["id"])]
+
+
+def test_saving_a_new_message_sends_it_after_commit(mitto_sandbox) -> None:
+    with transaction.atomic():
+        message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+        assert mitto_sandbox.messages == []
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert len(mitto_sandbox.messages) == 1
+
+
+def test_saving_an_existing_message_sends_nothing_more(mitto_sandbox) -> None:
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    message.metadata = {"note": "edited"}
+    message.save()
+    assert len(mitto_sandbox.messages) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rolled_back_save_sends_nothing(mitto_sandbox) -> None:
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+        raise RuntimeError("rollback")
+    assert Message.objects.count() == 0
+    assert mitto_sandbox.messages == []
+
+
+def test_send_on_save_off_leaves_created_messages_queued(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    queued = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    sent = services.send_sms("+41791234568", "Hi")
+    queued.refresh_from_db()
+    sent.refresh_from_db()
+    assert queued.status == Message.Status.QUEUED
+    assert sent.status == Message.Status.SENT
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+
+
+def test_send_message_on_a_message_already_sent_does_nothing(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Hi")
+    again = services.send_message(message.pk)
+    assert again.status == Message.Status.SENT
+    assert len(mitto_sandbox.messages) == 1
+
+
+def test_test_mode_marks_every_request_as_a_test(mitto_sandbox, settings) -> None:
+    settings.MITTO_TEST_MODE = True
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.test is True
+    assert mitto_sandbox.messages[0]["body"]["test"] is True
+
+
+def test_auto_encoding_resolves_and_counts_parts(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Grüezi 😀 " * 10)
+    message.refresh_from_db()
+    assert message.encoding == Message.Encoding.UNICODE
+    assert message.segments == 2
+    assert mitto_sandbox.messages[0]["body"]["type"] == "Unicode"
+
+
+def test_per_message_callback_url_is_sent_when_base_url_is_set(mitto_sandbox, settings) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    message = services.send_sms("+41791234567", "Hi")
+    callback = mitto_sandbox.messages[0]["body"]["callback"]
+    assert callback.startswith("https://shop.example.com/mitto/callback/m%d." % message.pk)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"recipient": "12"}, "recipient"),
+        ({"recipient": "0791234567"}, "recipient"),
+        ({"sender": "A"}, "sender"),
+        ({"sender": "123456789012345"}, "sender"),
+        ({"text": ""}, "text"),
+        ({"text": "😀", "encoding": "GSM"}, "text"),
+        ({"text": "abc", "encoding": "Binary"}, "text"),
+        ({"encoding": "Morse"}, "encoding"),
+        ({"udh": "XYZ"}, "udh"),
+        ({"validity": -1}, "validity"),
+        ({"pid": 300}, "pid"),
+    ],
+)
+def test_invalid_input_is_refused_naming_the_field(mitto_sandbox, kwargs, field) -> None:
+    args = {"recipient": "+41791234567", "text": "Hi", **kwargs}
+    with pytest.raises(ValidationError) as info:
+        services.send_sms(args.pop("recipient"), args.pop("text"), **args)
+    assert field in info.value.message_dict
+    assert Message.objects.count() == 0
+    assert mitto_sandbox.messages == []
+
+
+def test_national_number_uses_the_default_region(mitto_sandbox, settings) -> None:
+    settings.MITTO_DEFAULT_REGION = "ch"
+    message = services.send_sms("079 123 45 67", "Hi")
+    assert message.recipient == "+41791234567"
+
+
+def test_refusal_marks_the_message_failed_with_the_reason(mitto_sandbox, settings, captured_signals) -> None:
+    settings.MITTO_DEFAULT_SENDER = ""
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="")
+    services.send_message(message)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "sender" in message.error
+    assert mitto_sandbox.messages == []
+    assert [pk for pk, _ in captured_signals["failed"]] == [message.pk]
+
+
+def test_api_refusal_keeps_code_and_text(mitto_sandbox, settings, captured_signals) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+4179", text="Hi", sender="Shop")  # not validated
+    services.send_message(message)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "recipient" in message.error
+
+
+def test_wrong_api_key_fails_with_a_clear_error(mitto_sandbox, settings, captured_signals) -> None:
+    settings.MITTO_API_KEY = "wrong"
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "HTTP 401" in message.error
+    assert "MITTO_API_KEY" in message.error
+    assert "wrong" not in message.error.replace("wrong-key", "")
+    assert len(captured_signals["failed"]) == 1
+
+
+def test_timeout_after_the_request_was_read_leaves_the_message_unknown(mitto_sandbox, settings) -> None:
+    settings.MITTO_TIMEOUT = 0.3
+    mitto_sandbox.add_fault("timeout", seconds=1.5)
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.UNKNOWN
+    assert "may have been sent" in message.error
+    services.send_message(message)  # never resent blindly
+    assert len(mitto_sandbox.messages) == 1
+    message.refresh_from_db()
+    assert message.attempts == 1
+
+
+def test_retryable_answer_is_retried_then_sent(mitto_sandbox) -> None:
+    mitto_sandbox.add_fault("503", times=1)
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert message.attempts == 2
+    assert len(mitto_sandbox.messages) == 1
+
+
+def test_429_waits_for_retry_after(mitto_sandbox, monkeypatch) -> None:
+    from django_mitto import tasks
+
+    waits: list[float] = []
+    monkeypatch.setattr(tasks.time, "sleep", waits.append)
+    mitto_sandbox.add_fault("429", times=1, retry_after=1)
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert waits == [1.0]
+
+
+def test_unreachable_mitto_is_retried_then_fails(settings, monkeypatch, captured_signals) -> None:
+    from django_mitto import tasks
+
+    monkeypatch.setattr(tasks.time, "sleep", lambda s: None)
+    settings.MITTO_API_URL = "http://127.0.0.1:9"
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert message.attempts == 3
+    assert "Gave up after 3 attempts" in message.error
+    assert len(captured_signals["failed"]) == 1
+
+
+def test_missing_api_key_fails_the_message_with_the_setting_named(settings) -> None:
+    settings.MITTO_API_KEY = ""
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "MITTO_API_KEY" in message.error
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_threads_sending_the_same_message_make_one_request(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("latency", seconds=0.2)
+    barrier = threading.Barrier(2)
+    results: list[str] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            results.append(services.send_message(message.pk).status)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(mitto_sandbox.messages) == 1
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert message.attempts == 1
+    assert sorted(results) == ["sending", "sent"]
+
+
+# -- bulk -----------------------------------------------------------------------------------------
+
+
+def test_send_bulk_sends_in_chunks_and_records_each_id(mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    numbers = [f"+4179123456{i}" for i in range(5)]
+    batch = services.send_bulk(numbers, "Sale today", reference="promo")
+    batch.refresh_from_db()
+    assert batch.total == 5
+    assert batch.completed_at is not None
+    paths = [m["path"] for m in mitto_sandbox.messages]
+    assert paths.count("/smsbulk") == 5
+    assert len({m["body"]["to"].__repr__() for m in mitto_sandbox.messages}) == 3  # 3 requests
+    by_number = {m["to"]: m["id"] for m in mitto_sandbox.messages}
+    messages = list(batch.messages.order_by("pk"))
+    assert [m.status for m in messages] == ["sent"] * 5
+    assert all(m.provider_id == by_number[m.recipient.lstrip("+")] for m in messages)
+    assert all(m.reference == "promo" for m in messages)
+
+
+def test_send_bulk_with_an_invalid_number_creates_nothing(mitto_sandbox) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234567", "12", "hello"], "Hi")
+    assert "recipients" in info.value.message_dict
+    assert "12" in info.value.message_dict["recipients"][0]
+    assert Batch.objects.count() == 0
+    assert Message.objects.count() == 0
+
+
+def test_bulk_refusal_fails_the_chunk(mitto_sandbox, settings) -> None:
+    settings.MITTO_API_KEY = "wrong"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
+
+
+def test_bulk_timeout_leaves_the_chunk_unknown(mitto_sandbox, settings) -> None:
+    settings.MITTO_TIMEOUT = 0.3
+    mitto_sandbox.add_fault("timeout", seconds=1.5)
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}
+
+
+def test_bulk_references_are_per_recipient(mitto_sandbox) -> None:
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi", references=["a", "b"])
+    assert list(batch.messages.order_by("pk").values_list("reference", flat=True)) == ["a", "b"]
+
+
+def test_client_is_shared_per_configuration(settings) -> None:
+    first = services.get_client()
+    assert services.get_client() is first
+    settings.MITTO_API_URL = "http://127.0.0.1:5801"
+    assert services.get_client() is not first
+    assert isinstance(first.session, requests.Session)
