@@ -229,11 +229,15 @@ class Message(models.Model):
         return self.status in FINAL_STATUSES
 
     def measure(self) -> None:
-        """Resolve ``Auto`` and count characters and parts (pure computation, no I/O).
+        """Normalise the recipient, resolve ``Auto``, count characters and parts (no I/O).
 
-        A text that does not fit its encoding is left as it is: the send refuses it and
-        records why, so nothing is dropped silently.
+        A value that does not parse is left as it is: the send refuses it and records why,
+        so nothing is dropped silently.
         """
+        try:
+            self.recipient = validators.normalize_recipient(self.recipient)
+        except ValidationError:
+            pass
         try:
             info = enc.analyze(self.text, self.encoding)
         except (enc.EncodingError, TypeError):

@@ -1,15 +1,35 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.db import connection
 
 pytest_plugins = ["django_mitto.testing"]
 
+#: Set by CI: a test that would be skipped for a missing part (browser, Redis) fails instead.
+REQUIRE_ALL_PARTS = bool(os.environ.get("MITTO_REQUIRE_ALL_PARTS"))
+
+
+def require_part(available: bool, reason: str) -> None:
+    """Skip the calling test when a part it needs is missing (fail instead under CI)."""
+    if available:
+        return
+    if REQUIRE_ALL_PARTS:
+        pytest.fail(f"missing part: {reason}")
+    pytest.skip(reason)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"django-mitto tests on {connection.vendor}"
+
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # PostgreSQL-only tests (row locking under real concurrency) run in the PostgreSQL pass.
     if connection.vendor == "postgresql":
         return
-    skip = pytest.mark.skip(reason="needs PostgreSQL: run with DATABASE_URL=postgres://...")
-    for item in items:
-        if "postgres" in item.keywords:
-            item.add_marker(skip)
+    keep = [item for item in items if "postgres" not in item.keywords]
+    dropped = [item for item in items if "postgres" in item.keywords]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep

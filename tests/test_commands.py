@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from django_mitto.models import Message
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_mitto_send_prints_id_status_encoding_and_parts(mitto_sandbox) -> None:
+    out = StringIO()
+    call_command("mitto_send", "--to", "+41791234567", "--text", "Grüezi 😀", stdout=out)
+    message = Message.objects.get()
+    assert message.status == "sent"
+    assert out.getvalue().strip() == (
+        f"Message {message.pk}: sent, Mitto id {message.provider_id}, Unicode, 1 part(s)"
+    )
+    assert mitto_sandbox.messages[0]["body"]["type"] == "Unicode"
+
+
+def test_mitto_send_passes_options(mitto_sandbox) -> None:
+    call_command(
+        "mitto_send", "--to", "+41791234567", "--text", "Hi", "--sender", "Shop",
+        "--encoding", "gsm", "--reference", "r-1", "--test", stdout=StringIO(),
+    )
+    body = mitto_sandbox.messages[0]["body"]
+    assert (body["from"], body["type"], body["reference"], body["test"]) == ("Shop", "GSM", "r-1", True)
+
+
+def test_mitto_send_sends_even_when_send_on_save_is_off(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    call_command("mitto_send", "--to", "+41791234567", "--text", "Hi", stdout=StringIO())
+    assert Message.objects.get().status == "sent"
+    assert len(mitto_sandbox.messages) == 1
+
+
+def test_mitto_send_invalid_input_exits_with_the_field_named(mitto_sandbox) -> None:
+    with pytest.raises(CommandError, match="recipient"):
+        call_command("mitto_send", "--to", "12", "--text", "Hi", stdout=StringIO())
+    assert Message.objects.count() == 0
+
+
+def test_mitto_send_failure_exits_non_zero_with_the_reason(mitto_sandbox, settings) -> None:
+    settings.MITTO_API_KEY = "wrong"
+    with pytest.raises(CommandError, match="HTTP 401"):
+        call_command("mitto_send", "--to", "+41791234567", "--text", "Hi", stdout=StringIO())
