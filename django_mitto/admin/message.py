@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from .models import Batch, DeliveryReport, Message
+from ..models import DeliveryReport, Message
 
 
 @admin.register(Message)
@@ -11,11 +11,6 @@ class MessageAdmin(admin.ModelAdmin):
     list_filter = ["status", "encoding", "test"]
     search_fields = ["recipient", "provider_id", "reference"]
     list_select_related = ["batch"]
-
-
-@admin.register(Batch)
-class BatchAdmin(admin.ModelAdmin):
-    list_display = ["pk", "sender", "total", "created_at", "completed_at"]
 
 
 @admin.register(DeliveryReport)

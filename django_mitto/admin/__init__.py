@@ -1,0 +1,6 @@
+"""The django-mitto admin: compose and follow messages, send in bulk, see the trends."""
+
+from .batch import BatchAdmin
+from .message import DeliveryReportAdmin, MessageAdmin
+
+__all__ = ["BatchAdmin", "DeliveryReportAdmin", "MessageAdmin"]
