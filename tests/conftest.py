@@ -33,3 +33,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+
+
+# Browser fixtures (chromium, page) for the admin's browser tests.
+from tests.browser import chromium, page  # noqa: E402, F401

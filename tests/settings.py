@@ -67,8 +67,13 @@ def _database() -> dict:
 
 DATABASES = {"default": _database()}
 
-MITTO_API_KEY = "test-key"
-MITTO_API_URL = "http://127.0.0.1:9"
+# A Celery worker started by the Celery tests gets these from its environment.
+MITTO_API_KEY = os.environ.get("MITTO_API_KEY", "test-key")
+MITTO_API_URL = os.environ.get("MITTO_API_URL", "http://127.0.0.1:9")
+MITTO_TASK_BACKEND = os.environ.get("MITTO_TASK_BACKEND", "inline")
+MITTO_BULK_CHUNK_SIZE = int(os.environ.get("MITTO_BULK_CHUNK_SIZE", "500"))
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
+CELERY_TASK_IGNORE_RESULT = True
 MITTO_DEFAULT_SENDER = "DjangoMitto"
 MITTO_CALLBACK_SECRET = "callback-secret"
 MITTO_TIMEOUT = 5.0

@@ -1,0 +1,647 @@
+"""Delivery-report rules: the status table, callback tokens, caller addresses and applying reports."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+from django.db import transaction
+from django.urls import reverse
+
+from django_mitto import callbacks, services
+from django_mitto.callbacks import ParsedReport
+from django_mitto.client import SendResult
+from django_mitto.models import Batch, DeliveryReport, Message, Status
+from django_mitto.signals import delivery_report_received, message_status_changed
+
+SECRET = "callback-secret"
+
+Outcome = DeliveryReport.Outcome
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SignalLog:
+    """What the delivery-report signals announced, in order."""
+
+    received: list[tuple[int, int | None]] = field(default_factory=list)
+    changed: list[tuple[int, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@pytest.fixture
+def signals() -> Iterator[SignalLog]:
+    log = SignalLog()
+
+    def on_received(sender: Any, report: DeliveryReport, message: Message | None, **kw: Any) -> None:
+        with log.lock:
+            log.received.append((report.pk, message.pk if message else None))
+
+    def on_changed(
+        sender: Any, message: Message, old_status: str, new_status: str, report: Any, **kw: Any
+    ) -> None:
+        assert isinstance(report, DeliveryReport)
+        with log.lock:
+            log.changed.append((message.pk, old_status, new_status))
+
+    delivery_report_received.connect(on_received, weak=False)
+    message_status_changed.connect(on_changed, weak=False)
+    yield log
+    delivery_report_received.disconnect(on_received)
+    message_status_changed.disconnect(on_changed)
+
+
+@pytest.fixture
+def make_message(settings: Any, db: None) -> Callable[..., Message]:
+    """Create a message without sending it, then put it in the given state."""
+    settings.MITTO_SEND_ON_SAVE = False
+
+    def make(*, status: str = Status.SENT, provider_id: str = "", **fields: Any) -> Message:
+        message = Message.objects.create(recipient="+41791234567", text="Hello", **fields)
+        Message.objects.filter(pk=message.pk).update(status=status, provider_id=provider_id)
+        message.refresh_from_db()
+        return message
+
+    return make
+
+
+def report(provider_id: str = "", status: str = "delivered", **fields: Any) -> ParsedReport:
+    return ParsedReport(provider_id=provider_id, status=status, payload={"query": {}}, **fields)
+
+
+def record(parsed: ParsedReport, message_pk: int | None = None) -> DeliveryReport:
+    return callbacks.record_report(
+        parsed, method="POST", remote_addr="127.0.0.1", message_pk=message_pk
+    )
+
+
+# -- the status table -----------------------------------------------------------------------------
+
+SMPP_WORDS = {
+    "DELIVRD": Status.DELIVERED,
+    "UNDELIV": Status.UNDELIVERED,
+    "EXPIRED": Status.EXPIRED,
+    "REJECTD": Status.REJECTED,
+    "DELETED": Status.FAILED,
+    "ACCEPTD": Status.SENT,
+    "ENROUTE": Status.SENT,
+    "UNKNOWN": Status.SENT,
+}
+PLAIN_WORDS = {
+    "delivered": Status.DELIVERED,
+    "undelivered": Status.UNDELIVERED,
+    "undeliverable": Status.UNDELIVERED,
+    "failed": Status.FAILED,
+    "expired": Status.EXPIRED,
+    "rejected": Status.REJECTED,
+    "sent": Status.SENT,
+    "buffered": Status.SENT,
+    "accepted": Status.SENT,
+}
+ALL_WORDS = {**SMPP_WORDS, **PLAIN_WORDS}
+
+
+@pytest.mark.parametrize(("word", "expected"), sorted(ALL_WORDS.items()))
+def test_map_status_knows_every_smpp_and_plain_word(word: str, expected: str) -> None:
+    assert callbacks.map_status(word) == expected
+    assert callbacks.map_status(word.lower()) == expected
+    assert callbacks.map_status(word.upper()) == expected
+    assert callbacks.map_status(word.title()) == expected
+
+
+def test_map_status_ignores_surrounding_spaces() -> None:
+    assert callbacks.map_status("  Delivrd\t") == Status.DELIVERED
+
+
+@pytest.mark.parametrize("word", ["", "   ", "deliver", "DELIVRD!", "ok", "0", "délivré"])
+def test_map_status_gives_none_for_an_unknown_word(word: str) -> None:
+    assert callbacks.map_status(word) is None
+
+
+def test_map_status_accepts_none() -> None:
+    assert callbacks.map_status(None) is None  # type: ignore[arg-type]
+
+
+def test_every_word_in_the_table_means_a_message_status() -> None:
+    assert set(callbacks.STATUS_WORDS.values()) <= set(Status.values)
+    assert all(word == word.lower() for word in callbacks.STATUS_WORDS)
+
+
+# -- tokens ---------------------------------------------------------------------------------------
+
+
+def test_message_token_names_its_message() -> None:
+    check = callbacks.check_token(callbacks.message_token(42))
+    assert check == callbacks.TokenCheck(True, message_pk=42)
+
+
+def test_message_token_accepts_a_message_instance() -> None:
+    message = Message(pk=7)
+    assert callbacks.message_token(message) == callbacks.message_token(7)
+
+
+def test_batch_token_names_its_batch() -> None:
+    check = callbacks.check_token(callbacks.batch_token(Batch(pk=9)))
+    assert check == callbacks.TokenCheck(True, batch_pk=9)
+
+
+def test_message_token_is_usable_in_the_callback_url() -> None:
+    token = callbacks.message_token(12345)
+    url = reverse("django_mitto:callback", kwargs={"token": token})
+    assert url == f"/mitto/callback/{token}/"
+
+
+def _swap_pk(token: str, new: str) -> str:
+    value, signature = token.split(".", 1)
+    return f"{value[0]}{new}.{signature}"
+
+
+@pytest.mark.parametrize(
+    "forge",
+    [
+        pytest.param(lambda t: _swap_pk(t, "2"), id="other-pk-same-signature"),
+        pytest.param(lambda t: "b" + t[1:], id="message-token-as-batch-token"),
+        pytest.param(lambda t: t[:-1] + ("A" if t[-1] != "A" else "B"), id="signature-altered"),
+        pytest.param(lambda t: t.split(".")[0] + ".", id="signature-removed"),
+        pytest.param(lambda t: t.split(".")[0], id="bare-value"),
+        pytest.param(lambda t: t + "x", id="extra-character"),
+        pytest.param(lambda t: t.upper(), id="upper-case"),
+    ],
+)
+def test_altered_message_token_is_refused(forge: Callable[[str], str]) -> None:
+    token = callbacks.message_token(1)
+    assert callbacks.check_token(forge(token)).valid is False
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="callbacks.py builds `_signer = signing.Signer(...)` at import, which reads "
+    "SECRET_KEY and SECRET_KEY_FALLBACKS once: later changes (override_settings, the settings "
+    "fixture) are ignored, so a token signed with another SECRET_KEY is still accepted",
+)
+def test_tokens_follow_the_current_secret_key(settings: Any) -> None:
+    settings.SECRET_KEY = "another-project"
+    foreign = callbacks.message_token(1)
+    settings.SECRET_KEY = "django-mitto-tests"
+    assert callbacks.check_token(foreign).valid is False
+    # Rotation: tokens signed with a fallback key stay valid.
+    settings.SECRET_KEY = "rotated-key"
+    settings.SECRET_KEY_FALLBACKS = ["django-mitto-tests"]
+    assert callbacks.check_token(callbacks.message_token(1)).valid is True
+
+
+def test_configured_secret_is_accepted_and_names_no_message() -> None:
+    assert callbacks.check_token(SECRET) == callbacks.TokenCheck(True)
+
+
+@pytest.mark.parametrize(
+    "token", ["", "callback-secre", "callback-secretx", "Callback-Secret", " callback-secret"]
+)
+def test_anything_but_the_exact_secret_is_refused(token: str) -> None:
+    assert callbacks.check_token(token).valid is False
+
+
+def test_every_secret_of_a_rotation_list_is_accepted(settings: Any) -> None:
+    settings.MITTO_CALLBACK_SECRET = ["new", "old"]
+    assert callbacks.check_token("new").valid
+    assert callbacks.check_token("old").valid
+    assert not callbacks.check_token(SECRET).valid
+    assert not callbacks.check_token("newold").valid
+
+
+def test_no_secret_configured_accepts_no_plain_token(settings: Any) -> None:
+    settings.MITTO_CALLBACK_SECRET = ""
+    assert not callbacks.check_token(SECRET).valid
+    assert not callbacks.check_token("").valid
+    # Signed per-message tokens do not depend on MITTO_CALLBACK_SECRET.
+    assert callbacks.check_token(callbacks.message_token(3)).message_pk == 3
+
+
+def test_secret_that_looks_like_a_signed_token_still_works(settings: Any) -> None:
+    settings.MITTO_CALLBACK_SECRET = "m1.not-a-signature"
+    assert callbacks.check_token("m1.not-a-signature") == callbacks.TokenCheck(True)
+
+
+def test_callback_urls_are_empty_without_a_base_url(settings: Any) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = ""
+    assert callbacks.callback_url_for_message(Message(pk=1)) == ""
+    assert callbacks.callback_url_for_batch(Batch(pk=1)) == ""
+
+
+def test_callback_urls_carry_signed_tokens(settings: Any) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://example.com/"
+    url = callbacks.callback_url_for_message(Message(pk=5))
+    assert url == "https://example.com/mitto/callback/" + callbacks.message_token(5) + "/"
+    batch_url = callbacks.callback_url_for_batch(Batch(pk=6))
+    assert batch_url == "https://example.com/mitto/callback/" + callbacks.batch_token(6) + "/"
+
+
+# -- caller address -------------------------------------------------------------------------------
+
+
+def test_client_address_is_remote_addr_by_default() -> None:
+    meta = {"REMOTE_ADDR": "10.1.2.3", "HTTP_X_REAL_IP": "192.0.2.1"}
+    assert callbacks.client_address(meta) == "10.1.2.3"
+
+
+def test_client_address_comes_from_the_configured_header(settings: Any) -> None:
+    settings.MITTO_CALLBACK_IP_HEADER = "X-Real-IP"
+    meta = {"REMOTE_ADDR": "10.1.2.3", "HTTP_X_REAL_IP": "192.0.2.1"}
+    assert callbacks.client_address(meta) == "192.0.2.1"
+
+
+def test_client_address_falls_back_to_remote_addr_without_the_header(settings: Any) -> None:
+    settings.MITTO_CALLBACK_IP_HEADER = "X-Real-IP"
+    assert callbacks.client_address({"REMOTE_ADDR": "10.1.2.3"}) == "10.1.2.3"
+    assert callbacks.client_address({}) == ""
+
+
+def test_address_allowed_without_a_list_allows_everything(settings: Any) -> None:
+    settings.MITTO_CALLBACK_ALLOWED_IPS = []
+    assert callbacks.address_allowed("192.0.2.1")
+    assert callbacks.address_allowed("")
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.0.0.1", True),
+        ("10.255.255.255", True),
+        ("11.0.0.1", False),
+        ("2a06:b080:a001:8641::12", True),
+        ("2a06:b080:a001:8642::12", False),
+        ("", False),
+        ("not-an-address", False),
+        ("10.0.0.1, 10.0.0.2", False),
+    ],
+)
+def test_address_allowed_checks_ipv4_and_ipv6_ranges(
+    settings: Any, address: str, allowed: bool
+) -> None:
+    settings.MITTO_CALLBACK_ALLOWED_IPS = ["10.0.0.0/8", "2a06:b080:a001:8641::/64", "bogus"]
+    assert callbacks.address_allowed(address) is allowed
+
+
+# -- applying reports -----------------------------------------------------------------------------
+
+
+def test_report_moves_the_message_forward_and_keeps_the_details(make_message) -> None:
+    message = make_message(provider_id="abc")
+    parsed = report(
+        "abc",
+        "DELIVRD",
+        error_code="0",
+        reference="order-1",
+        recipient="41791234567",
+        mcc="228",
+        mnc="01",
+        sent_at=datetime(2024, 5, 31, 12, tzinfo=timezone.utc),
+    )
+    before = datetime.now(timezone.utc)
+    stored = record(parsed)
+    assert stored.outcome == Outcome.APPLIED
+    stored.refresh_from_db()
+    assert stored.message_id == message.pk
+    assert stored.mapped_status == Status.DELIVERED
+    assert stored.provider_sent_at == datetime(2024, 5, 31, 12, tzinfo=timezone.utc)
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.delivery_status == "DELIVRD"
+    assert message.error_code == "0"
+    assert (message.mcc, message.mnc) == ("228", "01")
+    assert message.status_changed_at is not None
+    assert message.status_changed_at >= before
+
+
+def test_duplicate_report_changes_nothing(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(provider_id="abc")
+    with django_capture_on_commit_callbacks(execute=True):
+        first = record(report("abc", "delivered"))
+    message.refresh_from_db()
+    changed_at = message.status_changed_at
+    with django_capture_on_commit_callbacks(execute=True):
+        second = record(report("abc", "delivered"))
+    assert (first.outcome, second.outcome) == (Outcome.APPLIED, Outcome.DUPLICATE)
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.status_changed_at == changed_at
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+    assert len(signals.received) == 2
+    assert DeliveryReport.objects.filter(message=message).count() == 2
+
+
+def test_same_intermediate_word_twice_is_a_duplicate(make_message) -> None:
+    make_message(provider_id="abc")
+    assert record(report("abc", "buffered")).outcome == Outcome.APPLIED
+    assert record(report("abc", "BUFFERED")).outcome == Outcome.DUPLICATE
+
+
+@pytest.mark.parametrize("late", ["sent", "buffered", "ENROUTE", "accepted"])
+def test_late_intermediate_report_does_not_undo_delivered(make_message, late: str) -> None:
+    message = make_message(provider_id="abc")
+    record(report("abc", "delivered", error_code="0"))
+    late_report = record(report("abc", late, error_code="99"))
+    assert late_report.outcome == Outcome.STALE
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.delivery_status == "delivered"
+    assert message.error_code == "0"
+
+
+@pytest.mark.parametrize("final", [Status.DELIVERED, Status.UNDELIVERED, Status.FAILED])
+def test_final_status_is_never_replaced_by_another_final_status(make_message, final: str) -> None:
+    message = make_message(provider_id="abc", status=final)
+    other = "expired" if final != Status.EXPIRED else "rejected"
+    assert record(report("abc", other)).outcome == Outcome.STALE
+    message.refresh_from_db()
+    assert message.status == final
+
+
+def test_intermediate_word_after_sent_updates_details_without_a_status_change(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(provider_id="abc")
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("abc", "buffered", error_code="5"))
+    assert stored.outcome == Outcome.APPLIED
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+    assert (message.delivery_status, message.error_code) == ("buffered", "5")
+    assert signals.changed == []
+    assert signals.received == [(stored.pk, message.pk)]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="callbacks._apply sets status_changed_at in the details-only branch too "
+    "(fields dict built before `if new == old`), so a 'buffered' report after 'sent' "
+    "moves status_changed_at although the status did not change",
+)
+def test_same_status_details_do_not_move_status_changed_at(make_message) -> None:
+    message = make_message(provider_id="abc")
+    record(report("abc", "sent"))
+    message.refresh_from_db()
+    changed_at = message.status_changed_at
+    record(report("abc", "buffered"))
+    message.refresh_from_db()
+    assert message.delivery_status == "buffered"
+    assert message.status_changed_at == changed_at
+
+
+def test_report_with_an_unknown_word_is_stored_and_changes_nothing(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(provider_id="abc")
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("abc", "mystery"))
+    assert stored.outcome == Outcome.UNKNOWN_STATUS
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.status, stored.mapped_status) == (message.pk, "mystery", "")
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+    assert message.delivery_status == ""
+    assert signals.changed == []
+    assert signals.received == [(stored.pk, message.pk)]
+
+
+def test_unmatched_report_is_stored_without_a_message(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("nobody", "delivered"))
+    assert stored.outcome == Outcome.UNMATCHED
+    stored.refresh_from_db()
+    assert stored.message_id is None
+    assert stored.provider_id == "nobody"
+    assert signals.received == [(stored.pk, None)]
+    assert signals.changed == []
+
+
+def test_report_by_message_pk_ignores_the_provider_id_lookup(make_message) -> None:
+    target = make_message(status=Status.SENDING)
+    other = make_message(provider_id="other-id")
+    stored = record(report("other-id", "delivered"), message_pk=target.pk)
+    assert stored.message_id == target.pk
+    target.refresh_from_db()
+    other.refresh_from_db()
+    assert target.status == Status.DELIVERED
+    assert other.status == Status.SENT
+
+
+def test_report_for_a_deleted_message_pk_is_stored_unmatched(make_message) -> None:
+    stored = record(report("", "delivered"), message_pk=999_999)
+    assert stored.outcome == Outcome.UNMATCHED
+    assert DeliveryReport.objects.get(pk=stored.pk).message_id is None
+
+
+def test_remote_address_is_normalised_or_dropped(make_message) -> None:
+    make_message(provider_id="abc")
+    parsed = report("abc", "sent")
+    v6 = callbacks.record_report(parsed, method="GET", remote_addr="2A06:B080::0012")
+    junk = callbacks.record_report(parsed, method="GET", remote_addr="not-an-ip")
+    assert DeliveryReport.objects.get(pk=v6.pk).remote_addr == "2a06:b080::12"
+    assert DeliveryReport.objects.get(pk=junk.pk).remote_addr is None
+
+
+# -- reports that arrive before the send's response -----------------------------------------------
+
+
+def test_early_report_on_the_account_url_is_applied_when_the_send_records_the_id(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENDING)
+    with django_capture_on_commit_callbacks(execute=True):
+        early = record(report("late-id", "delivered", error_code="0"))
+    assert early.outcome == Outcome.UNMATCHED
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services._record_sent(
+            message, SendResult(id="late-id", response_code=0, response_text="SMS sent")
+        )
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.provider_id == "late-id"
+    assert message.delivery_status == "delivered"
+    early.refresh_from_db()
+    assert early.message_id == message.pk
+    assert early.outcome == Outcome.APPLIED
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+    assert signals.received == [(early.pk, None), (early.pk, message.pk)]
+
+
+def test_apply_pending_reports_links_reports_once_the_id_is_known(make_message) -> None:
+    message = make_message(status=Status.SENDING)
+    early = record(report("late-id", "DELIVRD"))
+    Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="late-id")
+    message.refresh_from_db()
+    assert callbacks.apply_pending_reports(message) == 1
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    early.refresh_from_db()
+    assert (early.message_id, early.outcome) == (message.pk, Outcome.APPLIED)
+    # Applied once: a second call finds nothing left.
+    assert callbacks.apply_pending_reports(message) == 0
+
+
+def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
+    message = make_message(status=Status.SENDING)
+    record(report("late-id", "delivered"))
+    assert callbacks.apply_pending_reports(message) == 0
+    assert DeliveryReport.objects.get().message_id is None
+
+
+def test_pending_reports_are_applied_in_the_order_received(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENDING)
+    buffered = record(report("late-id", "buffered"))
+    delivered = record(report("late-id", "delivered"))
+    repeated = record(report("late-id", "delivered"))
+    late = record(report("late-id", "sent"))
+    unknown = record(report("late-id", "mystery"))
+    Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="late-id")
+    message.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert callbacks.apply_pending_reports(message) == 5
+    outcomes = {
+        r.pk: r.outcome for r in DeliveryReport.objects.filter(message=message).order_by("pk")
+    }
+    assert outcomes == {
+        buffered.pk: Outcome.APPLIED,
+        delivered.pk: Outcome.APPLIED,
+        repeated.pk: Outcome.DUPLICATE,
+        late.pk: Outcome.STALE,
+        unknown.pk: Outcome.UNKNOWN_STATUS,
+    }
+    message.refresh_from_db()
+    assert (message.status, message.delivery_status) == (Status.DELIVERED, "delivered")
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
+    message = make_message(status=Status.SENDING)
+    other = record(report("someone-else", "delivered"))
+    Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="late-id")
+    message.refresh_from_db()
+    assert callbacks.apply_pending_reports(message) == 0
+    other.refresh_from_db()
+    assert (other.message_id, other.outcome) == (None, Outcome.UNMATCHED)
+
+
+def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_message) -> None:
+    first = make_message(status=Status.SENDING)
+    second = make_message(status=Status.SENDING)
+    record(report("id-1", "delivered"))
+    record(report("id-2", "undelivered"))
+    Message.objects.filter(pk=first.pk).update(status=Status.SENT, provider_id="id-1")
+    Message.objects.filter(pk=second.pk).update(status=Status.SENT, provider_id="id-2")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert callbacks.apply_pending_reports_bulk([first, second]) == 2
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (Status.DELIVERED, Status.UNDELIVERED)
+
+
+def test_report_on_the_message_token_before_the_send_response_is_applied_at_once(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENDING)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("late-id", "delivered"), message_pk=message.pk)
+    assert stored.outcome == Outcome.APPLIED
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+
+    # The send's response is recorded afterwards: it must not move the message back to "sent".
+    with django_capture_on_commit_callbacks(execute=True):
+        services._record_sent(
+            message, SendResult(id="late-id", response_code=0, response_text="SMS sent")
+        )
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+    assert message.provider_id == "late-id"
+    assert message.response_text == "SMS sent"
+    assert message.sent_at is not None
+    assert signals.changed == [(message.pk, Status.SENDING, Status.DELIVERED)]
+    assert DeliveryReport.objects.get().outcome == Outcome.APPLIED
+
+
+def test_intermediate_report_before_the_send_response_then_send_keeps_sent(make_message) -> None:
+    message = make_message(status=Status.SENDING)
+    record(report("", "buffered"), message_pk=message.pk)
+    services._record_sent(message, SendResult(id="late-id", response_code=0))
+    message.refresh_from_db()
+    assert (message.status, message.delivery_status) == (Status.SENT, "buffered")
+    assert message.provider_id == "late-id"
+
+
+# -- signals and transactions ---------------------------------------------------------------------
+
+
+def test_signals_wait_for_the_commit(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(provider_id="abc")
+    with django_capture_on_commit_callbacks() as pending:
+        stored = record(report("abc", "delivered"))
+        assert signals.received == []
+        assert signals.changed == []
+    assert len(pending) == 1
+    assert signals.received == []
+    pending[0]()
+    assert signals.received == [(stored.pk, message.pk)]
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_signals_are_sent_after_commit_and_never_after_rollback(
+    make_message, signals: SignalLog
+) -> None:
+    message = make_message(provider_id="abc")
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        record(report("abc", "delivered"))
+        raise RuntimeError("roll back")
+    assert signals.received == []
+    assert signals.changed == []
+    assert not DeliveryReport.objects.exists()
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+
+    with transaction.atomic():
+        stored = record(report("abc", "delivered"))
+        assert signals.received == []
+    assert signals.received == [(stored.pk, message.pk)]
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+    # Outside any transaction (autocommit) the signals are sent at once.
+    record(report("abc", "delivered"))
+    assert len(signals.received) == 2
+    assert len(signals.changed) == 1
+
+
+def test_status_change_signal_carries_the_updated_message(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    make_message(provider_id="abc")
+    seen: list[tuple[str, str, str]] = []
+
+    def receiver(sender: Any, message: Message, report: DeliveryReport, **kw: Any) -> None:
+        seen.append((message.status, message.delivery_status, report.outcome))
+
+    message_status_changed.connect(receiver)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            record(report("abc", "UNDELIV", error_code="34"))
+    finally:
+        message_status_changed.disconnect(receiver)
+    assert seen == [(Status.UNDELIVERED, "UNDELIV", Outcome.APPLIED)]
