@@ -50,6 +50,9 @@ CONSTANT_ANSWER = json.dumps(
 
 class _BaselineHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes: without this, Nagle's algorithm and delayed
+    # ACKs stall every answer by tens of milliseconds.
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -67,10 +70,7 @@ def serve_baseline() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _BaselineHandler)
     server.daemon_threads = True
     print(f"Baseline serving on http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    server.serve_forever()  # until the benchmark terminates it
 
 
 def _start(command: list[str]) -> tuple[subprocess.Popen[str], str]:
@@ -82,6 +82,15 @@ def _start(command: list[str]) -> tuple[subprocess.Popen[str], str]:
         process.kill()
         raise SystemExit(f"server did not start: {line!r}")
     return process, line.strip().rsplit(" ", 1)[-1]
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) used so far by a process, on Linux; None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _client(url: str, count: int, kind: str, barrier: Any, results: Any) -> None:
@@ -165,12 +174,19 @@ def main() -> None:
     for name, command in servers.items():
         process, url = _start(command)
         try:
+            cpu_before = _cpu_seconds(process.pid)
             rate, seconds, errors = measure(url, args.requests, args.clients, args.client)
+            cpu_after = _cpu_seconds(process.pid)
         finally:
             process.terminate()
             process.wait(10)
         rates[name] = rate
-        print(f"  {name:<22} {rate:8.0f} req/s  ({seconds:.2f} s, {errors} non-200)")
+        cpu = ""
+        if cpu_before is not None and cpu_after is not None:
+            # Includes the warm-up requests; a rough figure.
+            total = args.requests + WARMUP * args.clients
+            cpu = f", server CPU {(cpu_after - cpu_before) / total * 1e6:.0f} us/request"
+        print(f"  {name:<22} {rate:8.0f} req/s  ({seconds:.2f} s, {errors} non-200{cpu})")
     ratio = rates["sandbox"] / rates["baseline http.server"]
     print(f"  sandbox / baseline     {ratio:8.2f}")
 

@@ -67,19 +67,21 @@ def map_status(word: str) -> str | None:
 
 # -- tokens ---------------------------------------------------------------------------------------
 
-_signer = signing.Signer(salt=_SALT, sep=".")
+def _signer() -> signing.Signer:
+    # Made per use so SECRET_KEY (and its fallbacks) are read at use time, never at import.
+    return signing.Signer(salt=_SALT, sep=".")
 
 
 def message_token(message: Message | int) -> str:
     """The signed token naming one message (``m<pk>.<signature>``)."""
     pk = message.pk if isinstance(message, Message) else message
-    return _signer.sign(f"m{pk}")
+    return _signer().sign(f"m{pk}")
 
 
 def batch_token(batch: Batch | int) -> str:
     """The signed token naming one batch (``b<pk>.<signature>``)."""
     pk = batch.pk if isinstance(batch, Batch) else batch
-    return _signer.sign(f"b{pk}")
+    return _signer().sign(f"b{pk}")
 
 
 def _url_for_token(token: str) -> str:
@@ -113,7 +115,7 @@ def check_token(token: str) -> TokenCheck:
     token = token or ""
     if "." in token and token[:1] in ("m", "b"):
         try:
-            value = _signer.unsign(token)
+            value = _signer().unsign(token)
         except signing.BadSignature:
             value = ""
         if value[1:].isdigit():
@@ -127,12 +129,16 @@ def check_token(token: str) -> TokenCheck:
 
 
 def client_address(meta: dict[str, Any]) -> str:
-    """The caller's address: the MITTO_CALLBACK_IP_HEADER header when set, else REMOTE_ADDR."""
+    """The caller's address: the MITTO_CALLBACK_IP_HEADER header when set, else REMOTE_ADDR.
+
+    When the header holds a list (``X-Forwarded-For``), the last entry is taken: it is the one
+    your own proxy appended; entries before it are whatever the caller claimed.
+    """
     header = conf.CALLBACK_IP_HEADER
     if header:
         value = meta.get("HTTP_" + header.upper().replace("-", "_"), "")
         if value:
-            return value.split(",")[0].strip()
+            return value.split(",")[-1].strip()
     return meta.get("REMOTE_ADDR", "") or ""
 
 
@@ -183,13 +189,21 @@ def record_report(
     method: str,
     remote_addr: str | None,
     message_pk: int | None = None,
+    batch_pk: int | None = None,
 ) -> DeliveryReport:
-    """Store a delivery report and apply it to its message (found by pk, else by provider id)."""
+    """Store a delivery report and apply it to its message.
+
+    The message is the one a signed message token names, else the one with the report's
+    provider id (within the batch a signed batch token names).
+    """
     message: Message | None = None
     if message_pk is not None:
         message = Message.objects.filter(pk=message_pk).first()
     elif parsed.provider_id:
-        message = Message.objects.filter(provider_id=parsed.provider_id).first()
+        candidates = Message.objects.filter(provider_id=parsed.provider_id)
+        if batch_pk is not None:
+            candidates = candidates.filter(batch_id=batch_pk)
+        message = candidates.first()
     try:
         address = str(ipaddress.ip_address(remote_addr)) if remote_addr else None
     except ValueError:
@@ -244,25 +258,28 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
         _after_commit_received(report, message)
         return
 
-    now = timezone.now()
-    fields: dict[str, Any] = {
-        "delivery_status": report.status,
-        "error_code": report.error_code,
-        "status_changed_at": now,
-    }
+    fields: dict[str, Any] = {"delivery_status": report.status, "error_code": report.error_code}
     if report.mcc:
         fields["mcc"] = report.mcc
         fields["mnc"] = report.mnc
     old = message.status
+    new_status: str | None = None
     if new == old:
         # Raw details only; the status stays, so no status change is announced.
         changed = Message.objects.filter(pk=message.pk, status=old).update(**fields)
-        new_status = None
     else:
-        changed = Message.objects.filter(pk=message.pk, status__in=_lower_rank_statuses(new)).update(
-            status=new, **fields
-        )
-        new_status = new if changed else None
+        fields["status_changed_at"] = timezone.now()
+        # Conditional on the status read, so old_status in the signal is exactly what changed.
+        changed = Message.objects.filter(pk=message.pk, status=old).update(status=new, **fields)
+        for _ in range(3):
+            if changed:
+                new_status = new
+                break
+            # Someone moved the message meanwhile: re-read, and go on only if still behind.
+            old = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
+            if STATUS_RANK.get(old, 99) >= STATUS_RANK[new]:
+                break
+            changed = Message.objects.filter(pk=message.pk, status=old).update(status=new, **fields)
     if not changed:
         # Another report got there first: this one is a duplicate or came too late.
         current = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first()

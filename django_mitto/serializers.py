@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,6 +10,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
 from .callbacks import ParsedReport
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 #: Accepted names for each field, compared case-insensitively; the first one present wins.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -23,6 +26,9 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "sendtime": ("sendtime",),
     "sendtimestamp": ("sendtimestamp",),
 }
+
+#: 9999-12-31 23:59:59 UTC: the last second a datetime can hold.
+MAX_EPOCH_SECONDS = 253402300799
 
 #: Names that make a request a delivery report (a request with none of them is a ping).
 REPORT_FIELDS = frozenset(name for names in ALIASES.values() for name in names)
@@ -51,7 +57,10 @@ class _Text(serializers.CharField):
     def to_internal_value(self, data: Any) -> str:
         if isinstance(data, float) and data.is_integer():
             data = int(data)
-        return super().to_internal_value(data)
+        value = super().to_internal_value(data)
+        if _SURROGATES.search(value):
+            raise serializers.ValidationError(_("Not valid Unicode text."))
+        return value
 
 
 class DeliveryReportSerializer(serializers.Serializer):
@@ -73,24 +82,25 @@ class DeliveryReportSerializer(serializers.Serializer):
         self.id_required = id_required
 
     def validate_mccmnc(self, value: str) -> str:
-        if value and (not value.isdigit() or len(value) < 4):
+        if value and (not (value.isascii() and value.isdecimal()) or len(value) < 4):
             raise serializers.ValidationError(_("mccmnc is the MCC (3 digits) followed by the MNC."))
         return value
 
     def validate_mcc(self, value: str) -> str:
-        if value and not value.isdigit():
+        if value and not (value.isascii() and value.isdecimal()):
             raise serializers.ValidationError(_("mcc must be digits."))
         return value
 
     def validate_mnc(self, value: str) -> str:
-        if value and not value.isdigit():
+        if value and not (value.isascii() and value.isdecimal()):
             raise serializers.ValidationError(_("mnc must be digits."))
         return value
 
     def validate_sendtimestamp(self, value: str) -> str:
-        if value:
-            if not value.isdigit() or len(value) > 12:
-                raise serializers.ValidationError(_("sendtimestamp must be Unix epoch seconds."))
+        if value and not (
+            value.isascii() and value.isdecimal() and int(value) <= MAX_EPOCH_SECONDS
+        ):
+            raise serializers.ValidationError(_("sendtimestamp must be Unix epoch seconds."))
         return value
 
     def validate_sendtime(self, value: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -26,19 +28,25 @@ except ImportError:  # pragma: no cover - older Django
         return view
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _clean(value: Any, depth: int = 0) -> Any:
-    """A JSON-storable copy of the payload (no NUL characters, which PostgreSQL refuses)."""
+    """A JSON-storable copy of the input: no NUL characters and no lone surrogates (which
+    PostgreSQL refuses), no uploaded files, bounded depth."""
     if depth > 20:
         return None
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
+        return _SURROGATES.sub("\ufffd", value.replace("\x00", "\ufffd"))
     if isinstance(value, dict):
         return {_clean(str(k)): _clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v, depth + 1) for v in value]
     if isinstance(value, float) and value != value:  # NaN is not JSON
         return None
-    return value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return _clean(f"<{type(value).__name__}>")
 
 
 def _flat(querydict: Any) -> dict[str, Any]:
@@ -49,51 +57,68 @@ def _flat(querydict: Any) -> dict[str, Any]:
     return out
 
 
+class _JSONParser(JSONParser):
+    """JSON parser that answers 400, not 500, to absurdly deep nesting."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - nested too deeply.") from None
+
+
 @method_decorator([csrf_exempt, login_not_required], name="dispatch")
 class DeliveryReportView(APIView):
     """Takes Mitto's delivery reports at ``callback/<token>/``.
 
-    Answers 200 for stored reports (applied, duplicate, or not matched yet) and for pings
-    without report fields, 400 naming a malformed field, 403 for a wrong token or address.
+    The token (and the caller's address) is checked before the body is read. Answers 200 for
+    stored reports (applied, duplicate, or not matched yet) and for GET/HEAD pings without
+    report fields, 400 naming a malformed field, 403 for a wrong token or address.
     """
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
-    http_method_names = ["get", "post", "head", "options"]
+    parser_classes = [_JSONParser, FormParser, MultiPartParser]
+    http_method_names = ["get", "post", "head"]
 
-    def _refuse(self) -> Response:
-        return Response({"detail": "Forbidden."}, status=status.HTTP_403_FORBIDDEN)
+    def handle_exception(self, exc: Exception) -> Response:
+        if isinstance(exc, ParseError):
+            # Same shape as the other 400s: the body is the field that is wrong.
+            return Response({"errors": {"body": [str(exc.detail)]}}, status=status.HTTP_400_BAD_REQUEST)
+        return super().handle_exception(exc)
 
     def get(self, request: Request, token: str) -> Response:
-        return self._handle(request, token, body=None)
+        return self._handle(request, token)
 
     def head(self, request: Request, token: str) -> Response:
-        return self._handle(request, token, body=None)
+        return self._handle(request, token)
 
     def post(self, request: Request, token: str) -> Response:
-        body = request.data
-        if not isinstance(body, dict):
-            if hasattr(body, "getlist"):
-                body = _flat(body)
-            else:
-                return Response(
-                    {"detail": "The body must be a JSON object or a form."},
-                    status=status.HTTP_400_BAD_REQUEST,
-                )
-        return self._handle(request, token, body=body)
+        return self._handle(request, token)
 
-    def _handle(self, request: Request, token: str, body: dict[str, Any] | None) -> Response:
+    def _handle(self, request: Request, token: str) -> Response:
         address = client_address(request.META)
         check = check_token(token)
         if not check.valid or not address_allowed(address):
             logger.warning("Delivery report refused from %s", address or "?")
-            return self._refuse()
+            return Response({"detail": "Forbidden."}, status=status.HTTP_403_FORBIDDEN)
         query = _flat(request.query_params)
+        body: dict[str, Any] | None = None
+        if request.method == "POST":
+            raw = request.data
+            if hasattr(raw, "getlist"):
+                body = _flat(raw)
+            elif isinstance(raw, dict):
+                body = raw
+            else:
+                return Response(
+                    {"errors": {"body": ["The body must be a JSON object or a form."]}},
+                    status=status.HTTP_400_BAD_REQUEST,
+                )
         data = {**query, **(body or {})}
-        if not REPORT_FIELDS.intersection(str(k).lower() for k in data):
+        if request.method == "HEAD" or not REPORT_FIELDS.intersection(str(k).lower() for k in data):
             return Response({"status": "ok", "detail": "Ready for delivery reports."})
-        payload: dict[str, Any] = _clean({"query": query} if body is None else {"query": query, "body": body})
+        payload = _clean({"query": query} if body is None else {"query": query, "body": body})
         serializer = DeliveryReportSerializer(
             data=resolve_aliases(data), id_required=check.message_pk is None
         )
@@ -104,5 +129,6 @@ class DeliveryReportView(APIView):
             method=request.method or "",
             remote_addr=address,
             message_pk=check.message_pk,
+            batch_pk=check.batch_pk,
         )
         return Response({"status": "ok", "outcome": report.outcome})

@@ -1,16 +1,692 @@
+"""Admin for messages: compose one SMS, follow it to its last delivery report, act on many.
+
+The changelist is built for tables of millions of rows: it never counts the whole table (see
+:class:`EstimatedCountPaginator`), shows no facet counts, sorts only on indexed columns, and
+touches no relation per row.
+"""
+
 from __future__ import annotations
 
-from django.contrib import admin
+import csv
+import datetime as dt
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from ..models import DeliveryReport, Message
+from django import forms
+from django.conf import settings
+from django.contrib import admin, messages
+from django.contrib.admin.options import IS_POPUP_VAR
+from django.contrib.admin.utils import flatten_fieldsets
+from django.contrib.admin.views.main import PAGE_VAR
+from django.core.exceptions import ValidationError
+from django.core.paginator import EmptyPage, Paginator
+from django.db import connections, transaction
+from django.db.models import Case, Exists, F, Max, Min, QuerySet, Value, When
+from django.db.models.functions import Concat
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from .. import services
+from ..conf import conf
+from ..models import Batch, DeliveryReport, Message, Status
+from ..signals import message_failed
+from .forms import MessageComposeForm
+
+__all__ = [
+    "BatchListFilter",
+    "DeliveryReportAdmin",
+    "EstimatedCountPaginator",
+    "MessageAdmin",
+    "TimelineEntry",
+]
+
+
+# -- counting without counting everything ----------------------------------------------------------
+
+
+class EstimatedCountPaginator(Paginator):
+    """A paginator whose ``count`` stays cheap however big the table is.
+
+    * Unfiltered on PostgreSQL, when the table is bigger than what a capped count would look
+      at: the planner's row estimate (``pg_class.reltuples``), read in one index lookup.
+    * Otherwise: ``COUNT(*)`` over a subquery limited to ``count_limit + 1`` rows. The count
+      is exact up to ``count_limit`` (``pages_ahead`` pages past the page being shown) and
+      a lower bound beyond it.
+
+    The trade-off: a big list says "about 1,000,000" or "more than 1,100" instead of an exact
+    figure, and its last page is reachable ``pages_ahead`` pages at a time (going further
+    moves the limit with you). After ``ANALYZE`` the estimate is usually within a few percent;
+    when it is stale, the last pages it promises may be empty or hold a few more rows than
+    it said, and any page number is accepted rather than refused. In exchange, a page load
+    costs the same few milliseconds at a thousand rows or a hundred million, where an exact
+    ``COUNT(*)`` reads the whole table (or index) each time.
+
+    ``count_is_estimate`` and ``count_is_partial`` tell the templates which case applies.
+    """
+
+    #: Pages counted exactly beyond the current one.
+    pages_ahead = 10
+
+    def __init__(self, object_list: Any, per_page: int, *args: Any, page_number: int = 1, **kwargs: Any):
+        super().__init__(object_list, per_page, *args, **kwargs)
+        self.count_limit = (max(page_number, 1) + self.pages_ahead) * self.per_page
+        self.count_is_estimate = False
+        self.count_is_partial = False
+
+    @cached_property
+    def count(self) -> int:
+        queryset = self.object_list
+        if not isinstance(queryset, QuerySet):
+            return super().count
+        estimate = self._estimate(queryset)
+        if estimate is not None and estimate > self.count_limit:
+            self.count_is_estimate = True
+            return estimate
+        counted = queryset.order_by()[: self.count_limit + 1].count()
+        self.count_is_partial = counted > self.count_limit
+        return counted
+
+    @staticmethod
+    def _estimate(queryset: QuerySet) -> int | None:
+        query = queryset.query
+        if query.where or query.distinct or query.is_sliced or query.combinator:
+            return None
+        connection = connections[queryset.db]
+        if connection.vendor != "postgresql":
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
+                [connection.ops.quote_name(queryset.model._meta.db_table)],
+            )
+            row = cursor.fetchone()
+        # -1 (PostgreSQL 14+) or 0 means "never analysed": count instead.
+        return int(row[0]) if row and row[0] > 0 else None
+
+    def validate_number(self, number: Any) -> int:
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            # An estimate may fall short of the real count: let any page be asked for.
+            if self.count_is_estimate and int(number) >= 1:
+                return int(number)
+            raise
+
+    def page(self, number: Any) -> Any:
+        number = self.validate_number(number)
+        if not self.count_is_estimate:
+            return super().page(number)
+        bottom = (number - 1) * self.per_page
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
+
+
+class _DateHierarchyQuerySet(QuerySet):
+    """A queryset whose ``datetimes()`` finds the buckets present without a DISTINCT over all rows.
+
+    The admin's date hierarchy asks for the distinct years (or months, or days) of the listed
+    rows; the database answers that by truncating the date of every row. Here the range comes
+    from ``MIN``/``MAX`` (an index lookup each) and each candidate bucket is checked with an
+    ``EXISTS`` on the indexed column, all candidates in one query.
+    """
+
+    #: Above this many candidate buckets, let the database do it the usual way.
+    max_buckets = 100
+
+    def datetimes(
+        self, field_name: str, kind: str, order: str = "ASC", tzinfo: Any = None, **kwargs: Any
+    ) -> Any:
+        if kind not in ("year", "month", "day") or tzinfo is not None or kwargs:
+            return super().datetimes(field_name, kind, order, tzinfo, **kwargs)
+        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        if bounds["first"] is None:
+            return []
+        starts = _bucket_starts(_local(bounds["first"]), _local(bounds["last"]), kind)
+        if len(starts) > self.max_buckets:
+            return super().datetimes(field_name, kind, order, tzinfo)
+        ends = [*starts[1:], _next_bucket(starts[-1], kind)]
+        checks = {
+            f"b{i}": Exists(
+                self.order_by().filter(**{f"{field_name}__gte": start, f"{field_name}__lt": end})
+            )
+            for i, (start, end) in enumerate(zip(starts, ends))
+        }
+        row = self.order_by().annotate(**checks).values_list(*checks)[:1]
+        present = next(iter(row), ())
+        found = [start for start, hit in zip(starts, present) if hit]
+        return found if order == "ASC" else found[::-1]
+
+
+def _local(value: dt.datetime) -> dt.datetime:
+    return timezone.localtime(value) if timezone.is_aware(value) else value
+
+
+def _make(year: int, month: int = 1, day: int = 1) -> dt.datetime:
+    value = dt.datetime(year, month, day)
+    return timezone.make_aware(value) if settings.USE_TZ else value
+
+
+def _next_bucket(start: dt.datetime, kind: str) -> dt.datetime:
+    if kind == "year":
+        return _make(start.year + 1)
+    if kind == "month":
+        return _make(start.year + start.month // 12, start.month % 12 + 1)
+    following = start.date() + dt.timedelta(days=1)
+    return _make(following.year, following.month, following.day)
+
+
+def _bucket_starts(first: dt.datetime, last: dt.datetime, kind: str) -> list[dt.datetime]:
+    start = {
+        "year": lambda: _make(first.year),
+        "month": lambda: _make(first.year, first.month),
+        "day": lambda: _make(first.year, first.month, first.day),
+    }[kind]()
+    starts = []
+    while start <= last and len(starts) <= _DateHierarchyQuerySet.max_buckets:
+        starts.append(start)
+        start = _next_bucket(start, kind)
+    return starts
+
+
+# -- list filter ------------------------------------------------------------------------------------
+
+
+class BatchListFilter(admin.SimpleListFilter):
+    """Filter by batch: offers the latest batches only; any batch id works in the URL."""
+
+    title = _("batch")
+    parameter_name = "batch"
+    #: How many of the latest batches the filter offers.
+    latest = 20
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[Any, str]]:
+        choices = [
+            (str(pk), _("#%(pk)s, %(date)s (%(total)s)") % {
+                "pk": pk,
+                "date": timezone.localtime(created).strftime("%Y-%m-%d %H:%M")
+                if timezone.is_aware(created)
+                else created.strftime("%Y-%m-%d %H:%M"),
+                "total": total,
+            })
+            for pk, created, total in Batch.objects.order_by("-created_at", "-pk").values_list(
+                "pk", "created_at", "total"
+            )[: self.latest]
+        ]
+        value = self.value()
+        if value and value.isdigit() and value not in {pk for pk, _label in choices}:
+            choices.append((value, _("#%(pk)s") % {"pk": value}))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        value = self.value()
+        if not value:
+            return None
+        if not value.isdigit():
+            return queryset.none()
+        return queryset.filter(batch_id=int(value))
+
+
+# -- timeline ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    """One line of a message's timeline in the change view."""
+
+    when: dt.datetime
+    title: str
+    status: str = ""
+    status_label: str = ""
+    details: tuple[str, ...] = ()
+    report: DeliveryReport | None = None
+    order: int = 0
+
+
+def build_timeline(message: Message, reports: Iterable[DeliveryReport]) -> list[TimelineEntry]:
+    """The known events of ``message``, oldest first: created, sent, each report, last status."""
+    labels = dict(Status.choices)
+    entries = [
+        TimelineEntry(
+            when=message.created_at,
+            title=str(_("Created")),
+            status=Status.QUEUED,
+            status_label=str(labels[Status.QUEUED]),
+            order=0,
+        )
+    ]
+    if message.sent_at:
+        details = []
+        if message.provider_id:
+            details.append(str(_("Mitto id %(id)s") % {"id": message.provider_id}))
+        if message.response_code is not None:
+            details.append(
+                str(_("response %(code)s %(text)s") % {
+                    "code": message.response_code,
+                    "text": message.response_text,
+                }).strip()
+            )
+        if message.segments:
+            details.append(
+                ngettext("%(count)d part", "%(count)d parts", message.segments)
+                % {"count": message.segments}
+            )
+        entries.append(
+            TimelineEntry(
+                when=message.sent_at,
+                title=str(_("Accepted by Mitto")),
+                status=Status.SENT,
+                status_label=str(labels[Status.SENT]),
+                details=tuple(details),
+                order=1,
+            )
+        )
+    outcomes = dict(DeliveryReport.Outcome.choices)
+    for report in reports:
+        details = [str(_("outcome: %(outcome)s") % {"outcome": outcomes.get(report.outcome, "-")})]
+        if report.error_code:
+            details.append(str(_("error code %(code)s") % {"code": report.error_code}))
+        if report.mcc or report.mnc:
+            details.append(f"MCC/MNC {report.mcc or '-'}/{report.mnc or '-'}")
+        entries.append(
+            TimelineEntry(
+                when=report.received_at,
+                title=str(_("Delivery report “%(status)s”") % {"status": report.status or "?"}),
+                status=report.mapped_status,
+                status_label=str(labels.get(report.mapped_status, _("not understood"))),
+                details=tuple(details),
+                report=report,
+                order=2,
+            )
+        )
+    if message.status_changed_at:
+        details = [message.error] if message.error else []
+        entries.append(
+            TimelineEntry(
+                when=message.status_changed_at,
+                title=str(_("Current status")),
+                status=message.status,
+                status_label=str(labels.get(message.status, message.status)),
+                details=tuple(details),
+                order=3,
+            )
+        )
+    return sorted(entries, key=lambda entry: (entry.when, entry.order))
+
+
+# -- CSV --------------------------------------------------------------------------------------------
+
+#: Columns of "Export as CSV", in order.
+CSV_FIELDS = (
+    "recipient",
+    "status",
+    "provider_id",
+    "reference",
+    "segments",
+    "created_at",
+    "sent_at",
+    "delivery_status",
+    "error_code",
+)
+# Free text that a spreadsheet could take for a formula.
+_CSV_TEXT_FIELDS = frozenset({"provider_id", "reference", "delivery_status", "error_code"})
+
+
+class _Echo:
+    def write(self, value: str) -> str:
+        return value
+
+
+def _csv_value(name: str, value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        return value.isoformat()
+    if name in _CSV_TEXT_FIELDS and isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value
+
+
+def _csv_lines(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
+    writer = csv.writer(_Echo())
+    yield writer.writerow([str(Message._meta.get_field(name).verbose_name) for name in CSV_FIELDS])
+    for row in rows:
+        yield writer.writerow([_csv_value(name, value) for name, value in zip(CSV_FIELDS, row)])
+
+
+# -- the admin --------------------------------------------------------------------------------------
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ["recipient", "short_text", "status", "segments", "test", "created_at"]
-    list_filter = ["status", "encoding", "test"]
-    search_fields = ["recipient", "provider_id", "reference"]
-    list_select_related = ["batch"]
+    """Send one SMS, follow every message to its last report, resend, settle, export."""
+
+    form = MessageComposeForm
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False
+    if hasattr(admin, "ShowFacets"):  # Django 5.0+: facet counts would COUNT per filter choice
+        show_facets = admin.ShowFacets.NEVER
+    list_display = [
+        "recipient",
+        "text_preview",
+        "status_badge",
+        "segments",
+        "test",
+        "created_at",
+        "last_change",
+    ]
+    list_display_links = ["recipient", "text_preview"]
+    # Sorting on a column without an index would sort the whole table on every page.
+    sortable_by = ["recipient", "status_badge", "created_at"]
+    # No related object is shown per row, so none is joined.
+    list_select_related = ()
+    list_filter = [
+        "status",
+        "encoding",
+        "test",
+        BatchListFilter,
+        ("created_at", admin.DateFieldListFilter),
+    ]
+    search_fields = ["recipient", "provider_id", "reference", "text"]
+    search_help_text = _("Recipient, Mitto id, reference or text.")
+    date_hierarchy = "created_at"
+    actions = ["send_again", "mark_failed", "export_csv"]
+    #: "Send again" refuses a selection bigger than this (use send_bulk() for more).
+    send_again_limit = 1000
+
+    add_fieldsets = [
+        (None, {"fields": ["recipient", "sender", "text", "encoding"]}),
+        (_("Options"), {"fields": ["reference", "test", "flash", "validity"]}),
+        (
+            _("Advanced"),
+            {
+                "classes": ["collapse"],
+                "fields": ["udh", "pid"],
+                "description": _("User data header and protocol id, for special messages only."),
+            },
+        ),
+    ]
+    change_fieldsets = [
+        (None, {"fields": ["recipient", "sender", "text", "encoding", ("text_length", "segments")]}),
+        (
+            _("Status"),
+            {
+                "fields": [
+                    "status_badge",
+                    "error",
+                    "provider_id",
+                    ("response_code", "response_text"),
+                    ("delivery_status", "error_code"),
+                    ("mcc", "mnc"),
+                    "attempts",
+                ]
+            },
+        ),
+        (
+            _("Options"),
+            {"fields": ["reference", "test", "flash", "validity", "udh", "pid", "batch", "metadata"]},
+        ),
+        (_("Dates"), {"fields": ["created_at", "sent_at", "status_changed_at"]}),
+    ]
+
+    class Media:
+        css = {"all": ("django_mitto/admin.css",)}
+
+    # -- columns -------------------------------------------------------------------------------
+
+    @admin.display(description=_("text"))
+    def text_preview(self, obj: Message) -> str:
+        return obj.short_text
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_badge(self, obj: Message) -> str:
+        return format_html(
+            '<span class="mitto-status mitto-status--{}">{}</span>',
+            obj.status,
+            obj.get_status_display(),
+        )
+
+    @admin.display(description=_("last change"))
+    def last_change(self, obj: Message) -> dt.datetime | None:
+        return obj.status_changed_at
+
+    # -- querysets and paging ------------------------------------------------------------------
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        queryset = super().get_queryset(request)
+        return _DateHierarchyQuerySet(queryset.model, query=queryset.query.chain(), using=queryset.db)
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        try:
+            page_number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            page_number = 1
+        return self.paginator(
+            queryset, per_page, orphans, allow_empty_first_page, page_number=page_number
+        )
+
+    # -- compose (add) and follow (change) -----------------------------------------------------
+
+    def has_change_permission(self, request: HttpRequest, obj: Message | None = None) -> bool:
+        # A saved message is a record of what was sent: nothing in it is edited. The
+        # model-level permission remains, for the actions that settle a status.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> list[Any]:
+        return self.add_fieldsets if obj is None else self.change_fieldsets
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return flatten_fieldsets(self.change_fieldsets)
+
+    def get_form(
+        self, request: HttpRequest, obj: Message | None = None, change: bool = False, **kwargs: Any
+    ) -> type[forms.ModelForm]:
+        kwargs["form"] = MessageComposeForm if obj is None else forms.ModelForm
+        return super().get_form(request, obj, change=change, **kwargs)
+
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        extra_context = {
+            "title": _("Send an SMS"),
+            "show_save_and_add_another": False,
+            "show_save_and_continue": False,
+            **(extra_context or {}),
+        }
+        return super().add_view(request, form_url, extra_context)
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Message | None = None,
+    ) -> TemplateResponse:
+        if obj is not None and obj.pk:
+            reports = DeliveryReport.objects.filter(message=obj).order_by("received_at", "pk")
+            context["timeline"] = build_timeline(obj, reports)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def save_model(self, request: HttpRequest, obj: Message, form: Any, change: bool) -> None:
+        if change:  # never reached (no change permission on a message), but never save over one
+            return
+        obj.status = Status.QUEUED
+        super().save_model(request, obj, form, change)
+        if not conf.SEND_ON_SAVE:
+            # The post_save hook is off; a message composed here is still meant to go out.
+            from ..tasks import enqueue_message
+
+            pk = obj.pk
+            transaction.on_commit(lambda: enqueue_message(pk))
+
+    def response_add(
+        self, request: HttpRequest, obj: Message, post_url_continue: str | None = None
+    ) -> HttpResponse:
+        if IS_POPUP_VAR in request.POST:
+            return super().response_add(request, obj, post_url_continue)
+        self.message_user(
+            request,
+            _(
+                "The message to %(recipient)s was queued and is sent as soon as it is saved. "
+                "Its status and Mitto's answer are shown below."
+            )
+            % {"recipient": obj.recipient},
+            messages.SUCCESS,
+        )
+        url = reverse(
+            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[obj.pk],
+            current_app=self.admin_site.name,
+        )
+        return HttpResponseRedirect(url)
+
+    # -- actions -------------------------------------------------------------------------------
+
+    @admin.action(description=_("Send again (as new messages)"), permissions=["add"])
+    def send_again(self, request: HttpRequest, queryset: QuerySet) -> None:
+        originals = list(queryset.order_by("pk")[: self.send_again_limit + 1])
+        if len(originals) > self.send_again_limit:
+            self.message_user(
+                request,
+                _(
+                    "Select at most %(limit)d messages to send again; for more, send in bulk."
+                )
+                % {"limit": self.send_again_limit},
+                messages.ERROR,
+            )
+            return
+        queued = 0
+        problems: list[str] = []
+        # New rows are created together; each is sent once they are all committed.
+        with transaction.atomic():
+            for original in originals:
+                try:
+                    services.send_sms(
+                        original.recipient,
+                        original.text,
+                        sender=original.sender or None,
+                        encoding=original.encoding,
+                        reference=original.reference,
+                        udh=original.udh,
+                        validity=original.validity,
+                        pid=original.pid,
+                        flash=original.flash,
+                        test=original.test,
+                        metadata=original.metadata,
+                    )
+                except ValidationError as exc:
+                    problems.append(f"{original.recipient}: {'; '.join(exc.messages)}")
+                else:
+                    queued += 1
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d new message was queued to be sent again.",
+                    "%(count)d new messages were queued to be sent again.",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+        if problems:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d message could not be sent again: %(problems)s",
+                    "%(count)d messages could not be sent again: %(problems)s",
+                    len(problems),
+                )
+                % {"count": len(problems), "problems": " | ".join(problems[:10])},
+                messages.WARNING,
+            )
+
+    @admin.action(
+        description=_("Mark as failed (only “unknown”: checked, not sent)"),
+        permissions=["change"],
+    )
+    def mark_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
+        selected = queryset.count()
+        pks = list(queryset.filter(status=Status.UNKNOWN).values_list("pk", flat=True))
+        now = timezone.now()
+        note = _("Marked as failed by %(user)s on %(when)s.") % {
+            "user": request.user.get_username(),
+            "when": timezone.localtime(now).strftime("%Y-%m-%d %H:%M %Z").strip()
+            if settings.USE_TZ
+            else now.strftime("%Y-%m-%d %H:%M"),
+        }
+        with transaction.atomic():
+            changed = Message.objects.filter(pk__in=pks, status=Status.UNKNOWN).update(
+                status=Status.FAILED,
+                status_changed_at=now,
+                error=Case(
+                    When(error="", then=Value(str(note))),
+                    default=Concat(F("error"), Value("\n" + str(note))),
+                ),
+            )
+            if changed:
+                failed = list(Message.objects.filter(pk__in=pks, status=Status.FAILED))
+
+                def announce() -> None:
+                    for message in failed:
+                        message_failed.send(sender=Message, message=message, error=None)
+
+                transaction.on_commit(announce)
+        if changed:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d message was marked as failed.",
+                    "%(count)d messages were marked as failed.",
+                    changed,
+                )
+                % {"count": changed},
+                messages.SUCCESS,
+            )
+        skipped = selected - changed
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d message was skipped: only messages in “unknown” can be marked "
+                    "as failed.",
+                    "%(count)d messages were skipped: only messages in “unknown” can be marked "
+                    "as failed.",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("Export as CSV"), permissions=["view"])
+    def export_csv(self, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
+        rows = queryset.order_by("-created_at", "-pk").values_list(*CSV_FIELDS)
+        response = StreamingHttpResponse(
+            _csv_lines(rows.iterator(chunk_size=2000)), content_type="text/csv; charset=utf-8"
+        )
+        stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S") if settings.USE_TZ else (
+            dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        )
+        response["Content-Disposition"] = f'attachment; filename="mitto-messages-{stamp}.csv"'
+        return response
 
 
 @admin.register(DeliveryReport)
@@ -18,3 +694,5 @@ class DeliveryReportAdmin(admin.ModelAdmin):
     list_display = ["provider_id", "status", "mapped_status", "outcome", "received_at"]
     list_filter = ["outcome", "mapped_status"]
     search_fields = ["provider_id"]
+    paginator = EstimatedCountPaginator
+    show_full_result_count = False

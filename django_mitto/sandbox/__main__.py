@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 from django_mitto.sandbox import Sandbox
 
@@ -119,16 +120,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    print(f"Mitto sandbox serving on {sandbox.url}", flush=True)
-    if not args.quiet:
-        print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, request_stop)
     try:
+        print(f"Mitto sandbox serving on {sandbox.url}", flush=True)
+        if not args.quiet:
+            print("Press Ctrl-C to stop.", file=sys.stderr, flush=True)
         while not stop.wait(0.5):
             pass
+    except KeyboardInterrupt:
+        pass
     finally:
         sandbox.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0
 
 

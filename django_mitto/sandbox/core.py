@@ -138,6 +138,8 @@ class Sandbox:
 
     @status_words.setter
     def status_words(self, value: Mapping[str, str] | None) -> None:
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError("status_words must be a mapping of status name to word")
         words = dict(_reports.DEFAULT_STATUS_WORDS)
         for key, word in (value or {}).items():
             if key not in words:
@@ -199,10 +201,7 @@ class Sandbox:
         self._server = server
         self._dispatcher.start()
         self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="mitto-sandbox-server",
-            daemon=True,
+            target=server.serve, name="mitto-sandbox-server", daemon=True
         )
         self._thread.start()
         return self
@@ -213,7 +212,7 @@ class Sandbox:
         if server is None:
             return
         self.stopping.set()
-        server.shutdown()
+        server.stop_serving()
         server.server_close()
         server.close_connections()
         if thread is not None:

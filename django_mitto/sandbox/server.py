@@ -51,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import json
+import selectors
 import socket
 import socketserver
 import struct
@@ -186,9 +187,46 @@ class SandboxHTTPServer(ThreadingHTTPServer):
         self.sandbox = sandbox
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
+        self._stop_requested = False
+        self._stopped = threading.Event()
+        self._wake_reader, self._wake_writer = socket.socketpair()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
-        super().__init__(address, SandboxRequestHandler)
+        try:
+            super().__init__(address, SandboxRequestHandler)
+        except BaseException:
+            self._wake_reader.close()
+            self._wake_writer.close()
+            raise
+
+    def serve(self) -> None:
+        """Accept connections until :meth:`stop_serving` (which returns at once, unlike
+        ``shutdown()`` with its polling interval)."""
+        self._stopped.clear()
+        try:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.socket, selectors.EVENT_READ)
+                selector.register(self._wake_reader, selectors.EVENT_READ)
+                while not self._stop_requested:
+                    ready = selector.select()
+                    if self._stop_requested:
+                        break
+                    if any(key.fileobj is self.socket for key, _ in ready):
+                        self._handle_request_noblock()
+        finally:
+            self._stopped.set()
+
+    def stop_serving(self, timeout: float = 5.0) -> None:
+        """Make :meth:`serve` return and wait for it."""
+        self._stop_requested = True
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"x")
+        self._stopped.wait(timeout)
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     def server_bind(self) -> None:
         # Skip HTTPServer.server_bind: its socket.getfqdn() may do a slow DNS lookup.

@@ -1,0 +1,135 @@
+"""The admin's compose form for one SMS, and the text widget with its live counter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from .. import encoding as enc
+from .. import validators
+from ..conf import conf
+from ..models import Message
+
+__all__ = ["MessageComposeForm", "SmsTextWidget", "counter_tables"]
+
+
+def counter_tables() -> dict[str, Any]:
+    """What ``counter.js`` needs to count exactly like :mod:`django_mitto.encoding`.
+
+    The GSM 03.38 tables and the part sizes come from the encoding module itself, so the
+    browser and the server can never disagree about which characters are GSM.
+    """
+    return {
+        "basic": "".join(sorted(enc.GSM_BASIC_CHARACTERS)),
+        "extension": "".join(sorted(enc.GSM_EXTENSION_CHARACTERS)),
+        "single": dict(enc.SINGLE_PART_SIZE),
+        "multi": dict(enc.MULTI_PART_SIZE),
+    }
+
+
+class SmsTextWidget(forms.Textarea):
+    """A textarea with a live SMS counter beside it (encoding, characters, parts, room left).
+
+    ``encoding_field`` names the form field holding the encoding; the counter follows it.
+    """
+
+    template_name = "django_mitto/widgets/sms_text.html"
+
+    class Media:
+        js = ("django_mitto/counter.js",)
+        css = {"all": ("django_mitto/admin.css",)}
+
+    def __init__(self, attrs: dict[str, Any] | None = None, encoding_field: str = "encoding"):
+        super().__init__({"rows": 6, "cols": 60, **(attrs or {})})
+        self.encoding_field = encoding_field
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        context = super().get_context(name, value, attrs)
+        widget_id = context["widget"]["attrs"].get("id") or f"id_{name}"
+        # A prefixed form ("form-0-text") has a prefixed encoding field as well.
+        prefix = name[: -len(name.split("-")[-1])]
+        context["widget"]["counter"] = {
+            "id": f"{widget_id}_counter",
+            "tables_id": f"{widget_id}_gsm_tables",
+            "tables": counter_tables(),
+            "encoding_name": prefix + self.encoding_field,
+        }
+        return context
+
+
+class MessageComposeForm(forms.ModelForm):
+    """Compose one SMS. Every check is one of :mod:`django_mitto.validators`, on its field."""
+
+    pid = forms.IntegerField(
+        label=_("protocol id"), required=False, min_value=0, max_value=255
+    )
+
+    class Meta:
+        model = Message
+        fields = [
+            "recipient",
+            "sender",
+            "text",
+            "encoding",
+            "reference",
+            "test",
+            "flash",
+            "validity",
+            "udh",
+            "pid",
+        ]
+        widgets = {"text": SmsTextWidget()}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.initial.get("sender"):
+            self.initial["sender"] = conf.DEFAULT_SENDER
+        # What is typed is what is sent: keep leading and trailing spaces and line breaks.
+        self.fields["text"].strip = False
+        self.fields["recipient"].widget.attrs.setdefault("placeholder", "+41791234567")
+        self.fields["udh"].widget.attrs.setdefault("spellcheck", "false")
+
+    def clean_recipient(self) -> str:
+        return validators.normalize_recipient(self.cleaned_data["recipient"])
+
+    def clean_sender(self) -> str:
+        sender = (self.cleaned_data.get("sender") or "").strip() or conf.DEFAULT_SENDER
+        validators.validate_sender(sender)
+        return sender
+
+    def clean_text(self) -> str:
+        # Browsers submit line breaks as CRLF; the counter (and the person typing) saw one
+        # character per line break.
+        text = (self.cleaned_data.get("text") or "").replace("\r\n", "\n")
+        if not text.strip():
+            raise ValidationError(self.fields["text"].error_messages["required"], code="required")
+        return text
+
+    def clean_encoding(self) -> str:
+        return validators.validate_encoding(self.cleaned_data.get("encoding") or enc.AUTO)
+
+    def clean_udh(self) -> str:
+        udh = (self.cleaned_data.get("udh") or "").strip()
+        validators.validate_udh(udh)
+        return udh
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean()
+        text = cleaned.get("text")
+        encoding = cleaned.get("encoding")
+        if text and encoding:
+            try:
+                validators.validate_text(text, encoding)
+            except ValidationError as exc:
+                self.add_error("text", exc)
+        return cleaned
+
+    def _post_clean(self) -> None:
+        # Message.clean() runs the same validators again. On a field this form refused it would
+        # add a second, misleading error about the value left out, so the model's checks run
+        # only once the form itself has found nothing wrong.
+        if not self._errors:
+            super()._post_clean()
