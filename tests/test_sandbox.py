@@ -439,9 +439,7 @@ def test_custom_template_words_and_per_message_callback(receiver: Receiver) -> N
         ),
     ],
 )
-def test_report_sequences(
-    receiver: Receiver, options: dict[str, bool], expected: list[str]
-) -> None:
+def test_report_sequences(receiver: Receiver, options: dict[str, Any], expected: list[str]) -> None:
     with Sandbox(report_delay=0, callback_url=receiver.url, **options) as sb:
         data = send(sb).json()
         sb.wait_for_reports(len(expected))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import json
 import threading
 import uuid
@@ -902,7 +903,7 @@ query_strings = st.one_of(st.just({}), text_reports)
 # Mostly the right secret, so that most examples get past authentication.
 tokens = st.sampled_from([*[SECRET] * 6, "wrong-token", "m1.forged"])
 PROPERTY_SETTINGS = hsettings(
-    max_examples=150,
+    max_examples=int(os.environ.get("MITTO_HYPOTHESIS_EXAMPLES", "150")),
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

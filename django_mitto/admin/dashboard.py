@@ -315,6 +315,10 @@ class DailyChart:
     x_ticks: list[Tick]
     summary: str
 
+    @property
+    def plot_height(self) -> int:
+        return self.plot_bottom - self.plot_top
+
 
 def _round(value: float) -> float:
     return round(value, 2)
@@ -401,6 +405,7 @@ class OperatorBar:
     label_y: float
     value_x: float
     value: str
+    rate: str
     title: str
 
 
@@ -457,6 +462,7 @@ def operator_chart(operators: list[Operator], *, width: int = 960) -> OperatorCh
                 label_y=_round(y + bar_height / 2),
                 value_x=_round(x + 8),
                 value=value,
+                rate=format_percent(op.delivery_rate),
                 title=gettext("MCC %(mcc)s MNC %(mnc)s: %(count)s messages, %(rate)s delivered")
                 % {
                     "mcc": op.mcc,

@@ -6,6 +6,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.text import capfirst
 from django.utils.translation import gettext_lazy as _
 
 from .. import encoding as enc
@@ -64,7 +65,11 @@ class MessageComposeForm(forms.ModelForm):
     """Compose one SMS. Every check is one of :mod:`django_mitto.validators`, on its field."""
 
     pid = forms.IntegerField(
-        label=_("protocol id"), required=False, min_value=0, max_value=255
+        label=capfirst(Message._meta.get_field("pid").verbose_name),
+        required=False,
+        min_value=0,
+        max_value=255,
+        help_text=_("0 to 255. Empty: Mitto's default."),
     )
 
     class Meta:

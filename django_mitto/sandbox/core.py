@@ -99,7 +99,7 @@ class Sandbox:
         self.reorder_reports = reorder_reports
         self.mcc = mcc
         self.mnc = mnc
-        self.status_words = status_words  # type: ignore[assignment]
+        self.status_words = status_words
         self.log_requests = log_requests
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
@@ -371,8 +371,7 @@ class Sandbox:
                 "callbacks": [],
             }
             records.append(record)
-            if report:
-                assert callback_url is not None
+            if report and callback_url is not None:
                 final = (words[status], errorcode)
                 buffered = (words[_reports.BUFFERED], _reports.BUFFERED_ERRORCODE)
                 pending = [final]
@@ -436,7 +435,7 @@ class Sandbox:
             job.attempt = 1
             return 0.0 if job.pending else None
         job.attempt += 1
-        return self.retry_backoff * 2 ** (job.attempt - 2)
+        return float(self.retry_backoff) * 2.0 ** (job.attempt - 2)
 
 
 def _log(line: str) -> None:

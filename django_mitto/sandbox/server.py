@@ -212,9 +212,26 @@ class SandboxHTTPServer(ThreadingHTTPServer):
                     if self._stop_requested:
                         break
                     if any(key.fileobj is self.socket for key, _ in ready):
-                        self._handle_request_noblock()
+                        self._accept_one()
         finally:
             self._stopped.set()
+
+    def _accept_one(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        if not self.verify_request(request, client_address):
+            self.shutdown_request(request)
+            return
+        try:
+            self.process_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+        except BaseException:
+            self.shutdown_request(request)
+            raise
 
     def stop_serving(self, timeout: float = 5.0) -> None:
         """Make :meth:`serve` return and wait for it."""
