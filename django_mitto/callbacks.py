@@ -224,6 +224,15 @@ def record_report(
         payload=parsed.payload,
     )
     _apply(report, message, save=True)
+    if message is None and report.provider_id:
+        # The send path may have recorded this id between our lookup and our insert, and
+        # looked for pending reports before ours existed: look once more.
+        message = Message.objects.filter(provider_id=report.provider_id).first()
+        if message is not None and (batch_pk is None or message.batch_id == batch_pk):
+            _apply(report, message, save=False)
+            return report
+    if message is None:
+        _after_commit_received(report, None)
     return report
 
 
@@ -252,9 +261,17 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     if save:
         report.save()
     else:
-        DeliveryReport.objects.filter(pk=report.pk).update(message=message, outcome=report.outcome)
+        # A stored unmatched report: whoever links it to its message applies it, once.
+        claimed = DeliveryReport.objects.filter(
+            pk=report.pk, message__isnull=True, outcome=DeliveryReport.Outcome.UNMATCHED
+        ).update(message=message, outcome=report.outcome)
+        if not claimed:
+            return
+        report.message = message
 
-    if message is None or report.outcome != DeliveryReport.Outcome.APPLIED:
+    if message is None:
+        return  # announced by record_report once it is sure nothing matches
+    if report.outcome != DeliveryReport.Outcome.APPLIED:
         _after_commit_received(report, message)
         return
 
@@ -340,6 +357,6 @@ def _apply_pending(condition: Q, by_id: dict[str, Message]) -> int:
     )
     for report in pending:
         message = by_id[report.provider_id]
-        message.refresh_from_db(fields=["status", "delivery_status"])
+        message.refresh_from_db(fields=["status", "delivery_status", "batch"])
         _apply(report, message, save=False)
     return len(pending)

@@ -322,8 +322,8 @@ def test_timeline_lists_events_and_reports_oldest_first(admin_client) -> None:
     assert "outcome: Duplicate" in timeline[-1].details
     assert "MCC/MNC 228/01" in timeline[2].details
     content = response.content.decode()
-    assert content.index("ACCEPTD") < content.index("DELIVRD")
-    assert 'id="mitto-timeline"' in content
+    section = content[content.index('id="mitto-timeline"') :]
+    assert section.index("ACCEPTD") < section.index("DELIVRD")
 
 
 @pytest.mark.django_db
@@ -352,7 +352,7 @@ def test_timeline_of_a_message_never_sent_shows_the_error(admin_client) -> None:
 
 @pytest.mark.django_db
 def test_changelist_shows_coloured_statuses_filters_search_and_dates(admin_client) -> None:
-    make(status=Status.DELIVERED, text="Delivered one")
+    make(status=Status.DELIVERED, text="Delivered one", batch=Batch.objects.create(text="Hi"))
     make(status=Status.UNKNOWN, text="Unknown one")
     response = admin_client.get(CHANGELIST_URL)
     assert response.status_code == 200
@@ -642,7 +642,8 @@ def test_mark_as_failed_touches_only_unknown_messages(
 
 @pytest.mark.django_db
 def test_export_as_csv_gives_one_row_per_selected_message(admin_client) -> None:
-    (first,) = make(reference="order-1", provider_id="id-1", segments=2)
+    (first,) = make(reference="order-1", provider_id="id-1")
+    Message.objects.filter(pk=first.pk).update(segments=2)
     (second,) = make(
         status=Status.UNDELIVERED,
         reference="=HYPERLINK(1)",
@@ -717,3 +718,31 @@ def test_view_only_user_can_read_a_message_and_export(viewer_client) -> None:
     assert response.status_code == 200
     assert "timeline" in response.context
     assert run_action(viewer_client, "export_csv", [message]).status_code == 200
+
+
+# -- in the browser -------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_changelist_and_timeline_render_in_the_browser(page, live_server, admin_user) -> None:
+    from tests.browser import admin_login, screenshot
+
+    message, _reports = _sent_message_with_reports()
+    make(status=Status.FAILED, text="Could not be sent", error="Mitto said no")
+    make(status=Status.UNKNOWN, text="Timed out")
+    admin_login(page, live_server.url, "admin", "password")
+
+    page.goto(live_server.url + CHANGELIST_URL)
+    colours = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll('.mitto-status')].map(
+            (node) => [node.textContent.trim(), getComputedStyle(node).backgroundColor]))"""
+    )
+    assert len(set(colours.values())) == 3, colours
+    screenshot(page, "message-changelist")
+
+    page.goto(live_server.url + change_url(message))
+    rows = page.locator("#mitto-timeline tbody tr")
+    assert rows.count() == 6
+    assert page.locator("input[name=_save]").count() == 0
+    screenshot(page, "message-change-timeline")

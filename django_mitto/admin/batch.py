@@ -217,15 +217,18 @@ class BatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
         return False
 
-    def has_send_permission(self, request: HttpRequest) -> bool:
-        """Sending in bulk creates a batch and its messages: it needs both add permissions."""
-        if not self.has_add_permission(request):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        """Adding a batch is sending one, which creates messages too: both add permissions."""
+        if not super().has_add_permission(request):
             return False
         message_admin = self.admin_site._registry.get(Message)
         if message_admin is not None:
             return bool(message_admin.has_add_permission(request))
         opts = Message._meta
         return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('add', opts)}")
+
+    def has_send_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request)
 
     def has_dashboard_permission(self, request: HttpRequest) -> bool:
         return dashboard.can_view_messages(self.admin_site, request)
@@ -251,7 +254,7 @@ class BatchAdmin(admin.ModelAdmin):
         total = getattr(obj, "message_count", None)
         done = getattr(obj, "progressed_count", None)
         if total is None or done is None:
-            return "–"
+            return dashboard.NO_VALUE
         label = dashboard.format_percent(dashboard.percent(done, total))
         title = gettext("%(done)s of %(total)s sent or settled") % {
             "done": dashboard.format_count(done),

@@ -150,13 +150,18 @@ def decode_csv(data: bytes) -> str:
         ) from None
 
 
-def _delimiter(text: str) -> str:
+def _delimiter(text: str) -> tuple[str, str]:
+    """The delimiter of a CSV text, and the text without Excel's ``sep=;`` line if it had one."""
+    first, _, rest = text.partition("\n")
+    hint = first.strip()
+    if hint.lower().startswith("sep=") and len(hint) == 5:
+        return hint[4], rest
     for line in text.splitlines():
         if line.strip():
             counts = {d: line.count(d) for d in (";", ",", "\t")}
             best = max(counts, key=lambda d: counts[d])
-            return best if counts[best] else ","
-    return ","
+            return (best if counts[best] else ","), text
+    return ",", text
 
 
 def _has_digits(cell: str, at_least: int = 3) -> bool:
@@ -187,9 +192,11 @@ def parse_csv(text: str) -> tuple[list[Entry], CsvLayout]:
     header, or when no name is known, the first column holds the numbers and the second, if
     any, the references.
     """
-    reader = csv.reader(io.StringIO(text), delimiter=_delimiter(text))
+    delimiter, body = _delimiter(text)
+    skipped = 1 if body is not text else 0
+    reader = csv.reader(io.StringIO(body), delimiter=delimiter)
     try:
-        rows = [(reader.line_num, row) for row in reader]
+        rows = [(reader.line_num + skipped, row) for row in reader]
     except csv.Error as exc:
         raise CsvError(gettext("The file is not a readable CSV file: %s") % exc) from None
     rows = [(n, [cell.strip() for cell in row]) for n, row in rows if any(c.strip() for c in row)]
@@ -486,7 +493,16 @@ class BulkSendForm(forms.Form):
             text = decode_csv(data)
         except CsvError as exc:
             raise ValidationError(str(exc), code="encoding") from None
-        self.cleaned_data["csv_name"] = upload.name
+        self._uploaded_name = upload.name
+        return text
+
+    def clean_csv_data(self) -> str:
+        # The file's text comes back from the preview page: it obeys the same cap as the file.
+        text = self.cleaned_data.get("csv_data") or ""
+        if len(text.encode("utf-8")) > self.max_csv_bytes:
+            raise ValidationError(
+                _("The numbers of the uploaded file are too many."), code="too_large"
+            )
         return text
 
     def clean_sender(self) -> str:
@@ -500,14 +516,14 @@ class BulkSendForm(forms.Form):
         """The CSV text in play and its file name: a new upload, else the carried one."""
         uploaded = self.cleaned_data.get("csv_file")
         if uploaded is not None:
-            return uploaded, self.cleaned_data.get("csv_name") or ""
+            return uploaded, getattr(self, "_uploaded_name", "")
         if self.cleaned_data.get("csv_clear"):
             return "", ""
         return self.cleaned_data.get("csv_data") or "", self.cleaned_data.get("csv_name") or ""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
-        if "csv_file" in self.errors:
+        if "csv_file" in self.errors or "csv_data" in self.errors:
             return data
         entries = parse_pasted(data.get("numbers") or "", self.region)
         csv_text, csv_name = self.csv_text()
@@ -587,7 +603,10 @@ class BulkSendForm(forms.Form):
     def carry(self) -> None:
         """Put the CSV text and the preview's digest into the data the form is shown with."""
         data = self.data.copy()
-        csv_text, csv_name = getattr(self, "_carried_csv", ("", ""))
+        # When the form stopped before reading the numbers (a bad new file), keep the old ones.
+        csv_text, csv_name = getattr(
+            self, "_carried_csv", (data.get("csv_data", ""), data.get("csv_name", ""))
+        )
         data["csv_data"] = csv_text
         data["csv_name"] = csv_name
         data["csv_clear"] = ""

@@ -89,10 +89,17 @@ def percent(part: int, whole: int) -> float | None:
     return 100.0 * part / whole if whole else None
 
 
+#: Shown where there is no number to show (a rate of nothing).
+NO_VALUE = "\N{EN DASH}"
+
+
 def format_percent(value: float | None) -> str:
     if value is None:
-        return "–"
-    return gettext("%(value)s%%") % {"value": formats.number_format(value, 1)}
+        return NO_VALUE
+    rounded = round(value, 1)
+    if rounded >= 100 and value < 100:
+        rounded = 99.9  # never say 100 % while something is missing
+    return gettext("%(value)s%%") % {"value": formats.number_format(rounded, 1)}
 
 
 def format_count(value: int) -> str:
@@ -203,15 +210,17 @@ class Dashboard:
         """Read the aggregates: one query by day and status, one by operator."""
         queryset = Message.objects.all() if queryset is None else queryset
         days = max(1, min(int(days), MAX_DAYS))
-        end = timezone.localdate()
+        end = timezone.localdate() if settings.USE_TZ else datetime.date.today()
         start = end - datetime.timedelta(days=days - 1)
         since = datetime.datetime.combine(start, datetime.time.min)
         if settings.USE_TZ:
             since = timezone.make_aware(since)
         recent = queryset.filter(created_at__gte=since).order_by()
 
-        by_day = {start + datetime.timedelta(days=i): Day(start + datetime.timedelta(days=i))
-                  for i in range(days)}
+        by_day = {
+            start + datetime.timedelta(days=i): Day(start + datetime.timedelta(days=i))
+            for i in range(days)
+        }
         status_counts: dict[str, int] = {}
         parts_used = 0
         rows = (
@@ -443,7 +452,7 @@ def operator_chart(operators: list[Operator], *, width: int = 960) -> OperatorCh
                     title=gettext("MCC %(mcc)s MNC %(mnc)s: %(count)s %(status)s")
                     % {
                         "mcc": op.mcc,
-                        "mnc": op.mnc or "–",
+                        "mnc": op.mnc or NO_VALUE,
                         "count": format_count(n),
                         "status": labels[group.key],
                     },
@@ -466,13 +475,15 @@ def operator_chart(operators: list[Operator], *, width: int = 960) -> OperatorCh
                 title=gettext("MCC %(mcc)s MNC %(mnc)s: %(count)s messages, %(rate)s delivered")
                 % {
                     "mcc": op.mcc,
-                    "mnc": op.mnc or "–",
+                    "mnc": op.mnc or NO_VALUE,
                     "count": format_count(op.total),
                     "rate": format_percent(op.delivery_rate),
                 },
             )
         )
-    return OperatorChart(width=width, height=max(len(operators), 1) * row, bar_left=bar_left, bars=bars)
+    return OperatorChart(
+        width=width, height=max(len(operators), 1) * row, bar_left=bar_left, bars=bars
+    )
 
 
 @dataclass
@@ -483,6 +494,7 @@ class Share:
     group: str
     label: str | Promise
     count: int
+    share: str
     x: float
     width: float
     title: str
@@ -511,20 +523,18 @@ def share_bar(
             continue
         w = width * n / whole
         label = Status(status).label
+        share = format_percent(percent(n, whole))
         shares.append(
             Share(
                 key=status,
                 group=STATUS_GROUP[status],
                 label=label,
                 count=n,
+                share=share,
                 x=_round(x),
                 width=_round(w),
                 title=gettext("%(status)s: %(count)s (%(share)s)")
-                % {
-                    "status": label,
-                    "count": format_count(n),
-                    "share": format_percent(percent(n, whole)),
-                },
+                % {"status": label, "count": format_count(n), "share": share},
             )
         )
         x += w

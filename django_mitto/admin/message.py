@@ -22,7 +22,7 @@ from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connections, transaction
-from django.db.models import Case, Exists, F, Max, Min, QuerySet, Value, When
+from django.db.models import Case, Exists, F, Max, Min, QuerySet, TextField, Value, When
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
@@ -139,12 +139,23 @@ class _DateHierarchyQuerySet(QuerySet):
     #: Above this many candidate buckets, let the database do it the usual way.
     max_buckets = 100
 
+    def aggregate(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result = super().aggregate(*args, **kwargs)
+        # The date hierarchy asks for MIN and MAX of its field just before datetimes():
+        # remember them so that datetimes() need not ask again.
+        if not args and set(kwargs) == {"first", "last"}:
+            self._bounds = {(kwargs["first"], kwargs["last"]): result}
+        return result
+
     def datetimes(
         self, field_name: str, kind: str, order: str = "ASC", tzinfo: Any = None, **kwargs: Any
     ) -> Any:
         if kind not in ("year", "month", "day") or tzinfo is not None or kwargs:
             return super().datetimes(field_name, kind, order, tzinfo, **kwargs)
-        bounds = self.aggregate(first=Min(field_name), last=Max(field_name))
+        first, last = Min(field_name), Max(field_name)
+        bounds = getattr(self, "_bounds", {}).get((first, last))
+        if bounds is None:
+            bounds = self.aggregate(first=first, last=last)
         if bounds["first"] is None:
             return []
         starts = _bucket_starts(_local(bounds["first"]), _local(bounds["last"]), kind)
@@ -219,7 +230,8 @@ class BatchListFilter(admin.SimpleListFilter):
             )[: self.latest]
         ]
         value = self.value()
-        if value and value.isdigit() and value not in {pk for pk, _label in choices}:
+        # A batch given in the URL is offered too, so the filter shows (and applies) it.
+        if value and value not in {pk for pk, _label in choices}:
             choices.append((value, _("#%(pk)s") % {"pk": value}))
         return choices
 
@@ -380,7 +392,6 @@ class MessageAdmin(admin.ModelAdmin):
         "created_at",
         "last_change",
     ]
-    list_display_links = ["recipient", "text_preview"]
     # Sorting on a column without an index would sort the whole table on every page.
     sortable_by = ["recipient", "status_badge", "created_at"]
     # No related object is shown per row, so none is joined.
@@ -640,6 +651,7 @@ class MessageAdmin(admin.ModelAdmin):
                 error=Case(
                     When(error="", then=Value(str(note))),
                     default=Concat(F("error"), Value("\n" + str(note))),
+                    output_field=TextField(),
                 ),
             )
             if changed:

@@ -25,8 +25,10 @@ Kinds (canonical name first, accepted aliases after):
     for one recipient needs the body to know the recipient, so it fires right
     after reading it.
 ``timeout``
-    Read the whole request, wait ``seconds`` (default 10.0), then close the
-    connection without answering.
+    Read the whole request and act on it as usual (a valid message is accepted,
+    recorded and reported), then wait ``seconds`` (default 10.0) and close the
+    connection without answering: the case where Mitto has the message but the
+    client never learns it.
 """
 
 from __future__ import annotations

@@ -465,24 +465,36 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             data = json.loads(body) if body else None
         except ValueError:
             data = None
+        lost: _faults.Fault | None = None
         if faults.active:
             latency, fault = faults.take(recipients_for_faults(data))
             if latency:
                 sandbox.stopping.wait(latency)
-            if fault is not None:
+            if fault is not None and fault.kind == _faults.TIMEOUT:
+                # Mitto got the request and acted on it; only the answer is lost.
+                lost = fault
+            elif fault is not None:
                 return self._apply_fault(fault, fmt, keep_alive)
+        status, payload = self._process(path, fmt, data, headers, bulk)
+        if lost is not None:
+            sandbox.stopping.wait(lost.seconds)
+            return False
+        return self._reply(status, payload, fmt, keep_alive)
+
+    def _process(
+        self, path: str, fmt: str, data: Any, headers: dict[str, str], bulk: bool
+    ) -> tuple[int, dict[str, Any]]:
+        """Check, validate and accept one API request; return the HTTP status and the answer."""
+        sandbox = self.server.sandbox
         api_key = sandbox.api_key
         if api_key is not None and headers.get("x-mitto-api-key") != api_key:
-            payload = {"responseCode": 401, "responseText": INVALID_KEY_TEXT}
-            return self._reply(401, payload, fmt, keep_alive)
+            return 401, {"responseCode": 401, "responseText": INVALID_KEY_TEXT}
         if not isinstance(data, dict):
-            payload = {"responseCode": 400, "responseText": "The body must be a JSON object"}
-            return self._reply(400, payload, fmt, keep_alive)
+            return 400, {"responseCode": 400, "responseText": "The body must be a JSON object"}
         try:
             ok = validate(data, bulk)
         except ValidationFailure as failure:
-            payload = {"responseCode": failure.code, "responseText": failure.text}
-            return self._reply(400, payload, fmt, keep_alive)
+            return 400, {"responseCode": failure.code, "responseText": failure.text}
         items = sandbox.accept(path, fmt, bulk, data, ok)
         if bulk:
             for item in items:
@@ -497,7 +509,7 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             payload["messageParts"] = ok.parts
         if ok.test:
             payload["test"] = True
-        return self._reply(200, payload, fmt, keep_alive)
+        return 200, payload
 
     def _apply_fault(self, fault: _faults.Fault, fmt: str, keep_alive: bool) -> bool:
         kind = fault.kind
