@@ -67,6 +67,7 @@ def map_status(word: str) -> str | None:
 
 # -- tokens ---------------------------------------------------------------------------------------
 
+
 def _signer() -> signing.Signer:
     # Made per use so SECRET_KEY (and its fallbacks) are read at use time, never at import.
     return signing.Signer(salt=_SALT, sep=".")
@@ -120,7 +121,11 @@ def check_token(token: str) -> TokenCheck:
             value = ""
         if value[1:].isdigit():
             pk = int(value[1:])
-            return TokenCheck(True, message_pk=pk) if value[0] == "m" else TokenCheck(True, batch_pk=pk)
+            return (
+                TokenCheck(True, message_pk=pk)
+                if value[0] == "m"
+                else TokenCheck(True, batch_pk=pk)
+            )
     matched = False
     for secret in conf.CALLBACK_SECRETS:
         # Compare against every secret so the time taken does not tell which one nearly matched.
@@ -245,7 +250,9 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     elif not new:
         report.outcome = DeliveryReport.Outcome.UNKNOWN_STATUS
         logger.warning(
-            "Delivery report with unknown status %r for message %s stored", report.status, message.pk
+            "Delivery report with unknown status %r for message %s stored",
+            report.status,
+            message.pk,
         )
     elif STATUS_RANK[new] > STATUS_RANK.get(message.status, 0):
         report.outcome = DeliveryReport.Outcome.APPLIED
@@ -293,7 +300,9 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
                 new_status = new
                 break
             # Someone moved the message meanwhile: re-read, and go on only if still behind.
-            old = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
+            old = (
+                Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
+            )
             if STATUS_RANK.get(old, 99) >= STATUS_RANK[new]:
                 break
             changed = Message.objects.filter(pk=message.pk, status=old).update(status=new, **fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from django.conf import settings
@@ -234,10 +235,8 @@ class Message(models.Model):
         A value that does not parse is left as it is: the send refuses it and records why,
         so nothing is dropped silently.
         """
-        try:
+        with contextlib.suppress(ValidationError):
             self.recipient = validators.normalize_recipient(self.recipient)
-        except ValidationError:
-            pass
         try:
             info = enc.analyze(self.text, self.encoding)
         except (enc.EncodingError, TypeError):

@@ -10,7 +10,9 @@ from .conf import conf
 from .models import Message, Status
 
 
-def send_new_message(sender: type[Message], instance: Message, created: bool, raw: bool = False, **kwargs: Any) -> None:
+def send_new_message(
+    sender: type[Message], instance: Message, created: bool, raw: bool = False, **kwargs: Any
+) -> None:
     """post_save receiver: dispatch a newly created ``queued`` message after commit.
 
     Loading fixtures (``raw``) sends nothing; a rolled-back save sends nothing.

@@ -83,7 +83,9 @@ class DeliveryReportSerializer(serializers.Serializer):
 
     def validate_mccmnc(self, value: str) -> str:
         if value and (not (value.isascii() and value.isdecimal()) or len(value) < 4):
-            raise serializers.ValidationError(_("mccmnc is the MCC (3 digits) followed by the MNC."))
+            raise serializers.ValidationError(
+                _("mccmnc is the MCC (3 digits) followed by the MNC.")
+            )
         return value
 
     def validate_mcc(self, value: str) -> str:

@@ -100,7 +100,9 @@ def _clean_options(
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors[name] = ValidationError(f"{name} must be a non-negative integer.", code="invalid")
+            errors[name] = ValidationError(
+                f"{name} must be a non-negative integer.", code="invalid"
+            )
         elif top is not None and value > top:
             errors[name] = ValidationError(f"{name} must be at most {top}.", code="invalid")
     return sender, encoding, info
@@ -133,7 +135,7 @@ def send_sms(
         recipient = validators.normalize_recipient(recipient, region)
     except ValidationError as exc:
         errors["recipient"] = exc
-    sender, encoding, info = _clean_options(
+    sender, encoding, _info = _clean_options(
         sender=sender,
         encoding=encoding,
         text=text,
@@ -373,7 +375,11 @@ def _record_sent(message: Message, result: SendResult) -> Message:
 
 
 def _record_failure(message: Message, error: str, exc: MittoError | None) -> Message:
-    fields: dict[str, Any] = {"status": Status.FAILED, "error": error, "status_changed_at": timezone.now()}
+    fields: dict[str, Any] = {
+        "status": Status.FAILED,
+        "error": error,
+        "status_changed_at": timezone.now(),
+    }
     if isinstance(exc, MittoAPIError):
         fields["response_code"] = exc.response_code
         fields["response_text"] = (exc.response_text or "")[:255]
@@ -399,9 +405,7 @@ def _record_retry_or_fail(
     message: Message, error: str, exc: MittoError, retry_after: float | None
 ) -> Message:
     if message.attempts >= conf.MAX_ATTEMPTS:
-        return _record_failure(
-            message, f"{error} Gave up after {message.attempts} attempts.", exc
-        )
+        return _record_failure(message, f"{error} Gave up after {message.attempts} attempts.", exc)
     Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
         status=Status.QUEUED, error=error, status_changed_at=timezone.now()
     )
@@ -464,7 +468,11 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
             status, error = Status.QUEUED, str(exc)
         else:
             status, error = Status.FAILED, str(exc)
-        fields: dict[str, Any] = {"status": status, "error": error, "status_changed_at": timezone.now()}
+        fields: dict[str, Any] = {
+            "status": status,
+            "error": error,
+            "status_changed_at": timezone.now(),
+        }
         if isinstance(exc, MittoAPIError):
             fields["response_code"] = exc.response_code
             fields["response_text"] = (exc.response_text or "")[:255]
@@ -496,7 +504,15 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
     with transaction.atomic():
         Message.objects.bulk_update(
             updated,
-            ["status", "provider_id", "response_code", "response_text", "sent_at", "status_changed_at", "segments"],
+            [
+                "status",
+                "provider_id",
+                "response_code",
+                "response_text",
+                "sent_at",
+                "status_changed_at",
+                "segments",
+            ],
             batch_size=500,
         )
         if missing:

@@ -54,7 +54,9 @@ def run_send_message(pk: int, *, sleep: Any) -> None:
         message = send_message(pk)
         if message.status != Status.QUEUED or not message.attempts:
             return
-        sleep(retry_delay(message.attempts, getattr(message, "retry_after", None), INLINE_MAX_DELAY))
+        sleep(
+            retry_delay(message.attempts, getattr(message, "retry_after", None), INLINE_MAX_DELAY)
+        )
 
 
 def run_send_batch(pk: int, *, sleep: Any) -> None:
@@ -84,7 +86,9 @@ if shared_task is not None:
 
         message = send_message(pk)
         if message.status == Status.QUEUED and message.attempts:
-            delay = retry_delay(message.attempts, getattr(message, "retry_after", None), CELERY_MAX_DELAY)
+            delay = retry_delay(
+                message.attempts, getattr(message, "retry_after", None), CELERY_MAX_DELAY
+            )
             send_message_task.apply_async((pk,), countdown=delay)
 
     @shared_task(bind=True, name="django_mitto.send_batch", ignore_result=True)
@@ -94,8 +98,13 @@ if shared_task is not None:
         from .services import send_batch
 
         send_batch(pk)
-        if attempt < conf.MAX_ATTEMPTS and Message.objects.filter(batch_id=pk, status=Status.QUEUED).exists():
-            send_batch_task.apply_async((pk, attempt + 1), countdown=retry_delay(attempt, None, CELERY_MAX_DELAY))
+        if (
+            attempt < conf.MAX_ATTEMPTS
+            and Message.objects.filter(batch_id=pk, status=Status.QUEUED).exists()
+        ):
+            send_batch_task.apply_async(
+                (pk, attempt + 1), countdown=retry_delay(attempt, None, CELERY_MAX_DELAY)
+            )
 
 else:  # pragma: no cover
 

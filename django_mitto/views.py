@@ -84,7 +84,9 @@ class DeliveryReportView(APIView):
     def handle_exception(self, exc: Exception) -> Response:
         if isinstance(exc, ParseError):
             # Same shape as the other 400s: the body is the field that is wrong.
-            return Response({"errors": {"body": [str(exc.detail)]}}, status=status.HTTP_400_BAD_REQUEST)
+            return Response(
+                {"errors": {"body": [str(exc.detail)]}}, status=status.HTTP_400_BAD_REQUEST
+            )
         return super().handle_exception(exc)
 
     def get(self, request: Request, token: str) -> Response:

@@ -20,7 +20,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def manage(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen | subprocess.CompletedProcess:
+def manage(
+    *args: str, env: dict[str, str], **kwargs
+) -> subprocess.Popen | subprocess.CompletedProcess:
     command = [sys.executable, str(HERE / "manage.py"), *args]
     if kwargs.pop("background", False):
         return subprocess.Popen(command, cwd=HERE, env=env, **kwargs)
@@ -68,7 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         f"u.set_password({password!r}); u.save()",
         env=env,
     )
-    sandbox = manage("mitto_sandbox", "--port", str(args.sandbox_port), "--quiet", env=env, background=True)
+    sandbox = manage(
+        "mitto_sandbox", "--port", str(args.sandbox_port), "--quiet", env=env, background=True
+    )
     server = manage("runserver", f"127.0.0.1:{args.port}", "--noreload", env=env, background=True)
     processes = [sandbox, server]
 

@@ -37,7 +37,11 @@ class CannedServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 outer.requests.append(
-                    {"path": self.path, "headers": dict(self.headers), "body": json.loads(raw or b"null")}
+                    {
+                        "path": self.path,
+                        "headers": dict(self.headers),
+                        "body": json.loads(raw or b"null"),
+                    }
                 )
                 reply = outer.replies.pop(0) if outer.replies else Reply(500, b"no reply prepared")
                 body = reply.body

@@ -113,4 +113,6 @@ def test_many_messages_are_each_sent_exactly_once(worker) -> None:
     assert wait_until(lambda: Message.objects.filter(status="sent").count() == 60)
     time.sleep(0.5)
     assert len(worker.messages) == 60
-    assert sorted(m["body"]["text"] for m in worker.messages) == sorted(f"Message {i}" for i in range(60))
+    assert sorted(m["body"]["text"] for m in worker.messages) == sorted(
+        f"Message {i}" for i in range(60)
+    )

@@ -95,7 +95,12 @@ def test_send_posts_the_documented_fields_with_the_key_header(canned) -> None:
 def test_unset_options_are_left_out_of_the_request(canned) -> None:
     canned.reply(Reply(body={"id": "x", "responseCode": 0}))
     make_client(canned.url).send("41791234567", "Hi", sender="Shop")
-    assert canned.requests[0]["body"] == {"from": "Shop", "to": "41791234567", "text": "Hi", "type": "GSM"}
+    assert canned.requests[0]["body"] == {
+        "from": "Shop",
+        "to": "41791234567",
+        "text": "Hi",
+        "type": "GSM",
+    }
 
 
 def test_test_mode_adds_test_true_to_every_request(canned) -> None:
@@ -106,7 +111,9 @@ def test_test_mode_adds_test_true_to_every_request(canned) -> None:
 
 
 def test_send_bulk_posts_recipients_as_an_array_and_returns_one_result_each(sandbox) -> None:
-    result = make_client(sandbox.url).send_bulk(["+41791234567", "+41791234568"], "Hi", sender="Shop")
+    result = make_client(sandbox.url).send_bulk(
+        ["+41791234567", "+41791234568"], "Hi", sender="Shop"
+    )
     assert [m.to for m in result.messages] == ["41791234567", "41791234568"]
     assert all(UUID_RE.match(m.id) for m in result.messages)
     assert len({m.id for m in result.messages}) == 2
@@ -124,7 +131,9 @@ def test_xml_format_posts_to_sms_xml_and_parses_the_answer(sandbox) -> None:
 
 
 def test_wrong_api_key_raises_authentication_error(sandbox) -> None:
-    client = MittoClient("wrong-key", api_url=sandbox.url, timeout=5, response_format="json", test_mode=False)
+    client = MittoClient(
+        "wrong-key", api_url=sandbox.url, timeout=5, response_format="json", test_mode=False
+    )
     with pytest.raises(MittoAuthenticationError) as info:
         client.send("+41791234567", "Hi", sender="Shop")
     assert info.value.status_code == 401
@@ -159,12 +168,24 @@ def test_refusal_carries_mitto_response_code_and_text(sandbox, kwargs, code) -> 
     "body",
     [
         # real captured reply (dashed id, 7 fractional digits)
-        {"id": "d88ae721-2938-45af-b8a0-b8de4231f702", "timestamp": "2022-04-19T07:46:45.7381135Z",
-         "to": "+421903168902", "responseCode": 0, "textLength": 50, "responseText": "SMS sent",
-         "messageParts": 1},
+        {
+            "id": "d88ae721-2938-45af-b8a0-b8de4231f702",
+            "timestamp": "2022-04-19T07:46:45.7381135Z",
+            "to": "+421903168902",
+            "responseCode": 0,
+            "textLength": 50,
+            "responseText": "SMS sent",
+            "messageParts": 1,
+        },
         # documentation example (undashed id, textLength as a padded string, no messageParts)
-        {"id": "7d35863fe6f44695a713d54e6ba0aeb5", "timestamp": "2019-04-13T17:51:06.3091182Z",
-         "to": "421903168902", "responseCode": 0, "textLength": " 50", "responseText": "SMS sent successfully."},
+        {
+            "id": "7d35863fe6f44695a713d54e6ba0aeb5",
+            "timestamp": "2019-04-13T17:51:06.3091182Z",
+            "to": "421903168902",
+            "responseCode": 0,
+            "textLength": " 50",
+            "responseText": "SMS sent successfully.",
+        },
     ],
 )
 def test_known_reply_shapes_are_parsed(canned, body) -> None:
@@ -178,7 +199,9 @@ def test_known_reply_shapes_are_parsed(canned, body) -> None:
 
 
 def test_test_reply_without_id_is_accepted(canned) -> None:
-    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent", "test": True, "textLength": 0}))
+    canned.reply(
+        Reply(body={"responseCode": 0, "responseText": "SMS sent", "test": True, "textLength": 0})
+    )
     result = make_client(canned.url).send("41791234567", "Hi", sender="Shop", test=True)
     assert result.id == ""
     assert result.test is True
@@ -222,15 +245,27 @@ def test_bulk_reply_items_are_matched_to_recipients(canned) -> None:
                 "responseCode": 0,
                 "responseText": "SMS sent",
                 "messages": [
-                    {"id": "b47e7d4a-39d1-4e6c-a495-001501b3e626", "timestamp": "2019-08-21T14:55:29.6488926Z",
-                     "to": "491765410994", "textLength": 13, "messageParts": 1},
-                    {"id": "9733ec48-dd12-4aca-b453-f89666379418", "timestamp": "2019-08-21T14:55:29.6492142Z",
-                     "to": "491765410995", "textLength": 13, "messageParts": 1},
+                    {
+                        "id": "b47e7d4a-39d1-4e6c-a495-001501b3e626",
+                        "timestamp": "2019-08-21T14:55:29.6488926Z",
+                        "to": "491765410994",
+                        "textLength": 13,
+                        "messageParts": 1,
+                    },
+                    {
+                        "id": "9733ec48-dd12-4aca-b453-f89666379418",
+                        "timestamp": "2019-08-21T14:55:29.6492142Z",
+                        "to": "491765410995",
+                        "textLength": 13,
+                        "messageParts": 1,
+                    },
                 ],
             }
         )
     )
-    result = make_client(canned.url).send_bulk(["+491765410994", "+491765410995"], "Hello, World!", sender="Shop")
+    result = make_client(canned.url).send_bulk(
+        ["+491765410994", "+491765410995"], "Hello, World!", sender="Shop"
+    )
     assert canned.requests[0]["path"] == "/smsbulk"
     assert canned.requests[0]["body"]["to"] == ["491765410994", "491765410995"]
     assert [m.id[:4] for m in result.messages] == ["b47e", "9733"]
@@ -262,7 +297,13 @@ def test_http_error_without_response_code_is_an_error(canned) -> None:
 
 
 def test_429_is_retryable_and_carries_retry_after(canned) -> None:
-    canned.reply(Reply(429, {"responseCode": 1, "responseText": "Too many requests"}, headers={"Retry-After": "3"}))
+    canned.reply(
+        Reply(
+            429,
+            {"responseCode": 1, "responseText": "Too many requests"},
+            headers={"Retry-After": "3"},
+        )
+    )
     with pytest.raises(MittoAPIError) as info:
         make_client(canned.url).send("41791234567", "Hi", sender="Shop")
     assert info.value.retryable
@@ -298,7 +339,9 @@ def test_dns_failure_is_marked_not_sent(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise requests.exceptions.ConnectionError(
             requests.packages.urllib3.exceptions.MaxRetryError(
-                None, "/sms", requests.packages.urllib3.exceptions.NameResolutionError("host", None, "no")
+                None,
+                "/sms",
+                requests.packages.urllib3.exceptions.NameResolutionError("host", None, "no"),
             )
         )
 
@@ -329,8 +372,9 @@ def test_api_key_never_appears_in_repr_errors_or_logs(sandbox, canned, caplog) -
     for call in (
         lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
         lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
-        lambda: MittoClient(KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False)
-        .send("41791234567", "Hi", sender="Shop"),
+        lambda: MittoClient(
+            KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False
+        ).send("41791234567", "Hi", sender="Shop"),
     ):
         with pytest.raises(Exception) as info:
             call()
@@ -341,12 +385,16 @@ def test_api_key_never_appears_in_repr_errors_or_logs(sandbox, canned, caplog) -
 
 def test_missing_api_key_is_a_configuration_error() -> None:
     with pytest.raises(MittoConfigurationError):
-        MittoClient("", api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False)
+        MittoClient(
+            "", api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False
+        )
 
 
 def test_unknown_response_format_is_a_configuration_error() -> None:
     with pytest.raises(MittoConfigurationError, match="json"):
-        MittoClient(KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="csv", test_mode=False)
+        MittoClient(
+            KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="csv", test_mode=False
+        )
 
 
 def test_client_reads_missing_arguments_from_settings(settings) -> None:
@@ -360,10 +408,16 @@ def test_client_reads_missing_arguments_from_settings(settings) -> None:
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("2019-04-13T17:51:06.3091182Z", datetime(2019, 4, 13, 17, 51, 6, 309118, tzinfo=timezone.utc)),
+        (
+            "2019-04-13T17:51:06.3091182Z",
+            datetime(2019, 4, 13, 17, 51, 6, 309118, tzinfo=timezone.utc),
+        ),
         ("2019-04-13T17:51:06Z", datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)),
         ("2019-04-13 17:51:06", datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)),
-        ("2019-04-13T19:51:06.5+02:00", datetime(2019, 4, 13, 17, 51, 6, 500000, tzinfo=timezone.utc)),
+        (
+            "2019-04-13T19:51:06.5+02:00",
+            datetime(2019, 4, 13, 17, 51, 6, 500000, tzinfo=timezone.utc),
+        ),
         ("yesterday", None),
         ("", None),
         (None, None),

@@ -23,11 +23,27 @@ def test_mitto_send_prints_id_status_encoding_and_parts(mitto_sandbox) -> None:
 
 def test_mitto_send_passes_options(mitto_sandbox) -> None:
     call_command(
-        "mitto_send", "--to", "+41791234567", "--text", "Hi", "--sender", "Shop",
-        "--encoding", "gsm", "--reference", "r-1", "--test", stdout=StringIO(),
+        "mitto_send",
+        "--to",
+        "+41791234567",
+        "--text",
+        "Hi",
+        "--sender",
+        "Shop",
+        "--encoding",
+        "gsm",
+        "--reference",
+        "r-1",
+        "--test",
+        stdout=StringIO(),
     )
     body = mitto_sandbox.messages[0]["body"]
-    assert (body["from"], body["type"], body["reference"], body["test"]) == ("Shop", "GSM", "r-1", True)
+    assert (body["from"], body["type"], body["reference"], body["test"]) == (
+        "Shop",
+        "GSM",
+        "r-1",
+        True,
+    )
 
 
 def test_mitto_send_sends_even_when_send_on_save_is_off(mitto_sandbox, settings) -> None:

@@ -33,7 +33,9 @@ def wait_for_status(message: Message, *statuses: str, timeout: float = 10.0) -> 
 def account_callback(mitto_sandbox, live_server, settings):
     """Reports go to the account-wide URL (the secret in the path)."""
     settings.MITTO_CALLBACK_BASE_URL = ""
-    mitto_sandbox.callback_url = f"{live_server.url}/mitto/callback/{settings.MITTO_CALLBACK_SECRET}/"
+    mitto_sandbox.callback_url = (
+        f"{live_server.url}/mitto/callback/{settings.MITTO_CALLBACK_SECRET}/"
+    )
     return mitto_sandbox
 
 
@@ -126,7 +128,9 @@ def test_wrong_api_key_ends_failed_with_a_clear_error(account_callback, settings
     assert account_callback.messages == []
 
 
-def test_timeout_after_the_request_was_read_ends_unknown_and_is_never_resent(account_callback, settings) -> None:
+def test_timeout_after_the_request_was_read_ends_unknown_and_is_never_resent(
+    account_callback, settings
+) -> None:
     settings.MITTO_TIMEOUT = 0.3
     account_callback.add_fault("timeout", seconds=1.0, times=1)
     message = services.send_sms("+41791234561", "Hi")
@@ -167,7 +171,9 @@ def test_demo_command_starts_both_servers_and_the_admin_answers(tmp_path) -> Non
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5) as response:
             assert response.status == 200
             assert b"Django" in response.read()
-        with urllib.request.urlopen(f"http://127.0.0.1:{sandbox_port}/_sandbox/messages", timeout=5) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{sandbox_port}/_sandbox/messages", timeout=5
+        ) as response:
             assert response.status == 200
     finally:
         process.terminate()

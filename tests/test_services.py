@@ -113,7 +113,7 @@ def test_per_message_callback_url_is_sent_when_base_url_is_set(mitto_sandbox, se
     settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
     message = services.send_sms("+41791234567", "Hi")
     callback = mitto_sandbox.messages[0]["body"]["callback"]
-    assert callback.startswith("https://shop.example.com/mitto/callback/m%d." % message.pk)
+    assert callback.startswith(f"https://shop.example.com/mitto/callback/m{message.pk}.")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,9 @@ def test_national_number_uses_the_default_region(mitto_sandbox, settings) -> Non
     assert message.recipient == "+41791234567"
 
 
-def test_refusal_marks_the_message_failed_with_the_reason(mitto_sandbox, settings, captured_signals) -> None:
+def test_refusal_marks_the_message_failed_with_the_reason(
+    mitto_sandbox, settings, captured_signals
+) -> None:
     settings.MITTO_DEFAULT_SENDER = ""
     message = Message.objects.create(recipient="+41791234567", text="Hi", sender="")
     services.send_message(message)
@@ -178,7 +180,9 @@ def test_wrong_api_key_fails_with_a_clear_error(mitto_sandbox, settings, capture
     assert len(captured_signals["failed"]) == 1
 
 
-def test_timeout_after_the_request_was_read_leaves_the_message_unknown(mitto_sandbox, settings) -> None:
+def test_timeout_after_the_request_was_read_leaves_the_message_unknown(
+    mitto_sandbox, settings
+) -> None:
     settings.MITTO_TIMEOUT = 0.3
     mitto_sandbox.add_fault("timeout", seconds=1.5)
     message = services.send_sms("+41791234567", "Hi")

@@ -192,7 +192,6 @@ class BatchAdmin(admin.ModelAdmin):
     ]
     list_display_links = ["id", "created_at"]
     list_select_related = ["created_by"]
-    list_filter = ["test", "encoding"]
     search_fields = ["text", "sender"]
     date_hierarchy = "created_at"
     fields = [

@@ -36,7 +36,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=None, help="default: the port of MITTO_API_URL, else 5800")
+        parser.add_argument(
+            "--port", type=int, default=None, help="default: the port of MITTO_API_URL, else 5800"
+        )
         parser.add_argument("--api-key", default=None, help="default: MITTO_API_KEY")
         parser.add_argument(
             "--callback-url",
@@ -44,7 +46,9 @@ class Command(BaseCommand):
             help="account callback URL; default: MITTO_CALLBACK_BASE_URL + the callback path with "
             "the first MITTO_CALLBACK_SECRET (messages sent with a per-message URL use that one)",
         )
-        parser.add_argument("--callback-method", default="POST", choices=["GET", "POST"], type=str.upper)
+        parser.add_argument(
+            "--callback-method", default="POST", choices=["GET", "POST"], type=str.upper
+        )
         parser.add_argument("--report-delay", type=float, default=2.0, help="seconds (default 2)")
         parser.add_argument("--intermediate", action="store_true")
         parser.add_argument("--duplicate-reports", action="store_true")
@@ -62,10 +66,20 @@ class Command(BaseCommand):
             "--callback-method", options["callback_method"],
             "--report-delay", str(options["report_delay"]),
         ]  # fmt: skip
-        callback = options["callback_url"] if options["callback_url"] is not None else default_callback_url()
+        callback = (
+            options["callback_url"]
+            if options["callback_url"] is not None
+            else default_callback_url()
+        )
         if callback:
             argv += ["--callback-url", callback]
-        for flag in ("intermediate", "duplicate_reports", "reorder_reports", "report_test_messages", "quiet"):
+        for flag in (
+            "intermediate",
+            "duplicate_reports",
+            "reorder_reports",
+            "report_test_messages",
+            "quiet",
+        ):
             if options[flag]:
                 argv.append("--" + flag.replace("_", "-"))
         code = main(argv)

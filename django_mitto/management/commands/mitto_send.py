@@ -16,7 +16,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--to", required=True, help="Recipient, in E.164 (+41791234567).")
         parser.add_argument("--text", required=True, help="The message text.")
-        parser.add_argument("--sender", default=None, help="Sender ID (default: MITTO_DEFAULT_SENDER).")
+        parser.add_argument(
+            "--sender", default=None, help="Sender ID (default: MITTO_DEFAULT_SENDER)."
+        )
         parser.add_argument(
             "--encoding", default=enc.AUTO, help="GSM, Unicode, Binary or Auto (default: Auto)."
         )
@@ -34,7 +36,9 @@ class Command(BaseCommand):
                 test=True if options["test"] else None,
             )
         except ValidationError as exc:
-            problems = "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
+            problems = "; ".join(
+                f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items()
+            )
             raise CommandError(f"Not sent: {problems}") from None
         message.refresh_from_db()
         self.stdout.write(

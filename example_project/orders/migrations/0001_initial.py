@@ -5,23 +5,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('django_mitto', '0001_initial'),
+        ("django_mitto", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Order',
+            name="Order",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('customer', models.CharField(max_length=100)),
-                ('phone', models.CharField(help_text='E.164, for example +41791234567', max_length=20)),
-                ('total', models.DecimalField(decimal_places=2, max_digits=8)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('confirmation', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='django_mitto.message')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("customer", models.CharField(max_length=100)),
+                (
+                    "phone",
+                    models.CharField(help_text="E.164, for example +41791234567", max_length=20),
+                ),
+                ("total", models.DecimalField(decimal_places=2, max_digits=8)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "confirmation",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="django_mitto.message",
+                    ),
+                ),
             ],
         ),
     ]
