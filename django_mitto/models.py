@@ -181,6 +181,7 @@ class Message(models.Model):
             models.Index(fields=["created_at"], name="mitto_msg_created"),
             models.Index(fields=["recipient"], name="mitto_msg_recipient"),
             models.Index(fields=["reference"], name="mitto_msg_reference"),
+            models.Index(fields=["batch", "status"], name="mitto_msg_batch_status"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from urllib.parse import urlsplit
 
 SECRET_KEY = "django-mitto-tests"
@@ -53,7 +54,14 @@ STATIC_URL = "/static/"
 def _database() -> dict:
     url = os.environ.get("DATABASE_URL", "")
     if not url or url.startswith("sqlite"):
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:", "TEST": {"NAME": ""}}
+        # A file, not :memory:, so the live server's threads get connections of their own.
+        test_db = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": test_db,
+            "TEST": {"NAME": test_db},
+            "OPTIONS": {"timeout": 20},
+        }
     parts = urlsplit(url)
     return {
         "ENGINE": "django.db.backends.postgresql",

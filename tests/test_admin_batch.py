@@ -14,12 +14,15 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from django_mitto.admin.batch import BatchProgress
 from django_mitto.admin.bulk import (
     CSV,
     PASTED,
     BulkSendForm,
+    CsvError,
     analyze_entries,
     decode_csv,
     parse_csv,
@@ -145,6 +148,34 @@ def test_csv_header_naming_only_the_number_column_brings_no_references() -> None
 def test_csv_that_is_not_utf8_is_refused_with_a_reason() -> None:
     with pytest.raises(ValueError, match="UTF-8"):
         decode_csv("Nummer;Référence\n".encode("cp1252"))
+
+
+swiss_mobiles = st.integers(min_value=0, max_value=9_999_999).map(lambda n: f"+4179{n:07d}")
+separators = st.sampled_from([",", ";", "\n", " ", "\t", ", ", " ; ", "\r\n", "|"])
+
+
+@given(st.lists(st.tuples(swiss_mobiles, separators), min_size=1, max_size=30))
+def test_any_separator_mix_gives_each_number_once_in_order(items: list[tuple[str, str]]) -> None:
+    text = "".join(number + sep for number, sep in items)
+    result = analyze_entries(parse_pasted(text, "CH"), "CH")
+    assert result.numbers == list(dict.fromkeys(number for number, _ in items))
+    assert not result.rejected
+    assert len(result.duplicates) == len(items) - len(result.numbers)
+
+
+@given(st.text(max_size=200))
+def test_parsing_any_text_never_fails_and_loses_nothing(text: str) -> None:
+    entries = parse_pasted(text, "CH")
+    for entry in entries:
+        assert entry.raw
+        assert entry.raw in text
+    try:
+        parse_csv(text)
+    except CsvError as exc:
+        reason = str(exc)  # said to the person who uploaded the file
+    else:
+        reason = "parsed"
+    assert reason
 
 
 def test_analysis_dedupes_by_normalised_number_and_keeps_the_first() -> None:

@@ -29,7 +29,9 @@ FIELDS = ("encoding", "characters", "units", "parts", "remaining")
 def counter(page: Any) -> Any:
     """A blank page holding the GSM tables (rendered as the widget does) and counter.js."""
     tables = json_script(counter_tables(), "gsm-tables")
-    page.set_content(f"<!doctype html><html><head><meta charset='utf-8'></head><body>{tables}</body></html>")
+    page.set_content(
+        f"<!doctype html><html><head><meta charset='utf-8'></head><body>{tables}</body></html>"
+    )
     page.add_script_tag(path=str(COUNTER_JS))
     return page
 
@@ -108,12 +110,45 @@ def _random_texts(rng: random.Random, count: int) -> list[tuple[str, str]]:
         "\r\n\n\x0c\x1b",
     ]
     # Lengths cluster around the part boundaries, where off-by-one errors live.
-    lengths = [0, 1, 33, 34, 35, 36, 66, 67, 68, 69, 70, 71, 76, 77, 80, 81, 133, 134, 135,
-               152, 153, 154, 159, 160, 161, 305, 306, 307, 459, 460, 461]
+    lengths = [
+        0,
+        1,
+        33,
+        34,
+        35,
+        36,
+        66,
+        67,
+        68,
+        69,
+        70,
+        71,
+        76,
+        77,
+        80,
+        81,
+        133,
+        134,
+        135,
+        152,
+        153,
+        154,
+        159,
+        160,
+        161,
+        305,
+        306,
+        307,
+        459,
+        460,
+        461,
+    ]
     cases: list[tuple[str, str]] = []
     for index in range(count):
         if index % 10 == 9:
-            digits = "".join(rng.choice("0123456789abcdefABCDEF") for _ in range(rng.choice(lengths) * 2))
+            digits = "".join(
+                rng.choice("0123456789abcdefABCDEF") for _ in range(rng.choice(lengths) * 2)
+            )
             if rng.random() < 0.3:
                 digits = digits[:-1] if digits else "f"
             if rng.random() < 0.2:
@@ -122,9 +157,7 @@ def _random_texts(rng: random.Random, count: int) -> list[tuple[str, str]]:
             continue
         weights = [rng.random() ** 2 for _ in pools]
         length = rng.choice(lengths) if rng.random() < 0.6 else rng.randint(0, 400)
-        text = "".join(
-            rng.choice(rng.choices(pools, weights=weights)[0]) for _ in range(length)
-        )
+        text = "".join(rng.choice(rng.choices(pools, weights=weights)[0]) for _ in range(length))
         cases.append((text, rng.choice(["Auto", "Auto", "Auto", "Unicode", "GSM", "auto"])))
     return cases
 
@@ -167,13 +200,21 @@ def test_compose_page_counter_follows_the_text_and_the_encoding(
 
     page.fill("#id_text", "Hello [world]")
     figures = _figures(page)
-    assert (figures["encoding"], figures["characters"], figures["units"]) == ("GSM (Auto)", "13", "15")
+    assert (figures["encoding"], figures["characters"], figures["units"]) == (
+        "GSM (Auto)",
+        "13",
+        "15",
+    )
     assert (figures["parts"], figures["remaining"]) == ("1", "145")
 
     page.fill("#id_recipient", "+41791234567")
     page.fill("#id_text", "Grüezi ç 😀 see you at 10")
     figures = _figures(page)
-    assert (figures["encoding"], figures["characters"], figures["units"]) == ("Unicode (Auto)", "24", "25")
+    assert (figures["encoding"], figures["characters"], figures["units"]) == (
+        "Unicode (Auto)",
+        "24",
+        "25",
+    )
     assert (figures["parts"], figures["remaining"]) == ("1", "45")
     assert counter.locator("[data-field=nongsm] mark").all_text_contents() == ["ç", "😀"]
     assert "mitto-counter--unicode" in counter.get_attribute("class")

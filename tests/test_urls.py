@@ -19,7 +19,10 @@ def test_callback_route_is_named_and_takes_a_token() -> None:
 
 @pytest.mark.skipif(django.VERSION < (5, 1), reason="LoginRequiredMiddleware is new in Django 5.1")
 def test_callback_is_reachable_behind_login_required_middleware(client, settings) -> None:
-    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "django.contrib.auth.middleware.LoginRequiredMiddleware"]
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE,
+        "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    ]
     response = client.get("/mitto/callback/callback-secret/", {"id": "abc", "status": "delivered"})
     assert response.status_code == 200
     assert response.json()["outcome"] == "unmatched"

@@ -466,6 +466,9 @@ class BulkSendForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.region = region if region is not None else conf.DEFAULT_REGION
         self.preview: BulkPreview | None = None
+        self._uploaded_name = ""
+        # The CSV text and file name the numbers were read from, once clean() got that far.
+        self._carried_csv: tuple[str, str] | None = None
         if not self.is_bound:
             self.fields["sender"].initial = conf.DEFAULT_SENDER
             self.fields["test"].initial = conf.TEST_MODE
@@ -501,7 +504,9 @@ class BulkSendForm(forms.Form):
         text = self.cleaned_data.get("csv_data") or ""
         if len(text.encode("utf-8")) > self.max_csv_bytes:
             raise ValidationError(
-                _("The numbers of the uploaded file are too many."), code="too_large"
+                _("The numbers carried from the uploaded file are over %(max)s."),
+                code="too_large",
+                params={"max": filesizeformat(self.max_csv_bytes)},
             )
         return text
 
@@ -516,7 +521,7 @@ class BulkSendForm(forms.Form):
         """The CSV text in play and its file name: a new upload, else the carried one."""
         uploaded = self.cleaned_data.get("csv_file")
         if uploaded is not None:
-            return uploaded, getattr(self, "_uploaded_name", "")
+            return uploaded, self._uploaded_name
         if self.cleaned_data.get("csv_clear"):
             return "", ""
         return self.cleaned_data.get("csv_data") or "", self.cleaned_data.get("csv_name") or ""
@@ -604,23 +609,12 @@ class BulkSendForm(forms.Form):
         """Put the CSV text and the preview's digest into the data the form is shown with."""
         data = self.data.copy()
         # When the form stopped before reading the numbers (a bad new file), keep the old ones.
-        csv_text, csv_name = getattr(
-            self, "_carried_csv", (data.get("csv_data", ""), data.get("csv_name", ""))
+        csv_text, csv_name = self._carried_csv or (
+            data.get("csv_data", ""),
+            data.get("csv_name", ""),
         )
         data["csv_data"] = csv_text
         data["csv_name"] = csv_name
         data["csv_clear"] = ""
         data["digest"] = self.preview.digest if self.preview and not self.errors else ""
         self.data = data
-
-    @property
-    def carried_rows(self) -> int:
-        """How many rows the CSV file carried in the form holds (0 when none)."""
-        if self.preview is None:
-            return 0
-        return sum(
-            1
-            for group in (self.preview.recipients, self.preview.rejected, self.preview.duplicates)
-            for item in group
-            if item.entry.source == CSV
-        )

@@ -363,9 +363,7 @@ def daily_chart(days: list[Day], *, width: int = 960, height: int = 280) -> Dail
                     % {"day": day.label, "count": format_count(n), "status": labels[group.key]},
                 )
             )
-        parts = ", ".join(
-            f"{format_count(day.counts[g.key])} {labels[g.key]}".lower() for g in GROUPS
-        )
+        parts = ", ".join(f"{format_count(day.counts[g.key])} {labels[g.key]}" for g in GROUPS)
         columns.append(
             Column(
                 x=_round(left + i * band),

@@ -54,19 +54,18 @@ __all__ = [
 class EstimatedCountPaginator(Paginator):
     """A paginator whose ``count`` stays cheap however big the table is.
 
-    * Unfiltered on PostgreSQL, when the table is bigger than what a capped count would look
-      at: the planner's row estimate (``pg_class.reltuples``), read in one index lookup.
-    * Otherwise: ``COUNT(*)`` over a subquery limited to ``count_limit + 1`` rows. The count
-      is exact up to ``count_limit`` (``pages_ahead`` pages past the page being shown) and
-      a lower bound beyond it.
+    ``COUNT(*)`` runs over a subquery limited to ``count_limit + 1`` rows, ``count_limit``
+    being ``pages_ahead`` pages past the page shown: below that the count is exact. Above it,
+    an unfiltered list on PostgreSQL shows the planner's row estimate (``pg_class.reltuples``,
+    read in the same query), and any other list shows "more than ``count_limit``".
 
-    The trade-off: a big list says "about 1,000,000" or "more than 1,100" instead of an exact
-    figure, and its last page is reachable ``pages_ahead`` pages at a time (going further
-    moves the limit with you). After ``ANALYZE`` the estimate is usually within a few percent;
-    when it is stale, the last pages it promises may be empty or hold a few more rows than
-    it said, and any page number is accepted rather than refused. In exchange, a page load
-    costs the same few milliseconds at a thousand rows or a hundred million, where an exact
-    ``COUNT(*)`` reads the whole table (or index) each time.
+    The trade-off: a big list says "about 1,000,000" or "more than 1,100" rather than an exact
+    figure, and its last pages are reached ``pages_ahead`` pages at a time (the limit moves
+    along with the page shown). After ``ANALYZE`` the estimate is usually within a few percent;
+    when it is stale, the last pages it promises may be empty or a few rows may lie beyond
+    them, and any page number is accepted rather than refused. In exchange a page load costs
+    the same few milliseconds at a thousand rows or a hundred million, where an exact
+    ``COUNT(*)`` reads the whole table (or index) on every page load.
 
     ``count_is_estimate`` and ``count_is_partial`` tell the templates which case applies.
     """
@@ -74,7 +73,9 @@ class EstimatedCountPaginator(Paginator):
     #: Pages counted exactly beyond the current one.
     pages_ahead = 10
 
-    def __init__(self, object_list: Any, per_page: int, *args: Any, page_number: int = 1, **kwargs: Any):
+    def __init__(
+        self, object_list: Any, per_page: int, *args: Any, page_number: int = 1, **kwargs: Any
+    ) -> None:
         super().__init__(object_list, per_page, *args, **kwargs)
         self.count_limit = (max(page_number, 1) + self.pages_ahead) * self.per_page
         self.count_is_estimate = False
@@ -85,30 +86,36 @@ class EstimatedCountPaginator(Paginator):
         queryset = self.object_list
         if not isinstance(queryset, QuerySet):
             return super().count
-        estimate = self._estimate(queryset)
+        limited = queryset.order_by().values("pk")[: self.count_limit + 1]
+        connection = connections[queryset.db]
+        estimate = None
+        if self._can_estimate(queryset, connection.vendor):
+            sql, params = limited.query.get_compiler(using=queryset.db).as_sql()
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT COUNT(*), (SELECT reltuples::bigint FROM pg_class"
+                    f" WHERE oid = %s::regclass) FROM ({sql}) AS limited",
+                    [connection.ops.quote_name(queryset.model._meta.db_table), *params],
+                )
+                counted, estimate = cursor.fetchone()
+        else:
+            counted = limited.count()
+        if counted <= self.count_limit:
+            return counted
+        # -1 (PostgreSQL 14+) or 0 means "never analysed".
         if estimate is not None and estimate > self.count_limit:
             self.count_is_estimate = True
-            return estimate
-        counted = queryset.order_by()[: self.count_limit + 1].count()
-        self.count_is_partial = counted > self.count_limit
+            return int(estimate)
+        self.count_is_partial = True
         return counted
 
     @staticmethod
-    def _estimate(queryset: QuerySet) -> int | None:
+    def _can_estimate(queryset: QuerySet, vendor: str) -> bool:
+        """The table's row estimate is this queryset's count: PostgreSQL, no filter."""
         query = queryset.query
-        if query.where or query.distinct or query.is_sliced or query.combinator:
-            return None
-        connection = connections[queryset.db]
-        if connection.vendor != "postgresql":
-            return None
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                [connection.ops.quote_name(queryset.model._meta.db_table)],
-            )
-            row = cursor.fetchone()
-        # -1 (PostgreSQL 14+) or 0 means "never analysed": count instead.
-        return int(row[0]) if row and row[0] > 0 else None
+        return vendor == "postgresql" and not (
+            query.where or query.distinct or query.is_sliced or query.combinator
+        )
 
     def validate_number(self, number: Any) -> int:
         try:
@@ -218,13 +225,15 @@ class BatchListFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[Any, str]]:
         choices = [
-            (str(pk), _("#%(pk)s, %(date)s (%(total)s)") % {
-                "pk": pk,
-                "date": timezone.localtime(created).strftime("%Y-%m-%d %H:%M")
-                if timezone.is_aware(created)
-                else created.strftime("%Y-%m-%d %H:%M"),
-                "total": total,
-            })
+            (
+                str(pk),
+                _("#%(pk)s, %(date)s (%(total)s)")
+                % {
+                    "pk": pk,
+                    "date": _local(created).strftime("%Y-%m-%d %H:%M"),
+                    "total": total,
+                },
+            )
             for pk, created, total in Batch.objects.order_by("-created_at", "-pk").values_list(
                 "pk", "created_at", "total"
             )[: self.latest]
@@ -278,10 +287,13 @@ def build_timeline(message: Message, reports: Iterable[DeliveryReport]) -> list[
             details.append(str(_("Mitto id %(id)s") % {"id": message.provider_id}))
         if message.response_code is not None:
             details.append(
-                str(_("response %(code)s %(text)s") % {
-                    "code": message.response_code,
-                    "text": message.response_text,
-                }).strip()
+                str(
+                    _("response %(code)s %(text)s")
+                    % {
+                        "code": message.response_code,
+                        "text": message.response_text,
+                    }
+                ).strip()
             )
         if message.segments:
             details.append(
@@ -304,7 +316,12 @@ def build_timeline(message: Message, reports: Iterable[DeliveryReport]) -> list[
         if report.error_code:
             details.append(str(_("error code %(code)s") % {"code": report.error_code}))
         if report.mcc or report.mnc:
-            details.append(f"MCC/MNC {report.mcc or '-'}/{report.mnc or '-'}")
+            details.append(
+                str(
+                    _("MCC/MNC %(mcc)s/%(mnc)s")
+                    % {"mcc": report.mcc or "-", "mnc": report.mnc or "-"}
+                )
+            )
         entries.append(
             TimelineEntry(
                 when=report.received_at,
@@ -423,7 +440,10 @@ class MessageAdmin(admin.ModelAdmin):
         ),
     ]
     change_fieldsets = [
-        (None, {"fields": ["recipient", "sender", "text", "encoding", ("text_length", "segments")]}),
+        (
+            None,
+            {"fields": ["recipient", "sender", "text", "encoding", ("text_length", "segments")]},
+        ),
         (
             _("Status"),
             {
@@ -440,7 +460,18 @@ class MessageAdmin(admin.ModelAdmin):
         ),
         (
             _("Options"),
-            {"fields": ["reference", "test", "flash", "validity", "udh", "pid", "batch", "metadata"]},
+            {
+                "fields": [
+                    "reference",
+                    "test",
+                    "flash",
+                    "validity",
+                    "udh",
+                    "pid",
+                    "batch",
+                    "metadata",
+                ]
+            },
         ),
         (_("Dates"), {"fields": ["created_at", "sent_at", "status_changed_at"]}),
     ]
@@ -470,7 +501,9 @@ class MessageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)
-        return _DateHierarchyQuerySet(queryset.model, query=queryset.query.chain(), using=queryset.db)
+        return _DateHierarchyQuerySet(
+            queryset.model, query=queryset.query.chain(), using=queryset.db
+        )
 
     def get_paginator(
         self,
@@ -556,7 +589,7 @@ class MessageAdmin(admin.ModelAdmin):
         self.message_user(
             request,
             _(
-                "The message to %(recipient)s was queued and is sent as soon as it is saved. "
+                "The message to %(recipient)s was queued for sending. "
                 "Its status and Mitto's answer are shown below."
             )
             % {"recipient": obj.recipient},
@@ -577,9 +610,7 @@ class MessageAdmin(admin.ModelAdmin):
         if len(originals) > self.send_again_limit:
             self.message_user(
                 request,
-                _(
-                    "Select at most %(limit)d messages to send again; for more, send in bulk."
-                )
+                _("Select at most %(limit)d messages to send again; for more, send in bulk.")
                 % {"limit": self.send_again_limit},
                 messages.ERROR,
             )
@@ -640,9 +671,7 @@ class MessageAdmin(admin.ModelAdmin):
         now = timezone.now()
         note = _("Marked as failed by %(user)s on %(when)s.") % {
             "user": request.user.get_username(),
-            "when": timezone.localtime(now).strftime("%Y-%m-%d %H:%M %Z").strip()
-            if settings.USE_TZ
-            else now.strftime("%Y-%m-%d %H:%M"),
+            "when": _local(now).strftime("%Y-%m-%d %H:%M %Z").strip(),
         }
         with transaction.atomic():
             changed = Message.objects.filter(pk__in=pks, status=Status.UNKNOWN).update(
@@ -694,9 +723,7 @@ class MessageAdmin(admin.ModelAdmin):
         response = StreamingHttpResponse(
             _csv_lines(rows.iterator(chunk_size=2000)), content_type="text/csv; charset=utf-8"
         )
-        stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S") if settings.USE_TZ else (
-            dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        )
+        stamp = _local(timezone.now()).strftime("%Y%m%d-%H%M%S")
         response["Content-Disposition"] = f'attachment; filename="mitto-messages-{stamp}.csv"'
         return response
 
@@ -706,5 +733,3 @@ class DeliveryReportAdmin(admin.ModelAdmin):
     list_display = ["provider_id", "status", "mapped_status", "outcome", "received_at"]
     list_filter = ["outcome", "mapped_status"]
     search_fields = ["provider_id"]
-    paginator = EstimatedCountPaginator
-    show_full_result_count = False
