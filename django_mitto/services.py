@@ -164,7 +164,7 @@ def send_sms(
         # The post_save hook is off: this explicit call still sends.
         from .tasks import enqueue_message
 
-        transaction.on_commit(lambda: enqueue_message(message.pk), robust=False)
+        transaction.on_commit(lambda: enqueue_message(message.pk))
     return message
 
 
@@ -265,7 +265,7 @@ def send_bulk(
         from .tasks import enqueue_batch
 
         # bulk_create sends no post_save: this path enqueues itself.
-        transaction.on_commit(lambda: enqueue_batch(batch.pk), robust=False)
+        transaction.on_commit(lambda: enqueue_batch(batch.pk))
     return batch
 
 

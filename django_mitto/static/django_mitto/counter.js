@@ -199,7 +199,9 @@
       root.classList.toggle("mitto-counter--multipart", !failed && info.parts > 1);
       textarea.classList.toggle("mitto-invalid", failed);
       field(root, "encoding").textContent =
-        info.requested === AUTO && info.encoding ? info.encoding + " (Auto)" : info.encoding || "?";
+        info.requested === AUTO && info.encoding
+          ? info.encoding + " (" + root.dataset.autoLabel + ")"
+          : info.encoding || "?";
       field(root, "unit-label").textContent = units[info.encoding] || "";
       ["characters", "units", "parts", "remaining"].forEach(function (name) {
         field(root, name).textContent = failed ? "–" : String(info[name]);
