@@ -11,7 +11,8 @@ from django.dispatch import Signal
 #: (the :class:`~django_mitto.client.SendResult`).
 message_sent = Signal()
 
-#: A message could not be sent: Mitto refused it, or it failed for good. Arguments: ``sender``,
+#: A message could not be sent: Mitto refused it, it failed for good, or a person marked it
+#: failed in the admin (then ``error`` is None). Arguments: ``sender``,
 #: ``message``, ``error`` (the exception, or None).
 message_failed = Signal()
 
