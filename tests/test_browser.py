@@ -181,7 +181,7 @@ def test_from_one_sms_to_a_batch_to_the_dashboard(page, live_server, mitto_sandb
     expect(report_row).to_have_count(1)
     expect(report_row).to_contain_text("Delivery report")
     expect(report_row.locator(".mitto-status--delivered")).to_have_text("Delivered")
-    expect(page.locator(".field-segments .readonly")).to_have_text("2")
+    expect(page.locator(".fieldBox.field-segments .readonly")).to_have_text("2")
     screenshot(page, "journey-05-message-delivered")
 
     message = Message.objects.get()
