@@ -21,7 +21,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 
 from django_mitto import encoding, validators
-from django_mitto.models import Batch, DeliveryReport, Message, Status
+from django_mitto.models import Batch, DeliveryReport, Encoding, Message, Status
 from tests.browser import admin_login, screenshot
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -84,8 +84,11 @@ def bulk_numbers() -> tuple[str, list[str], str]:
     lines = []
     for i, number in enumerate(valid):
         # Every fifth number written the way people write them, with spaces.
-        lines.append(f"{number[:3]} {number[3:5]} {number[5:8]} {number[8:10]} {number[10:]}"
-                     if i % 5 == 0 else number)
+        lines.append(
+            f"{number[:3]} {number[3:5]} {number[5:8]} {number[8:10]} {number[10:]}"
+            if i % 5 == 0
+            else number
+        )
     duplicate = valid[7]
     lines.insert(20, "00" + duplicate[1:3] + " " + duplicate[3:])
     for position, raw in zip((3, 25, 40), INVALID_NUMBERS):
@@ -206,7 +209,7 @@ def test_from_one_sms_to_a_batch_to_the_dashboard(page, live_server, mitto_sandb
     expect(page.locator("#mitto-valid-count")).to_have_text(str(len(valid)))
     expect(page.locator("#mitto-invalid-count")).to_have_text(str(len(INVALID_NUMBERS)))
     expect(page.locator("#mitto-duplicate-count")).to_have_text("1")
-    expect(page.locator("#mitto-encoding")).to_have_text("GSM")
+    expect(page.locator("#mitto-encoding")).to_have_text(str(Encoding(bulk_info.encoding).label))
     expect(page.locator("#mitto-parts")).to_have_text(str(bulk_info.parts))
     expect(page.locator("#mitto-total-parts")).to_have_text(str(bulk_info.parts * len(valid)))
     invalid_rows = page.locator("#mitto-invalid tbody tr")
@@ -247,8 +250,11 @@ def test_from_one_sms_to_a_batch_to_the_dashboard(page, live_server, mitto_sandb
     page.goto(batch_url)  # as a person would see it: settled, so no longer refreshing
     expect(page.locator(".mitto-status-table tfoot td.mitto-num")).to_have_text(str(len(valid)))
     progress = page.locator(".mitto-batch-progress .mitto-figure")
-    expect(progress.nth(0)).to_contain_text("100%")
+    expect(progress.nth(0).locator("dd").first).to_have_text("100.0%")
     expect(progress.nth(0)).to_contain_text(f"{len(valid)} of {len(valid)} messages")
+    expect(progress.nth(1).locator("dd").first).to_have_text(
+        f"{100 * expected[Status.DELIVERED] / len(valid):.1f}%"
+    )
     expect(progress.nth(1)).to_contain_text(
         f"{expected[Status.DELIVERED]} delivered of {len(valid)} settled"
     )
@@ -257,6 +263,19 @@ def test_from_one_sms_to_a_batch_to_the_dashboard(page, live_server, mitto_sandb
 
     assert sorted(batch.messages.values_list("recipient", flat=True)) == sorted(valid)
     assert len(mitto_sandbox.messages) == 1 + len(valid)
+
+    # A status in the table leads to those messages of the batch.
+    page.click(".mitto-status-table a:text-is('Undelivered')")
+    page.wait_for_url(re.compile(r".*/admin/django_mitto/message/\?.*"))
+    undelivered = sorted(n for n in valid if SANDBOX_RULE[n[-1]] == Status.UNDELIVERED)
+    expect(page.locator("#result_list tbody tr")).to_have_count(len(undelivered))
+    expect(page.locator("#result_list tbody .mitto-status")).to_have_text(
+        ["Undelivered"] * len(undelivered)
+    )
+    shown = page.locator("#result_list tbody .field-recipient").all_inner_texts()
+    assert sorted(shown) == undelivered
+    screenshot(page, "journey-09-batch-undelivered")
+    page.go_back()
 
     # 5. The dashboard counts both sends.
     page.click(".object-tools a:text-is('Dashboard')")
@@ -276,8 +295,9 @@ def test_from_one_sms_to_a_batch_to_the_dashboard(page, live_server, mitto_sandb
     expect(page.locator("#mitto-parts-used")).to_have_text(
         str(long_info.parts + bulk_info.parts * len(valid))
     )
+    expect(page.locator("#mitto-delivery-rate")).to_have_text(f"{100 * delivered / total:.1f}%")
     expect(page.locator(".mitto-card-note")).to_have_text(
         f"{delivered} delivered of {total} settled"
     )
     expect(page.locator("svg.mitto-outcomes")).to_be_visible()
-    screenshot(page, "journey-09-dashboard")
+    screenshot(page, "journey-10-dashboard")
