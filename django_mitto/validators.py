@@ -66,7 +66,7 @@ def validate_sender(value: str) -> None:
         raise ValidationError(
             _(
                 "A sender is 3 to 11 letters and digits (or a number of 3 to 14 digits); "
-                "%(value)r is not."
+                "“%(value)s” is not."
             ),
             code="invalid",
             params={"value": value},

@@ -51,9 +51,13 @@ def main() -> None:
         page.screenshot(path=str(OUT / "message.png"), full_page=True)
 
         page.goto(f"{args.url}/admin/django_mitto/batch/send/")
-        numbers = "\n".join(f"+4179123{4500 + i}" for i in range(40)) + "\n+4179123\nhello\n+41791234500"
+        numbers = (
+            "\n".join(f"+4179123{4500 + i}" for i in range(40)) + "\n+4179123\nhello\n+41791234500"
+        )
         page.fill("textarea[name=numbers]", numbers)
-        page.fill("textarea[name=text]", "Our summer sale starts today: 20% off everything until Sunday.")
+        page.fill(
+            "textarea[name=text]", "Our summer sale starts today: 20% off everything until Sunday."
+        )
         page.click("input[name=_preview]")
         page.wait_for_load_state()
         page.screenshot(path=str(OUT / "bulk-preview.png"), full_page=True)
