@@ -25,10 +25,10 @@ test: venv
 	$(MAKE) --no-print-directory test-sqlite test-postgres
 
 test-sqlite: venv
-	$(BIN)/python -m pytest --cov --cov-report=term
+	$(BIN)/python -m pytest --cov --cov-report=
 
 test-postgres: venv
-	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest
+	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest --cov --cov-append --cov-report=term
 
 lint: venv
 	$(BIN)/ruff check .

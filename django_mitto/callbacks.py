@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from .conf import conf
 from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message, Status
-from .signals import delivery_report_received, message_status_changed
+from .signals import announce, delivery_report_received, message_status_changed
 
 logger = logging.getLogger("django_mitto.callbacks")
 
@@ -330,10 +330,11 @@ def _after_commit_received(
     new_status: str | None = None,
 ) -> None:
     def send() -> None:
-        delivery_report_received.send(sender=DeliveryReport, report=report, message=message)
+        announce(delivery_report_received, DeliveryReport, report=report, message=message)
         if new_status and message is not None:
-            message_status_changed.send(
-                sender=Message,
+            announce(
+                message_status_changed,
+                Message,
                 message=message,
                 old_status=old_status,
                 new_status=new_status,

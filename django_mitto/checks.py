@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
+from django.urls import NoReverseMatch, reverse
 
 from .conf import DEFAULTS
 
@@ -136,6 +137,16 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             "MITTO_CALLBACK_IP_HEADER must be a string.",
             'For example "X-Real-IP", or "" to use REMOTE_ADDR.',
         )
+
+    if isinstance(base, str) and base and _is_http_url(base):
+        try:
+            reverse("django_mitto:callback", kwargs={"token": "check"})
+        except NoReverseMatch:
+            error(
+                "E012",
+                "MITTO_CALLBACK_BASE_URL is set but the URLconf has no django_mitto:callback route.",
+                'Add path("mitto/", include("django_mitto.urls")) to your urls.py.',
+            )
 
     if isinstance(_setting("MITTO_API_KEY"), str) and not _setting("MITTO_API_KEY"):
         warning(

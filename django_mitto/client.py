@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -312,7 +313,9 @@ class MittoClient:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         url = self._url(path)
         try:
-            response = self.session.post(url, json=body, timeout=self.timeout)
+            response = self.session.post(
+                url, json=body, timeout=self.timeout, allow_redirects=False
+            )
         except requests.exceptions.RequestException as exc:
             sent = _may_have_been_sent(exc)
             logger.warning(
@@ -336,6 +339,17 @@ class MittoClient:
                 response_text=trim(response.text),
                 status_code=401,
             )
+        if 300 <= status < 400:
+            # Never followed: the key header would go to whatever host the redirect names.
+            raise MittoAPIError(
+                f"Mitto answered HTTP {status} (a redirect to "
+                f"{response.headers.get('Location', '?')!r}); set MITTO_API_URL to the final address.",
+                response_text=trim(response.text),
+                status_code=status,
+            )
+        # Whether an answer without a readable responseCode still proves a refusal: a 4xx does,
+        # a 2xx or a server error does not (Mitto may have taken the message).
+        refused_anyway = 400 <= status < 500 or status == 503
         try:
             data = self._parse(response)
         except ValueError:
@@ -345,6 +359,7 @@ class MittoClient:
                 response_text=trim(response.text),
                 status_code=status,
                 retry_after=retry_after,
+                refused=refused_anyway,
             ) from None
         code = _int_or_none(data.get("responsecode"))
         text = str(data.get("responsetext") or "")
@@ -362,6 +377,7 @@ class MittoClient:
                 response_text=trim(response.text),
                 status_code=status,
                 retry_after=retry_after,
+                refused=refused_anyway,
             )
         if not 200 <= status < 300:
             raise MittoAPIError(
@@ -370,6 +386,7 @@ class MittoClient:
                 response_text=text,
                 status_code=status,
                 retry_after=retry_after,
+                refused=refused_anyway,
             )
         return data
 
@@ -423,12 +440,19 @@ def _retry_after(value: str | None) -> float | None:
 def _may_have_been_sent(exc: requests.exceptions.RequestException) -> bool:
     """Whether the request may have reached Mitto before ``exc`` happened.
 
-    Connect timeouts, refused connections, DNS failures and TLS handshake errors happen before a
-    byte of the request is sent. Anything else (read timeout, reset, broken response) may come
-    after Mitto received it.
+    Connect timeouts, refused connections, DNS failures and certificate errors happen before a
+    byte of the request is sent. Anything else (read timeout, reset, a TLS error while reading,
+    a broken response) may come after Mitto received it.
     """
-    if isinstance(exc, (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError)):
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
         return False
+    if isinstance(exc, requests.exceptions.SSLError):
+        # Only a certificate check proves the handshake failed; other TLS errors can happen
+        # after the body went out.
+        return not any(
+            isinstance(reason, (ssl.SSLCertVerificationError, ssl.CertificateError))
+            for reason in _reasons(exc)
+        )
     if isinstance(
         exc,
         (

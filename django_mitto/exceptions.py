@@ -45,7 +45,8 @@ class MittoAPIError(MittoError):
     """Mitto answered but refused the request, or answered something unreadable.
 
     ``response_code`` is Mitto's ``responseCode`` (``None`` when the body had none),
-    ``response_text`` its ``responseText`` (or a trimmed body), ``status_code`` the HTTP status.
+    ``response_text`` its ``responseText`` (or a trimmed body), ``status_code`` the HTTP status,
+    ``refused`` whether the answer proves Mitto did not take the message.
     """
 
     def __init__(
@@ -56,6 +57,7 @@ class MittoAPIError(MittoError):
         response_text: str = "",
         status_code: int | None = None,
         retry_after: float | None = None,
+        refused: bool = True,
     ) -> None:
         super().__init__(message)
         self.response_code = response_code
@@ -63,6 +65,10 @@ class MittoAPIError(MittoError):
         self.status_code = status_code
         #: Seconds Mitto asked to wait (``Retry-After``), when it said.
         self.retry_after = retry_after
+        #: True when the answer says Mitto did not take the message (a non-zero responseCode,
+        #: a 4xx, 429 or 503). False when the answer cannot tell (an unreadable body, a 2xx or
+        #: server error without a responseCode): Mitto may have taken it.
+        self.refused = refused
 
     @property
     def retryable(self) -> bool:

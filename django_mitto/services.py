@@ -28,7 +28,7 @@ from .client import MittoClient, SendResult
 from .conf import conf
 from .exceptions import MittoAPIError, MittoConfigurationError, MittoError, MittoTransportError
 from .models import Batch, Message, Status
-from .signals import message_failed, message_sent
+from .signals import announce, message_failed, message_sent
 
 logger = logging.getLogger("django_mitto")
 
@@ -76,6 +76,7 @@ def _clean_options(
     validity: int | None,
     pid: int | None,
     errors: dict[str, Any],
+    reference: str = "",
 ) -> tuple[str, str, enc.SmsInfo | None]:
     sender = (sender if sender is not None else conf.DEFAULT_SENDER) or ""
     try:
@@ -96,6 +97,12 @@ def _clean_options(
         validators.validate_udh(udh)
     except ValidationError as exc:
         errors["udh"] = exc
+    for name, value, limit in (("udh", udh, 280), ("reference", reference, 255)):
+        if name not in errors and len(value or "") > limit:
+            errors[name] = ValidationError(
+                f"{name} has {len(value)} characters; at most {limit} are allowed.",
+                code="max_length",
+            )
     for name, value, top in (("validity", validity, None), ("pid", pid, 255)):
         if value is None:
             continue
@@ -136,6 +143,7 @@ def send_sms(
     except ValidationError as exc:
         errors["recipient"] = exc
     sender, encoding, _info = _clean_options(
+        reference=reference,
         sender=sender,
         encoding=encoding,
         text=text,
@@ -212,7 +220,12 @@ def send_bulk(
         errors["references"] = ValidationError(
             "references must have one item per recipient.", code="invalid"
         )
+    elif references is not None and any(len(ref or "") > 255 for ref in references):
+        errors["references"] = ValidationError(
+            "Each reference has at most 255 characters.", code="max_length"
+        )
     sender, encoding, info = _clean_options(
+        reference=reference,
         sender=sender,
         encoding=encoding,
         text=text,
@@ -328,10 +341,16 @@ def send_message(message_or_pk: Message | int) -> Message:
     if problem:
         return _record_failure(message, problem, None)
     try:
+        # Everything that can go wrong before the request: nothing has been sent yet.
+        options = _mitto_options(message)
         client = get_client()
-        result = client.send(message.recipient, message.text, **_mitto_options(message))
     except MittoConfigurationError as exc:
         return _record_failure(message, str(exc), exc)
+    except Exception as exc:
+        logger.exception("SMS %s could not be prepared", message.pk)
+        return _record_failure(message, f"Not sent: {type(exc).__name__}: {exc}", None)
+    try:
+        result = client.send(message.recipient, message.text, **options)
     except MittoTransportError as exc:
         if exc.request_sent:
             return _record_unknown(message, str(exc))
@@ -339,7 +358,13 @@ def send_message(message_or_pk: Message | int) -> Message:
     except MittoAPIError as exc:
         if exc.retryable:
             return _record_retry_or_fail(message, str(exc), exc, exc.retry_after)
+        if not exc.refused:
+            return _record_unknown(message, str(exc))
         return _record_failure(message, str(exc), exc)
+    except Exception as exc:
+        # An unexpected error mid-request: Mitto may have the message.
+        logger.exception("SMS %s: unexpected error while sending", message.pk)
+        return _record_unknown(message, f"{type(exc).__name__}: {exc}")
     return _record_sent(message, result)
 
 
@@ -370,7 +395,7 @@ def _record_sent(message: Message, result: SendResult) -> Message:
         apply_pending_reports(message)
         message.refresh_from_db()
     logger.info("SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, result.id or "-")
-    message_sent.send(sender=Message, message=message, result=result)
+    announce(message_sent, Message, message=message, result=result)
     return message
 
 
@@ -386,7 +411,7 @@ def _record_failure(message: Message, error: str, exc: MittoError | None) -> Mes
     Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
     message.refresh_from_db()
     logger.warning("SMS %s to %s failed: %s", message.pk, message.recipient, error)
-    message_failed.send(sender=Message, message=message, error=exc)
+    announce(message_failed, Message, message=message, error=exc)
     return message
 
 
@@ -462,7 +487,10 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
         retry = (isinstance(exc, MittoTransportError) and not exc.request_sent) or (
             isinstance(exc, MittoAPIError) and exc.retryable
         )
-        if isinstance(exc, MittoTransportError) and exc.request_sent:
+        may_have_been_sent = (isinstance(exc, MittoTransportError) and exc.request_sent) or (
+            isinstance(exc, MittoAPIError) and not exc.refused
+        )
+        if may_have_been_sent:
             status, error = Status.UNKNOWN, f"{exc} The messages may have been sent."
         elif retry and first.attempts < conf.MAX_ATTEMPTS:
             status, error = Status.QUEUED, str(exc)
@@ -481,17 +509,19 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
         if status == Status.FAILED:
             for message in messages:
                 message.status = Status.FAILED
-                message_failed.send(sender=Message, message=message, error=exc)
+                announce(message_failed, Message, message=message, error=exc)
         return
 
     items = _match_bulk_items(messages, result.messages)
     done = timezone.now()
     updated: list[Message] = []
+    results: list[SendResult] = []
     missing: list[Message] = []
     for message, item in zip(messages, items):
         if item is None or not item.id:
             missing.append(message)
             continue
+        results.append(item)
         message.status = Status.SENT
         message.provider_id = item.id
         message.response_code = result.response_code
@@ -524,8 +554,8 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
     from .callbacks import apply_pending_reports_bulk
 
     apply_pending_reports_bulk(updated)
-    for message in updated:
-        message_sent.send(sender=Message, message=message, result=items[messages.index(message)])
+    for message, item in zip(updated, results):
+        announce(message_sent, Message, message=message, result=item)
 
 
 def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:

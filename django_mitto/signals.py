@@ -5,7 +5,12 @@ All are sent after the change is committed, by the code that made it.
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from django.dispatch import Signal
+
+logger = logging.getLogger("django_mitto")
 
 #: Mitto accepted a message. Arguments: ``sender`` (the Message class), ``message``, ``result``
 #: (the :class:`~django_mitto.client.SendResult`).
@@ -23,3 +28,10 @@ message_status_changed = Signal()
 #: A delivery report was received and stored (whatever it changed). Arguments: ``sender``,
 #: ``report`` (the DeliveryReport), ``message`` (or None when it matches no message yet).
 delivery_report_received = Signal()
+
+
+def announce(signal: Signal, sender: Any, **kwargs: Any) -> None:
+    """Send ``signal`` to every receiver; one that raises is logged and stops nothing else."""
+    for receiver, response in signal.send_robust(sender=sender, **kwargs):
+        if isinstance(response, Exception):
+            logger.error("Receiver %r of a django-mitto signal failed", receiver, exc_info=response)

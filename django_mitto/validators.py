@@ -58,11 +58,11 @@ def validate_sender(value: str) -> None:
     value = value or ""
     if not value:
         raise ValidationError(_("Enter a sender, or set MITTO_DEFAULT_SENDER."), code="required")
-    if _NUMERIC_SENDER.match(value):
+    if _NUMERIC_SENDER.fullmatch(value):
         return
     if value.lstrip("+").isdigit():
         raise ValidationError(_("A numeric sender has 3 to 14 digits."), code="invalid")
-    if not _ALNUM_SENDER.match(value):
+    if not _ALNUM_SENDER.fullmatch(value):
         raise ValidationError(
             _(
                 "A sender is 3 to 11 letters and digits (or a number of 3 to 14 digits); "
@@ -74,7 +74,7 @@ def validate_sender(value: str) -> None:
 
 
 def validate_udh(value: str) -> None:
-    if value and not _HEX.match(value):
+    if value and not _HEX.fullmatch(value):
         raise ValidationError(
             _("The UDH is hexadecimal bytes (an even number of 0-9, A-F)."), code="invalid"
         )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
+from django.db import transaction
 from django.utils.decorators import method_decorator
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -42,7 +44,7 @@ def _clean(value: Any, depth: int = 0) -> Any:
         return {_clean(str(k)): _clean(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v, depth + 1) for v in value]
-    if isinstance(value, float) and value != value:  # NaN is not JSON
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, inf: not JSON
         return None
     if value is None or isinstance(value, (bool, int, float)):
         return value
@@ -67,7 +69,11 @@ class _JSONParser(JSONParser):
             raise ParseError("JSON parse error - nested too deeply.") from None
 
 
-@method_decorator([csrf_exempt, login_not_required], name="dispatch")
+# Autocommit even under ATOMIC_REQUESTS: a stored report must be visible to the send path at
+# once (see callbacks.record_report), and a failing receiver must not roll it back.
+@method_decorator(
+    [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
+)
 class DeliveryReportView(APIView):
     """Takes Mitto's delivery reports at ``callback/<token>/``.
 

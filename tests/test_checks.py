@@ -99,3 +99,11 @@ def test_valid_ip_ranges_pass(configured) -> None:
 def test_secret_rotation_list_passes(configured) -> None:
     configured.MITTO_CALLBACK_SECRET = ["new", "old"]
     assert check_settings() == []
+
+
+def test_callback_base_url_needs_the_callback_route(configured) -> None:
+    configured.MITTO_CALLBACK_BASE_URL = "https://example.com"
+    configured.ROOT_URLCONF = "tests.urls_without_mitto"
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.E012"]
+    assert 'include("django_mitto.urls")' in messages[0].hint

@@ -3,6 +3,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import ssl
 from datetime import datetime, timezone
 
 import pytest
@@ -351,14 +352,52 @@ def test_dns_failure_is_marked_not_sent(monkeypatch) -> None:
     assert info.value.request_sent is False
 
 
-def test_tls_failure_is_marked_not_sent(monkeypatch) -> None:
+def test_certificate_failure_is_marked_not_sent(monkeypatch) -> None:
     def fail(*args, **kwargs):
-        raise requests.exceptions.SSLError("handshake failed")
+        raise requests.exceptions.SSLError(
+            ssl.SSLCertVerificationError(1, "certificate verify failed")
+        )
 
     monkeypatch.setattr(requests.Session, "request", fail)
     with pytest.raises(MittoTransportError) as info:
         make_client("https://127.0.0.1:1").send("41791234567", "Hi", sender="Shop")
     assert info.value.request_sent is False
+
+
+def test_other_tls_failure_may_come_after_sending(monkeypatch) -> None:
+    def fail(*args, **kwargs):
+        raise requests.exceptions.SSLError("record layer failure while reading the answer")
+
+    monkeypatch.setattr(requests.Session, "request", fail)
+    with pytest.raises(MittoTransportError) as info:
+        make_client("https://127.0.0.1:1").send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is True
+
+
+def test_redirect_is_not_followed_so_the_key_stays_with_mitto(canned) -> None:
+    canned.reply(Reply(307, "", headers={"Location": "http://localhost:1/sms"}))
+    with pytest.raises(MittoAPIError, match="redirect") as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.refused is True
+    assert len(canned.requests) == 1
+
+
+@pytest.mark.parametrize(
+    ("reply", "refused"),
+    [
+        (Reply(200, '{"id": "abc", "responseCode": 0, "resp'), False),
+        (Reply(200, {"id": "abc"}), False),
+        (Reply(502, "<html>Bad gateway</html>", content_type="text/html"), False),
+        (Reply(500, {"message": "oops"}), False),
+        (Reply(400, "<html>Bad request</html>", content_type="text/html"), True),
+        (Reply(200, {"responseCode": 8, "responseText": "Invalid receiver"}), True),
+    ],
+)
+def test_api_error_says_whether_mitto_refused(canned, reply, refused) -> None:
+    canned.reply(reply)
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.refused is refused
 
 
 # -- the key stays secret -------------------------------------------------------------------------

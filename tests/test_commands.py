@@ -63,3 +63,42 @@ def test_mitto_send_failure_exits_non_zero_with_the_reason(mitto_sandbox, settin
     settings.MITTO_API_KEY = "wrong"
     with pytest.raises(CommandError, match="HTTP 401"):
         call_command("mitto_send", "--to", "+41791234567", "--text", "Hi", stdout=StringIO())
+
+
+def test_mitto_sandbox_command_serves_where_the_settings_point(settings, monkeypatch) -> None:
+    from django_mitto.sandbox import __main__ as sandbox_main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(sandbox_main, "main", lambda argv: seen.append(argv) or 0)
+    settings.MITTO_API_URL = "http://127.0.0.1:5811"
+    settings.MITTO_API_KEY = "local-key"
+    settings.MITTO_CALLBACK_BASE_URL = "http://127.0.0.1:8000"
+    settings.MITTO_CALLBACK_SECRET = ["new-secret", "old-secret"]
+    call_command("mitto_sandbox", "--intermediate", "--quiet")
+    (argv,) = seen
+    options = dict(zip(argv[::2], argv[1::2]))
+    assert options["--port"] == "5811"
+    assert options["--api-key"] == "local-key"
+    assert options["--callback-url"] == "http://127.0.0.1:8000/mitto/callback/new-secret/"
+    assert "--intermediate" in argv and "--quiet" in argv
+
+
+def test_mitto_sandbox_command_defaults_without_a_local_api_url(settings, monkeypatch) -> None:
+    from django_mitto.sandbox import __main__ as sandbox_main
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(sandbox_main, "main", lambda argv: seen.append(argv) or 0)
+    settings.MITTO_API_URL = "https://rest.mittoapi.net"
+    settings.MITTO_CALLBACK_BASE_URL = ""
+    call_command("mitto_sandbox")
+    (argv,) = seen
+    assert argv[argv.index("--port") + 1] == "5800"
+    assert "--callback-url" not in argv
+
+
+def test_mitto_sandbox_command_reports_a_failed_start(monkeypatch) -> None:
+    from django_mitto.sandbox import __main__ as sandbox_main
+
+    monkeypatch.setattr(sandbox_main, "main", lambda argv: 1)
+    with pytest.raises(CommandError, match="status 1"):
+        call_command("mitto_sandbox")

@@ -14,7 +14,7 @@ README = (ROOT / "README.rst").read_text()
 def test_readme_renders_without_warnings() -> None:
     docutils.core.publish_string(
         README,
-        writer_name="html",
+        writer="html",
         settings_overrides={"report_level": 2, "halt_level": 2, "output_encoding": "unicode"},
     )
 

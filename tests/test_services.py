@@ -318,3 +318,105 @@ def test_client_is_shared_per_configuration(settings) -> None:
     settings.MITTO_API_URL = "http://127.0.0.1:5801"
     assert services.get_client() is not first
     assert isinstance(first.session, requests.Session)
+
+
+# -- answers that cannot tell, and failures around the request -----------------------------------
+
+
+@pytest.fixture
+def canned(settings):
+    from tests.canned import CannedServer
+
+    with CannedServer() as server:
+        settings.MITTO_API_URL = server.url
+        yield server
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "content_type", "expected"),
+    [
+        (200, '{"id": "d88ae721", "responseCode": 0, "respo', "application/json", "unknown"),
+        (502, "<html>Bad gateway</html>", "text/html", "unknown"),
+        (200, '{"id": "d88ae721"}', "application/json", "unknown"),
+        (400, "<html>Bad request</html>", "text/html", "failed"),
+    ],
+)
+def test_answer_that_cannot_tell_leaves_the_message_unknown(
+    canned, status, body, content_type, expected
+) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(status, body, content_type=content_type))
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == expected
+    assert len(canned.requests) == 1  # never sent twice
+
+
+def test_unreadable_bulk_answer_leaves_the_chunk_unknown(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(504, "<html>Gateway timeout</html>", content_type="text/html"))
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}
+
+
+def test_failure_before_the_request_fails_the_message_instead_of_leaving_it_sending(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    settings.ROOT_URLCONF = "tests.urls_without_mitto"  # the callback URL cannot be built
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == "failed"
+    assert "NoReverseMatch" in message.error
+    assert mitto_sandbox.messages == []
+
+
+def test_unexpected_error_during_the_request_leaves_the_message_unknown(
+    mitto_sandbox, monkeypatch
+) -> None:
+    from django_mitto.client import MittoClient
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("bug in a library")
+
+    monkeypatch.setattr(MittoClient, "send", explode)
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert message.status == "unknown"
+    assert "RuntimeError" in message.error
+
+
+def test_failing_signal_receiver_stops_no_send(mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+
+    def broken_receiver(sender, **kwargs):
+        raise ValueError("a project's receiver is broken")
+
+    message_sent.connect(broken_receiver)
+    try:
+        batch = services.send_bulk([f"+4179123456{i}" for i in range(5)], "Hi")
+        single = services.send_sms("+41791234560", "Hi")
+    finally:
+        message_sent.disconnect(broken_receiver)
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+    single.refresh_from_db()
+    assert single.status == "sent"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [({"reference": "r" * 256}, "reference"), ({"udh": "AB" * 141}, "udh")],
+)
+def test_too_long_options_are_refused_naming_the_field(mitto_sandbox, kwargs, field) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41791234567", "Hi", **kwargs)
+    assert field in info.value.message_dict
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234567"], "Hi", **kwargs)
+    assert field in info.value.message_dict
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234567"], "Hi", references=["r" * 256])
+    assert "references" in info.value.message_dict
+    assert Message.objects.count() == 0

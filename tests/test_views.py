@@ -1051,3 +1051,37 @@ def test_mixed_burst_of_reports_ends_delivered_with_one_change(
     assert DeliveryReport.objects.filter(message=message).count() == 20
     assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
     assert len(signals.received) == 20
+
+
+def test_numbers_too_large_for_json_are_stored_without_a_500(
+    client: Client, message: Message
+) -> None:
+    body = '{"id": "abc-123", "status": "delivered", "price": 1e400, "other": -1e400}'
+    response = client.post(callback_url(), body, content_type="application/json")
+    assert response.status_code == 200
+    report = DeliveryReport.objects.get()
+    assert report.payload["body"]["price"] is None
+
+
+def test_callback_view_runs_outside_atomic_requests() -> None:
+    from django.urls import resolve
+
+    view = resolve(callback_url()).func
+    assert "default" in getattr(view, "_non_atomic_requests", set())
+
+
+def test_failing_receiver_does_not_turn_a_stored_report_into_a_500(
+    client: Client, message: Message
+) -> None:
+    from django_mitto.signals import message_status_changed
+
+    def broken_receiver(sender, **kwargs):
+        raise ValueError("a project's receiver is broken")
+
+    message_status_changed.connect(broken_receiver)
+    try:
+        response = client.get(callback_url(), {"id": "abc-123", "status": "delivered"})
+    finally:
+        message_status_changed.disconnect(broken_receiver)
+    assert response.status_code == 200
+    assert status_of(message) == Status.DELIVERED

@@ -36,7 +36,7 @@ from django.utils.translation import ngettext
 from .. import services
 from ..conf import conf
 from ..models import Batch, DeliveryReport, Message, Status
-from ..signals import message_failed
+from ..signals import announce, message_failed
 from .forms import MessageComposeForm
 
 __all__ = [
@@ -715,11 +715,11 @@ class MessageAdmin(admin.ModelAdmin):
             if changed:
                 failed = list(Message.objects.filter(pk__in=pks, status=Status.FAILED))
 
-                def announce() -> None:
+                def announce_failed() -> None:
                     for message in failed:
-                        message_failed.send(sender=Message, message=message, error=None)
+                        announce(message_failed, Message, message=message, error=None)
 
-                transaction.on_commit(announce)
+                transaction.on_commit(announce_failed)
         if changed:
             self.message_user(
                 request,
