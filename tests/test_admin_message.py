@@ -756,3 +756,68 @@ def test_changelist_and_timeline_render_in_the_browser(page, live_server, admin_
     assert rows.count() == 6
     assert page.locator("input[name=_save]").count() == 0
     screenshot(page, "message-change-timeline")
+
+
+# -- delivery reports ------------------------------------------------------------------------------
+
+
+def test_delivery_report_list_is_a_read_only_record_with_links_to_messages(admin_client) -> None:
+    from django_mitto.models import DeliveryReport
+
+    message = Message.objects.create(
+        recipient="+41791234567", text="Hi", sender="Shop", status="sent"
+    )
+    DeliveryReport.objects.create(
+        message=message, provider_id="abc", status="DELIVRD", mapped_status="delivered",
+        outcome="applied", method="POST", payload={"body": {"id": "abc"}},
+    )  # fmt: skip
+    DeliveryReport.objects.create(
+        provider_id="zzz", status="DELIVRD", outcome="unmatched", method="GET"
+    )
+    response = admin_client.get("/admin/django_mitto/deliveryreport/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"/admin/django_mitto/message/{message.pk}/change/" in page
+    assert "2 results" in page or "2 delivery reports" in page
+    assert admin_client.get("/admin/django_mitto/deliveryreport/add/").status_code == 403
+    report = DeliveryReport.objects.get(provider_id="abc")
+    detail = admin_client.get(f"/admin/django_mitto/deliveryreport/{report.pk}/change/")
+    assert detail.status_code == 200
+    assert b'name="provider_id"' not in detail.content  # nothing editable
+    found = admin_client.get("/admin/django_mitto/deliveryreport/", {"q": "zzz"})
+    assert (
+        "zzz" in found.content.decode()
+        and "abc" not in found.content.decode().split("result_list")[1]
+    )
+
+
+def test_delivery_report_list_costs_the_same_queries_for_few_and_many(
+    admin_client, django_assert_max_num_queries
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_mitto.models import DeliveryReport
+
+    def load() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get("/admin/django_mitto/deliveryreport/").status_code == 200
+        return len(ctx.captured_queries)
+
+    message = Message.objects.create(
+        recipient="+41791234567", text="Hi", sender="Shop", status="sent"
+    )
+    DeliveryReport.objects.bulk_create(
+        [
+            DeliveryReport(message=message, provider_id=f"id{i}", status="DELIVRD", method="POST")
+            for i in range(3)
+        ]
+    )
+    few = load()
+    DeliveryReport.objects.bulk_create(
+        [
+            DeliveryReport(message=message, provider_id=f"more{i}", status="DELIVRD", method="POST")
+            for i in range(150)
+        ]
+    )
+    assert load() == few

@@ -420,15 +420,36 @@ def _csv_lines(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
 # -- the admin --------------------------------------------------------------------------------------
 
 
-@admin.register(Message)
-class MessageAdmin(admin.ModelAdmin):
-    """Send one SMS, follow every message to its last report, resend, settle, export."""
+class BigTableAdminMixin:
+    """Changelist settings for tables that grow without bound: no full COUNT, no facets."""
 
-    form = MessageComposeForm
     paginator = EstimatedCountPaginator
     show_full_result_count = False
     if hasattr(admin, "ShowFacets"):  # Django 5.0+: facet counts would COUNT per filter choice
         show_facets = admin.ShowFacets.NEVER
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        try:
+            page_number = int(request.GET.get(PAGE_VAR, 1))
+        except ValueError:
+            page_number = 1
+        return self.paginator(
+            queryset, per_page, orphans, allow_empty_first_page, page_number=page_number
+        )
+
+
+@admin.register(Message)
+class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    """Send one SMS, follow every message to its last report, resend, settle, export."""
+
+    form = MessageComposeForm
     list_display = [
         "recipient",
         "text_preview",
@@ -532,22 +553,6 @@ class MessageAdmin(admin.ModelAdmin):
         queryset = super().get_queryset(request)
         return _DateHierarchyQuerySet(
             queryset.model, query=queryset.query.chain(), using=queryset.db
-        )
-
-    def get_paginator(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet,
-        per_page: int,
-        orphans: int = 0,
-        allow_empty_first_page: bool = True,
-    ) -> Paginator:
-        try:
-            page_number = int(request.GET.get(PAGE_VAR, 1))
-        except ValueError:
-            page_number = 1
-        return self.paginator(
-            queryset, per_page, orphans, allow_empty_first_page, page_number=page_number
         )
 
     # -- compose (add) and follow (change) -----------------------------------------------------
@@ -758,7 +763,55 @@ class MessageAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeliveryReport)
-class DeliveryReportAdmin(admin.ModelAdmin):
-    list_display = ["provider_id", "status", "mapped_status", "outcome", "received_at"]
-    list_filter = ["outcome", "mapped_status"]
-    search_fields = ["provider_id"]
+class DeliveryReportAdmin(BigTableAdminMixin, admin.ModelAdmin):
+    """Every delivery report as received: a record, never edited or added by hand."""
+
+    list_display = [
+        "received_at",
+        "provider_id",
+        "status",
+        "mapped_status",
+        "outcome",
+        "message_link",
+        "method",
+        "remote_addr",
+    ]
+    list_filter = ["outcome", "mapped_status", "method"]
+    search_fields = ["=provider_id", "=reference"]
+    search_help_text = _("Exact Mitto id or reference.")
+    list_select_related = ["message"]
+    date_hierarchy = None
+    sortable_by = ["received_at"]
+    readonly_fields = [
+        "received_at",
+        "message",
+        "provider_id",
+        "status",
+        "mapped_status",
+        "outcome",
+        "error_code",
+        "reference",
+        "recipient",
+        "mcc",
+        "mnc",
+        "provider_sent_at",
+        "method",
+        "remote_addr",
+        "payload",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description=_("message"))
+    def message_link(self, report: DeliveryReport) -> str:
+        if report.message is None:
+            return "-"
+        url = reverse("admin:django_mitto_message_change", args=[report.message_id])
+        return format_html('<a href="{}">{}</a>', url, report.message.recipient)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(
+        self, request: HttpRequest, obj: DeliveryReport | None = None
+    ) -> bool:
+        return False
