@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -149,32 +150,68 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_demo_command_starts_both_servers_and_the_admin_answers(tmp_path) -> None:
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_demo_runs_the_round_trip_and_stops_on_ctrl_c(tmp_path) -> None:
+    """The demo command's servers: the admin answers, an order's SMS turns delivered, Ctrl-C
+    stops everything."""
     port, sandbox_port = free_port(), free_port()
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'demo.sqlite3'}"}
     env.pop("DJANGO_SETTINGS_MODULE", None)
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "example_project" / "demo.py"), "--port", str(port),
-         "--sandbox-port", str(sandbox_port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, str(ROOT / "example_project" / "demo.py"), "--port", str(port),
+             "--sandbox-port", str(sandbox_port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
     try:
-        output = ""
-        deadline = time.monotonic() + 60
-        while "Press Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+        deadline = time.monotonic() + 90
+        while "Press Ctrl-C" not in log.read_text() and time.monotonic() < deadline:
+            assert process.poll() is None, log.read_text()
+            time.sleep(0.2)
+        output = log.read_text()
         assert f"http://127.0.0.1:{port}/admin/" in output, output
         assert "password:" in output
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5) as response:
             assert response.status == 200
             assert b"Django" in response.read()
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{sandbox_port}/_sandbox/messages", timeout=5
-        ) as response:
-            assert response.status == 200
-    finally:
-        process.terminate()
+
+        # Saving an order creates its confirmation SMS; the sandbox reports it to the demo's server.
+        shell_env = {
+            **env,
+            "MITTO_API_URL": f"http://127.0.0.1:{sandbox_port}",
+            "MITTO_CALLBACK_BASE_URL": f"http://127.0.0.1:{port}",
+        }
+
+        def shell(code: str) -> str:
+            return subprocess.run(
+                [sys.executable, "manage.py", "shell", "-v", "0", "-c", code],
+                cwd=ROOT / "example_project", env=shell_env, capture_output=True, text=True,
+                check=True, timeout=60,
+            ).stdout.strip().splitlines()[-1]  # fmt: skip
+
+        order_pk = shell(
+            "from orders.models import Order; "
+            "print(Order.objects.create(customer='Ada', phone='+41791234561', total=42).pk)"
+        )
+        status = ""
+        deadline = time.monotonic() + 20
+        while status != "delivered" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            status = shell(
+                f"from orders.models import Order; print(Order.objects.get(pk={order_pk}).confirmation.status)"
+            )
+        assert status == "delivered"
+
+        process.send_signal(signal.SIGINT)
         process.wait(timeout=20)
+        assert not port_open(port)
+        assert not port_open(sandbox_port)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            process.wait(timeout=20)
