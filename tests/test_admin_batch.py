@@ -178,6 +178,11 @@ def test_parsing_any_text_never_fails_and_loses_nothing(text: str) -> None:
     assert reason
 
 
+def test_csv_with_only_a_reference_column_is_refused_with_a_reason() -> None:
+    with pytest.raises(CsvError, match="no column of numbers"):
+        parse_csv("REFERENCE\norder-1\n")
+
+
 def test_analysis_dedupes_by_normalised_number_and_keeps_the_first() -> None:
     result = analyze_entries(parse_pasted(PASTED_NUMBERS), "CH")
     assert result.numbers == ["+41791234561", "+41791234562", "+41791234563"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import gettext
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,3 +281,40 @@ def test_message_changelist_speaks_the_users_language(
     for label in labels:
         assert label in content, label
     assert ">Delivered<" not in content
+
+
+def test_catalogs_hold_every_string_the_code_marks_for_translation(tmp_path) -> None:
+    """makemessages on a copy of the package finds no msgid the shipped catalogs lack."""
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import require_part
+
+    require_part(
+        shutil.which("xgettext") is not None,
+        "GNU gettext is not installed (apt-get install gettext)",
+    )
+    package = Path(__file__).resolve().parent.parent / "django_mitto"
+    copy = tmp_path / "django_mitto"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "django", "makemessages", "-l", "de", "--no-obsolete"],
+        cwd=copy, check=True, capture_output=True,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(package.parent)},
+    )  # fmt: skip
+    fresh = _msgids(copy / "locale" / "de" / "LC_MESSAGES" / "django.po")
+    shipped = _msgids(package / "locale" / "de" / "LC_MESSAGES" / "django.po")
+    assert fresh - shipped == set()
+
+
+def _msgids(path: Path) -> set[str]:
+    import re
+
+    text = path.read_text(encoding="utf-8")
+    ids = set()
+    for block in re.findall(r'^msgid ((?:".*"\n)+)', text, flags=re.M):
+        value = "".join(re.findall(r'"(.*)"', block))
+        if value:
+            ids.add(value)
+    return ids

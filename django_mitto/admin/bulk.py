@@ -219,7 +219,11 @@ def parse_csv(text: str) -> tuple[list[Entry], CsvLayout]:
             number_col = named_number
             reference_col = named_reference
             if number_col is None:
-                number_col = next(i for i in range(width) if i != reference_col)
+                number_col = next((i for i in range(width) if i != reference_col), None)
+                if number_col is None:
+                    raise CsvError(
+                        gettext("The file has no column of numbers, only one of references.")
+                    )
         rows = rows[1:]
     assert number_col is not None
     entries = []
