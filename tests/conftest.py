@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -27,6 +29,22 @@ def require_part(available: bool, reason: str) -> None:
     if REQUIRE_ALL_PARTS:
         pytest.fail(f"missing part: {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture
+def make_message(settings: Any, db: None) -> Callable[..., Any]:
+    """Create a message without sending it, then put it in the given state."""
+    from django_mitto.models import Message, Status
+
+    settings.MITTO_SEND_ON_SAVE = False
+
+    def make(*, status: str = Status.SENT, provider_id: str = "", **fields: Any) -> Message:
+        message = Message.objects.create(recipient="+41791234567", text="Hello", **fields)
+        Message.objects.filter(pk=message.pk).update(status=status, provider_id=provider_id)
+        message.refresh_from_db()
+        return message
+
+    return make
 
 
 def pytest_report_header(config: pytest.Config) -> str:

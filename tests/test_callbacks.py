@@ -59,20 +59,6 @@ def signals() -> Iterator[SignalLog]:
     message_status_changed.disconnect(on_changed)
 
 
-@pytest.fixture
-def make_message(settings: Any, db: None) -> Callable[..., Message]:
-    """Create a message without sending it, then put it in the given state."""
-    settings.MITTO_SEND_ON_SAVE = False
-
-    def make(*, status: str = Status.SENT, provider_id: str = "", **fields: Any) -> Message:
-        message = Message.objects.create(recipient="+41791234567", text="Hello", **fields)
-        Message.objects.filter(pk=message.pk).update(status=status, provider_id=provider_id)
-        message.refresh_from_db()
-        return message
-
-    return make
-
-
 def report(provider_id: str = "", status: str = "delivered", **fields: Any) -> ParsedReport:
     return ParsedReport(provider_id=provider_id, status=status, payload={"query": {}}, **fields)
 
