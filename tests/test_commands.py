@@ -102,3 +102,45 @@ def test_mitto_sandbox_command_reports_a_failed_start(monkeypatch) -> None:
     monkeypatch.setattr(sandbox_main, "main", lambda argv: 1)
     with pytest.raises(CommandError, match="status 1"):
         call_command("mitto_sandbox")
+
+
+def test_mitto_dispatch_sends_what_was_left_queued_and_flags_stuck_sends(
+    mitto_sandbox, settings
+) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from django_mitto.models import Batch
+
+    settings.MITTO_SEND_ON_SAVE = False  # as if the process died before its after-commit send
+    old = timezone.now() - timedelta(hours=1)
+    left = Message.objects.create(recipient="+41791234561", text="Left behind", sender="Shop")
+    fresh = Message.objects.create(recipient="+41791234562", text="Just queued", sender="Shop")
+    stuck = Message.objects.create(recipient="+41791234563", text="Stuck", sender="Shop")
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2)
+    members = [
+        Message.objects.create(recipient=f"+4179123457{i}", text="Bulk", sender="Shop", batch=batch)
+        for i in range(2)
+    ]
+    Message.objects.filter(pk__in=[left.pk, *[m.pk for m in members]]).update(created_at=old)
+    Message.objects.filter(pk=stuck.pk).update(
+        status="sending", status_changed_at=old, created_at=old
+    )
+
+    out = StringIO()
+    call_command("mitto_dispatch", stdout=out)
+    assert out.getvalue().strip() == (
+        "1 queued message(s) and 1 batch(es) dispatched, 1 stuck message(s) marked unknown."
+    )
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[left.pk], status[fresh.pk], status[stuck.pk]) == ("sent", "queued", "unknown")
+    assert [status[m.pk] for m in members] == ["sent", "sent"]
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == [
+        "41791234561",
+        "41791234570",
+        "41791234571",
+    ]
+
+    call_command("mitto_dispatch", stdout=StringIO())  # running it again sends nothing twice
+    assert len(mitto_sandbox.messages) == 3
