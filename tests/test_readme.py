@@ -36,3 +36,11 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
 def test_readme_screenshots_exist(name: str) -> None:
     assert f"docs/screenshots/{name}.png" in README
     assert (ROOT / "docs" / "screenshots" / f"{name}.png").stat().st_size > 10_000
+
+
+def test_every_setting_has_a_heading_with_its_type_and_default() -> None:
+    from django_mitto.conf import DEFAULTS
+
+    for name in DEFAULTS:
+        heading = f"\n{name}\n{'-' * len(name)}\n\nType: "
+        assert heading in README, name
