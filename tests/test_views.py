@@ -759,11 +759,13 @@ def test_sendtimestamp_with_superscript_digits_gets_400(client: Client, message:
     assert "sendtimestamp" in response.json()["errors"]
 
 
-def test_deeply_nested_json_body_gets_400(client: Client, message: Message) -> None:
+def test_deeply_nested_json_body_is_no_500(client: Client, message: Message) -> None:
+    # Python up to 3.12 refuses this depth (400); 3.13's parser reads it, and the report is
+    # stored with the deep part cut off (200). Either way, no 500.
     client.raise_request_exception = False
     body = '{"id": "abc-123", "status": "delivered", "x": ' + "[" * 5000 + "]" * 5000 + "}"
     response = client.post(callback_url(), body, content_type="application/json")
-    assert response.status_code == 400
+    assert response.status_code in (200, 400)
 
 
 def test_lone_surrogate_in_an_extra_json_field_is_no_500(client: Client, message: Message) -> None:
