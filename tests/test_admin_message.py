@@ -821,3 +821,17 @@ def test_delivery_report_list_costs_the_same_queries_for_few_and_many(
         ]
     )
     assert load() == few
+
+
+def test_search_by_phone_number_as_typed_or_mitto_id_finds_the_exact_message(admin_client) -> None:
+    wanted = Message.objects.create(recipient="+41791234567", text="Wanted", sender="Shop")
+    other = Message.objects.create(recipient="+41791234568", text="Other", sender="Shop")
+    Message.objects.filter(pk=wanted.pk).update(provider_id="d88ae721-2938-45af-b8a0-b8de4231f702")
+    for term in ("+41 79 123 45 67", "0041791234567", "d88ae721-2938-45af-b8a0-b8de4231f702"):
+        response = admin_client.get("/admin/django_mitto/message/", {"q": term})
+        page = response.content.decode()
+        assert f"/admin/django_mitto/message/{wanted.pk}/change/" in page, term
+        assert f"/admin/django_mitto/message/{other.pk}/change/" not in page, term
+    # Anything else is still a substring search over text, reference, recipient and id.
+    page = admin_client.get("/admin/django_mitto/message/", {"q": "Othe"}).content.decode()
+    assert f"/admin/django_mitto/message/{other.pk}/change/" in page
