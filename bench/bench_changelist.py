@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -41,17 +40,11 @@ SPAN_DAYS = 365
 
 
 def database(sqlite_path: str) -> dict[str, Any]:
+    from tests.settings import postgres_from_url
+
     url = os.environ.get("DATABASE_URL", "")
     if url.startswith("postgres"):
-        parts = urlsplit(url)
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": parts.path.lstrip("/") or "postgres",
-            "USER": parts.username or "postgres",
-            "PASSWORD": parts.password or "",
-            "HOST": parts.hostname or "127.0.0.1",
-            "PORT": str(parts.port or 5432),
-        }
+        return postgres_from_url(url)
     return {"ENGINE": "django.db.backends.sqlite3", "NAME": sqlite_path}
 
 

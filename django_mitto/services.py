@@ -388,12 +388,13 @@ def _record_sent(message: Message, result: SendResult) -> Message:
     )
     if not moved:
         Message.objects.filter(pk=message.pk).update(**fields)
-    message.refresh_from_db()
     if result.id:
         from .callbacks import apply_pending_reports
 
+        # A report that came before the id was known is applied now (one query when none did).
+        message.provider_id = result.id
         apply_pending_reports(message)
-        message.refresh_from_db()
+    message.refresh_from_db()
     logger.info("SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, result.id or "-")
     announce(message_sent, Message, message=message, result=result)
     return message

@@ -51,17 +51,8 @@ TEMPLATES = [
 STATIC_URL = "/static/"
 
 
-def _database() -> dict:
-    url = os.environ.get("DATABASE_URL", "")
-    if not url or url.startswith("sqlite"):
-        # A file, not :memory:, so the live server's threads get connections of their own.
-        test_db = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
-        return {
-            "ENGINE": "django.db.backends.sqlite3",
-            "NAME": test_db,
-            "TEST": {"NAME": test_db},
-            "OPTIONS": {"timeout": 20},
-        }
+def postgres_from_url(url: str) -> dict:
+    """Django's DATABASES entry for a postgres://user:password@host:port/name URL."""
     parts = urlsplit(url)
     return {
         "ENGINE": "django.db.backends.postgresql",
@@ -70,6 +61,20 @@ def _database() -> dict:
         "PASSWORD": parts.password or "",
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
+    }
+
+
+def _database() -> dict:
+    url = os.environ.get("DATABASE_URL", "")
+    if url.startswith("postgres"):
+        return postgres_from_url(url)
+    # A file, not :memory:, so the live server's threads get connections of their own.
+    test_db = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
+    return {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": test_db,
+        "TEST": {"NAME": test_db},
+        "OPTIONS": {"timeout": 20},
     }
 
 
