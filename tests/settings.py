@@ -61,6 +61,8 @@ def postgres_from_url(url: str) -> dict:
         "PASSWORD": parts.password or "",
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
+        # Two test runs at once on one server each need a database of their own.
+        "TEST": {"NAME": os.environ.get("MITTO_TEST_DB_NAME") or None},
     }
 
 
