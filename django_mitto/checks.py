@@ -29,6 +29,26 @@ def _is_http_url(value: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.netloc)
 
 
+#: The port ``python -m django_mitto.sandbox`` and ``manage.py mitto_sandbox`` listen on.
+SANDBOX_DEFAULT_PORT = 5800
+
+
+def _points_at_sandbox(url: str) -> bool:
+    """Whether ``url`` is a loopback address or uses the sandbox's default port."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if host == "localhost" or host.endswith(".localhost") or port == SANDBOX_DEFAULT_PORT:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
 
@@ -131,6 +151,15 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 f"Leave it unset for {DEFAULTS[name]}.",
             )
 
+    max_parts = _setting("MITTO_MAX_PARTS")
+    if isinstance(max_parts, bool) or not isinstance(max_parts, int) or not 1 <= max_parts <= 255:
+        error(
+            "E010",
+            "MITTO_MAX_PARTS must be an integer from 1 to 255.",
+            f"A concatenated SMS has at most 255 parts. Leave it unset for "
+            f"{DEFAULTS['MITTO_MAX_PARTS']}.",
+        )
+
     if not isinstance(_setting("MITTO_CALLBACK_IP_HEADER"), str):
         error(
             "E011",
@@ -147,6 +176,28 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 "MITTO_CALLBACK_BASE_URL is set but the URLconf has no django_mitto:callback route.",
                 'Add path("mitto/", include("django_mitto.urls")) to your urls.py.',
             )
+
+    if secret and not (isinstance(base, str) and base and _is_http_url(base)):
+        # E012 already says it when a base URL is set; the account-wide URL needs the route too.
+        try:
+            reverse("django_mitto:callback", kwargs={"token": "check"})
+        except NoReverseMatch:
+            warning(
+                "W003",
+                "MITTO_CALLBACK_SECRET is set but the URLconf has no django_mitto:callback "
+                "route: every delivery report Mitto sends gets a 404 and is lost.",
+                'Add path("mitto/", include("django_mitto.urls")) to your urls.py.',
+            )
+
+    if isinstance(api_url, str) and _points_at_sandbox(api_url) and not settings.DEBUG:
+        warning(
+            "W004",
+            f"MITTO_API_URL points at a local sandbox ({api_url}) while DEBUG is False: "
+            "no message reaches a phone.",
+            'In production set MITTO_API_URL to Mitto ("https://rest.mittoapi.net" or a '
+            "regional host). If a local proxy really forwards to Mitto, silence this check with "
+            'SILENCED_SYSTEM_CHECKS = ["django_mitto.W004"].',
+        )
 
     if isinstance(_setting("MITTO_API_KEY"), str) and not _setting("MITTO_API_KEY"):
         warning(

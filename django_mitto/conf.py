@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_TASK_BACKEND": "inline",
     "MITTO_MAX_ATTEMPTS": 3,
     "MITTO_BULK_CHUNK_SIZE": 500,
+    "MITTO_MAX_PARTS": 10,
 }
 
 
@@ -104,6 +105,11 @@ class MittoSettings:
     @property
     def BULK_CHUNK_SIZE(self) -> int:
         return int(self._get("MITTO_BULK_CHUNK_SIZE"))
+
+    @property
+    def MAX_PARTS(self) -> int:
+        """Most SMS parts one message may take (a longer text is refused)."""
+        return int(self._get("MITTO_MAX_PARTS"))
 
     def require_api_key(self) -> str:
         """Return the API key, or raise :class:`MittoConfigurationError` when it is not set."""

@@ -14,6 +14,8 @@ def ids(**overrides: object) -> list[str]:
 def configured(settings):
     settings.MITTO_API_KEY = "key"
     settings.MITTO_CALLBACK_SECRET = "secret"
+    # The test settings point at a loopback address with DEBUG off, which W004 is about.
+    settings.MITTO_API_URL = "https://rest.mittoapi.net"
     return settings
 
 
@@ -46,6 +48,10 @@ def test_check_command_runs_clean(configured) -> None:
         ("MITTO_TASK_BACKEND", "rq", "django_mitto.E009"),
         ("MITTO_MAX_ATTEMPTS", 0, "django_mitto.E010"),
         ("MITTO_BULK_CHUNK_SIZE", "500", "django_mitto.E010"),
+        ("MITTO_MAX_PARTS", "10", "django_mitto.E010"),
+        ("MITTO_MAX_PARTS", 0, "django_mitto.E010"),
+        ("MITTO_MAX_PARTS", 256, "django_mitto.E010"),
+        ("MITTO_MAX_PARTS", 2.5, "django_mitto.E010"),
         ("MITTO_CALLBACK_IP_HEADER", None, "django_mitto.E011"),
     ],
 )
@@ -107,3 +113,67 @@ def test_callback_base_url_needs_the_callback_route(configured) -> None:
     messages = check_settings()
     assert [m.id for m in messages] == ["django_mitto.E012"]
     assert 'include("django_mitto.urls")' in messages[0].hint
+
+
+def test_max_parts_up_to_255_passes(configured) -> None:
+    for value in (1, 10, 255):
+        configured.MITTO_MAX_PARTS = value
+        assert check_settings() == []
+
+
+def test_callback_secret_without_the_callback_route_is_a_warning(configured) -> None:
+    configured.ROOT_URLCONF = "tests.urls_without_mitto"
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.W003"]
+    assert "MITTO_CALLBACK_SECRET" in messages[0].msg
+    assert 'include("django_mitto.urls")' in messages[0].hint
+    assert not messages[0].is_serious()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:5800",
+        "http://localhost:8080/",
+        "http://[::1]:9000",
+        "http://127.0.0.2",
+        "http://sandbox.internal:5800",
+    ],
+)
+def test_sandbox_api_url_without_debug_is_a_warning(configured, url) -> None:
+    configured.MITTO_API_URL = url
+    configured.DEBUG = False
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.W004"]
+    assert "MITTO_API_URL" in messages[0].msg
+    assert "rest.mittoapi.net" in messages[0].hint
+
+
+def test_sandbox_api_url_with_debug_is_fine(configured) -> None:
+    configured.MITTO_API_URL = "http://127.0.0.1:5800"
+    configured.DEBUG = True
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize("url", ["https://rest.mittoapi.net", "https://rest-fra.mittoapi.net:443"])
+def test_mitto_api_url_without_debug_is_fine(configured, url) -> None:
+    configured.MITTO_API_URL = url
+    configured.DEBUG = False
+    assert check_settings() == []
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"ROOT_URLCONF": "tests.urls_without_mitto"}, "django_mitto.W003"),
+        ({"MITTO_API_URL": "http://127.0.0.1:5800", "DEBUG": False}, "django_mitto.W004"),
+    ],
+)
+def test_check_command_reports_the_new_warnings(configured, changes, expected) -> None:
+    from django.core.management.base import SystemCheckError
+
+    for name, value in changes.items():
+        setattr(configured, name, value)
+    call_command("check")  # a warning alone does not fail the default level
+    with pytest.raises(SystemCheckError, match=expected):
+        call_command("check", "--fail-level", "WARNING")
