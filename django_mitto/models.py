@@ -194,8 +194,34 @@ class Message(models.Model):
     def __str__(self) -> str:
         return f"{self.recipient}: {self.short_text}"
 
+    #: Fields whose type, characters and range save() checks on a new message.
+    CHECKED_ON_SAVE = (
+        "recipient",
+        "sender",
+        "text",
+        "reference",
+        "udh",
+        "validity",
+        "pid",
+        "metadata",
+    )
+
     def save(self, *args: Any, **kwargs: Any) -> None:
+        """Save; a new message with a malformed value is refused (``ValidationError``).
+
+        Malformed means wrong whatever the settings: a value of the wrong type, a control
+        character or lone surrogate, ``validity``/``pid`` out of range, metadata that is not
+        JSON. Such a value could not be sent, and some could not even be stored alike on
+        every database (PostgreSQL refuses NUL). What depends on the settings or on the
+        number (sender, recipient, encoding, ``MITTO_MAX_PARTS``) is checked when the
+        message is sent: one that fails ends ``failed`` with the reason.
+        """
         if self._state.adding:
+            errors = validators.check_fields(
+                {name: getattr(self, name) for name in self.CHECKED_ON_SAVE}
+            )
+            if errors:
+                raise ValidationError(errors)
             self.measure()
         super().save(*args, **kwargs)
 
@@ -219,6 +245,9 @@ class Message(models.Model):
                 validators.validate_text(self.text, self.encoding)
             except ValidationError as exc:
                 errors["text"] = exc
+        checked = {"reference": self.reference, "validity": self.validity, "pid": self.pid}
+        for name, exc in validators.check_fields(checked).items():
+            errors.setdefault(name, exc)
         if errors:
             raise ValidationError(errors)
 

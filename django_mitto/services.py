@@ -77,6 +77,7 @@ def _clean_options(
     pid: int | None,
     errors: dict[str, Any],
     reference: str = "",
+    metadata: Any = None,
 ) -> tuple[str, str, enc.SmsInfo | None]:
     sender = (sender if sender is not None else conf.DEFAULT_SENDER) or ""
     try:
@@ -88,6 +89,11 @@ def _clean_options(
         encoding = validators.validate_encoding(encoding)
     except ValidationError as exc:
         errors["encoding"] = exc
+        # The text's own faults (type, characters) are still worth naming.
+        try:
+            validators.validate_text_characters(text)
+        except ValidationError as text_exc:
+            errors["text"] = text_exc
     else:
         try:
             info = validators.validate_text(text, encoding)
@@ -97,21 +103,8 @@ def _clean_options(
         validators.validate_udh(udh)
     except ValidationError as exc:
         errors["udh"] = exc
-    for name, value, limit in (("udh", udh, 280), ("reference", reference, 255)):
-        if name not in errors and len(value or "") > limit:
-            errors[name] = ValidationError(
-                f"{name} has {len(value)} characters; at most {limit} are allowed.",
-                code="max_length",
-            )
-    for name, value, top in (("validity", validity, None), ("pid", pid, 255)):
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            errors[name] = ValidationError(
-                f"{name} must be a non-negative integer.", code="invalid"
-            )
-        elif top is not None and value > top:
-            errors[name] = ValidationError(f"{name} must be at most {top}.", code="invalid")
+    checked = {"reference": reference, "validity": validity, "pid": pid, "metadata": metadata}
+    errors.update(validators.check_fields(checked))
     return sender, encoding, info
 
 
@@ -150,6 +143,7 @@ def send_sms(
         udh=udh,
         validity=validity,
         pid=pid,
+        metadata=metadata,
         errors=errors,
     )
     if errors:
@@ -200,30 +194,48 @@ def send_bulk(
     Messages are inserted with ``bulk_create`` and sent in chunks of ``MITTO_BULK_CHUNK_SIZE``
     after the transaction commits.
     """
-    recipients = list(recipients)
     errors: dict[str, Any] = {}
     numbers: list[str] = []
     bad: list[str] = []
+    # One string is one number, not a list of characters; bytes, ints and None are no list.
+    if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
+        errors["recipients"] = ValidationError(
+            "recipients must be a list of phone numbers, not %(type)s.",
+            code="invalid_type",
+            params={"type": type(recipients).__name__},
+        )
+        recipients = []
+    recipients = list(recipients)
     for raw in recipients:
         try:
             numbers.append(validators.normalize_recipient(raw, region))
         except ValidationError as exc:
-            bad.append(f"{raw}: {exc.messages[0]}")
-    if not recipients:
+            shown = raw if isinstance(raw, str) else repr(raw)
+            bad.append(f"{shown}: {exc.messages[0]}")
+    if not recipients and "recipients" not in errors:
         errors["recipients"] = ValidationError("Give at least one recipient.", code="required")
     elif bad:
         errors["recipients"] = ValidationError(
             "Invalid recipients: " + "; ".join(bad[:20]) + (" …" if len(bad) > 20 else ""),
             code="invalid",
         )
+    if references is not None:
+        references = list(references)
     if references is not None and len(references) != len(recipients):
         errors["references"] = ValidationError(
             "references must have one item per recipient.", code="invalid"
         )
-    elif references is not None and any(len(ref or "") > 255 for ref in references):
-        errors["references"] = ValidationError(
-            "Each reference has at most 255 characters.", code="max_length"
-        )
+    elif references is not None:
+        problems = []
+        for position, ref in enumerate(references, start=1):
+            try:
+                validators.validate_reference("" if ref is None else ref)
+            except ValidationError as exc:
+                problems.append(f"#{position}: {' '.join(exc.messages)}")
+        if problems:
+            errors["references"] = ValidationError(
+                "Invalid references: " + "; ".join(problems[:20]), code="invalid"
+            )
     sender, encoding, info = _clean_options(
         reference=reference,
         sender=sender,
@@ -311,6 +323,7 @@ def _precheck(message: Message) -> str:
         udh=message.udh,
         validity=message.validity,
         pid=message.pid,
+        reference=message.reference,
         errors=errors,
     )
     try:

@@ -420,3 +420,188 @@ def test_too_long_options_are_refused_naming_the_field(mitto_sandbox, kwargs, fi
         services.send_bulk(["+41791234567"], "Hi", references=["r" * 256])
     assert "references" in info.value.message_dict
     assert Message.objects.count() == 0
+
+
+# -- malformed input (types, control characters, ranges, parts) -----------------------------------
+
+MALFORMED = [
+    ({"text": "Hi\x00there"}, "text"),
+    ({"text": "Ring\x07"}, "text"),
+    ({"text": "Hi \ud83d"}, "text"),
+    ({"text": "\x1b[31mred"}, "text"),
+    ({"text": "C1 \x85 next line"}, "text"),
+    ({"text": 1234}, "text"),
+    ({"text": None}, "text"),
+    ({"text": b"Hi"}, "text"),
+    ({"recipient": 41791234567}, "recipient"),
+    ({"recipient": None}, "recipient"),
+    ({"recipient": b"+41791234567"}, "recipient"),
+    ({"recipient": "+41791234567\x00"}, "recipient"),
+    ({"reference": "order\x00-1"}, "reference"),
+    ({"reference": "order\n1"}, "reference"),
+    ({"reference": "order \udc80"}, "reference"),
+    ({"reference": 42}, "reference"),
+    ({"sender": "Shop\x00"}, "sender"),
+    ({"sender": 12345}, "sender"),
+    ({"udh": "0500\x00"}, "udh"),
+    ({"udh": b"050003"}, "udh"),
+    ({"validity": 0}, "validity"),
+    ({"validity": 2881}, "validity"),
+    ({"validity": 10**12}, "validity"),
+    ({"validity": "60"}, "validity"),
+    ({"validity": True}, "validity"),
+    ({"pid": -1}, "pid"),
+    ({"pid": 256}, "pid"),
+    ({"pid": 2**40}, "pid"),
+    ({"pid": 1.5}, "pid"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "field"), MALFORMED)
+def test_send_sms_refuses_malformed_input_naming_the_field(mitto_sandbox, kwargs, field) -> None:
+    args = {"recipient": "+41791234567", "text": "Hi", **kwargs}
+    with pytest.raises(ValidationError) as info:
+        services.send_sms(args.pop("recipient"), args.pop("text"), **args)
+    assert field in info.value.message_dict
+    assert Message.objects.count() == 0
+    assert mitto_sandbox.messages == []
+
+
+@pytest.mark.parametrize(("kwargs", "field"), MALFORMED)
+def test_send_bulk_refuses_malformed_input_naming_the_field(mitto_sandbox, kwargs, field) -> None:
+    args = {"recipient": "+41791234567", "text": "Hi", **kwargs}
+    recipient = args.pop("recipient")
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk([recipient, "+41791234568"], args.pop("text"), **args)
+    assert ("recipients" if field == "recipient" else field) in info.value.message_dict
+    assert Message.objects.count() == 0
+    assert Batch.objects.count() == 0
+    assert mitto_sandbox.messages == []
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"when": __import__("datetime").datetime(2026, 1, 1)},
+        {"amount": float("nan")},
+        {"amount": float("inf")},
+        {"note": "a\x00b"},
+        {"\ud800": 1},
+        {"nested": [{"deep": {"x": "\udfff"}}]},
+        ["not", "a", "dict"],
+        "text",
+    ],
+)
+def test_metadata_that_is_not_storable_json_is_refused(mitto_sandbox, metadata) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41791234567", "Hi", metadata=metadata)
+    assert "metadata" in info.value.message_dict
+    assert Message.objects.count() == 0
+
+
+def test_json_metadata_is_kept(mitto_sandbox) -> None:
+    metadata = {"order": 42, "tags": ["a", "ü"], "price": 9.5, "ok": None}
+    message = services.send_sms("+41791234567", "Hi", metadata=metadata)
+    message.refresh_from_db()
+    assert message.metadata == metadata
+
+
+@pytest.mark.parametrize(
+    "recipients", ["+41791234567", b"+41791234567", 41791234567, None, [None], [41791234567]]
+)
+def test_send_bulk_refuses_recipients_of_the_wrong_type(mitto_sandbox, recipients) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(recipients, "Hi")
+    assert "recipients" in info.value.message_dict
+    assert Batch.objects.count() == 0
+
+
+@pytest.mark.parametrize("references", [["ok", "bad\x00"], ["ok", "line\nbreak"], ["ok", 7]])
+def test_send_bulk_refuses_malformed_references(mitto_sandbox, references) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234567", "+41791234568"], "Hi", references=references)
+    assert "references" in info.value.message_dict
+    assert "#2" in info.value.message_dict["references"][0]
+    assert Batch.objects.count() == 0
+
+
+def test_line_breaks_tab_and_page_break_are_text(mitto_sandbox) -> None:
+    text = "Line one\nLine two\r\nA\tB\fpage"
+    message = services.send_sms("+41791234567", text)
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    assert mitto_sandbox.messages[0]["body"]["text"] == text
+
+
+def test_text_over_max_parts_is_refused_saying_how_many_parts(mitto_sandbox, settings) -> None:
+    text = "a" * (153 * 10 + 1)  # 11 GSM parts
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41791234567", text)
+    (error,) = info.value.message_dict["text"]
+    assert "11" in error
+    assert "MITTO_MAX_PARTS" in error
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234567"], text)
+    assert "11" in info.value.message_dict["text"][0]
+    assert Message.objects.count() == 0
+    settings.MITTO_MAX_PARTS = 11
+    message = services.send_sms("+41791234567", text)
+    message.refresh_from_db()
+    assert (message.status, message.segments) == (Message.Status.SENT, 11)
+
+
+def test_ten_parts_are_accepted_by_default(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "ж" * 67 * 10)  # 10 Unicode parts
+    message.refresh_from_db()
+    assert (message.status, message.segments) == (Message.Status.SENT, 10)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"text": "a\x00b"}, "text"),
+        ({"text": "bad \ud800"}, "text"),
+        ({"text": b"bytes"}, "text"),
+        ({"text": None}, "text"),
+        ({"reference": "r\x00"}, "reference"),
+        ({"recipient": 41791234567}, "recipient"),
+        ({"validity": 10**12}, "validity"),
+        ({"pid": 300}, "pid"),
+        ({"metadata": {"x": float("nan")}}, "metadata"),
+    ],
+)
+def test_message_saved_directly_with_a_malformed_value_is_refused(
+    mitto_sandbox, fields, field
+) -> None:
+    # The same on SQLite and PostgreSQL (which could not even store a NUL): refused, not stored.
+    values = {"recipient": "+41791234567", "text": "Hi", "sender": "Shop", **fields}
+    with pytest.raises(ValidationError) as info:
+        Message.objects.create(**values)
+    assert field in info.value.message_dict
+    assert Message.objects.count() == 0
+    assert mitto_sandbox.messages == []
+
+
+def test_message_saved_directly_over_max_parts_fails_with_the_reason(mitto_sandbox) -> None:
+    message = Message.objects.create(recipient="+41791234567", text="b" * 2000, sender="Shop")
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "14 SMS parts" in message.error
+    assert "MITTO_MAX_PARTS" in message.error
+    assert mitto_sandbox.messages == []
+
+
+def test_message_with_a_control_character_written_by_update_fails_at_send(
+    mitto_sandbox, settings
+) -> None:
+    # A row changed behind save()'s back (an UPDATE) is still checked before it is sent.
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(text="Hi\x07", reference="ref\x1b")
+    services.send_message(message.pk)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "text: " in message.error
+    assert "U+0007" in message.error
+    assert "reference: " in message.error
+    assert mitto_sandbox.messages == []
