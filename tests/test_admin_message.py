@@ -835,3 +835,99 @@ def test_search_by_phone_number_as_typed_or_mitto_id_finds_the_exact_message(adm
     # Anything else is still a substring search over text, reference, recipient and id.
     page = admin_client.get("/admin/django_mitto/message/", {"q": "Othe"}).content.decode()
     assert f"/admin/django_mitto/message/{other.pk}/change/" in page
+
+
+# -- malformed input, formula-safe export, national numbers ----------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"text": "Ring\x07 the bell"}, "text"),
+        ({"text": "Escape \x1b[0m"}, "text"),
+        ({"text": "Hi\x00"}, "text"),
+        ({"reference": "order\x00-1"}, "reference"),
+        ({"reference": "order\t1"}, "reference"),
+        ({"validity": "0"}, "validity"),
+        ({"validity": "2881"}, "validity"),
+        ({"validity": "99999999999"}, "validity"),
+        ({"pid": "-1"}, "pid"),
+        ({"text": "a" * (153 * 10 + 1)}, "text"),
+    ],
+)
+def test_compose_form_refuses_malformed_input_on_its_field(admin_client, changes, field) -> None:
+    response = admin_client.post(ADD_URL, {**VALID_POST, **changes})
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert set(form.errors) == {field}
+    assert len(form.errors[field]) == 1
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_compose_form_says_how_many_parts_a_too_long_text_takes(admin_client, settings) -> None:
+    settings.MITTO_MAX_PARTS = 2
+    response = admin_client.post(ADD_URL, {**VALID_POST, "text": "a" * 400})
+    (error,) = response.context["adminform"].form.errors["text"]
+    assert "3 SMS parts" in error
+    assert "MITTO_MAX_PARTS" in error
+    assert Message.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_compose_form_keeps_line_breaks_and_tabs_and_the_longest_validity(admin_client) -> None:
+    admin_client.post(ADD_URL, {**VALID_POST, "text": "a\tb\r\nc", "validity": "2880"})
+    message = Message.objects.get()
+    assert (message.text, message.validity) == ("a\tb\nc", 2880)
+
+
+@pytest.mark.django_db
+def test_export_escapes_formulas_in_every_column(admin_client) -> None:
+    # Values saved by code that skipped validation (update() writes no check).
+    (message,) = make()
+    Message.objects.filter(pk=message.pk).update(
+        recipient="=1+2",
+        provider_id="@SUM(A1)",
+        reference="\t=cmd|' /C calc'!A0",
+        delivery_status="\r=1",
+        error_code="-2+3",
+    )
+    (plain,) = make(reference="-", error_code="-1")
+    response = run_action(admin_client, "export_csv", [message, plain])
+    rows = list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))
+    by_pk = {row[0]: row for row in rows[1:]}
+    bad = by_pk["'=1+2"]
+    assert bad[2:4] == ["'@SUM(A1)", "'\t=cmd|' /C calc'!A0"]
+    assert bad[7:] == ["'\r=1", "'-2+3"]
+    # An E.164 number or a plain negative number is no formula and keeps its form.
+    good = by_pk["+41791234567"]
+    assert (good[3], good[8]) == ("'-", "-1")
+
+
+@pytest.mark.django_db
+def test_search_finds_a_national_number_with_the_default_region(admin_client, settings) -> None:
+    wanted = Message.objects.create(recipient="+41791234567", text="Wanted", sender="Shop")
+    other = Message.objects.create(recipient="+41791234568", text="Other", sender="Shop")
+    settings.MITTO_DEFAULT_REGION = "CH"
+    for term in ("079 123 45 67", "0791234567", "079/123.45.67"):
+        with CaptureQueriesContext(connection) as queries:
+            page = admin_client.get(CHANGELIST_URL, {"q": term}).content.decode()
+        assert f"/admin/django_mitto/message/{wanted.pk}/change/" in page, term
+        assert f"/admin/django_mitto/message/{other.pk}/change/" not in page, term
+        # The exact, indexed lookup on the E.164 form, not a substring search.
+        listing = [q["sql"] for q in queries if "django_mitto_message" in q["sql"]]
+        assert any("+41791234567" in sql for sql in listing)
+        assert not any("LIKE" in sql.upper() for sql in listing), term
+
+
+@pytest.mark.django_db
+def test_search_for_a_national_number_without_a_region_is_a_text_search(
+    admin_client, settings
+) -> None:
+    settings.MITTO_DEFAULT_REGION = ""
+    wanted = Message.objects.create(
+        recipient="+41791234567", text="Call 079 123 45 67", sender="Shop"
+    )
+    page = admin_client.get(CHANGELIST_URL, {"q": "079 123 45 67"}).content.decode()
+    assert f"/admin/django_mitto/message/{wanted.pk}/change/" in page

@@ -371,6 +371,11 @@ def analyze_entries(entries: Iterable[Entry], region: str | None = None) -> Bulk
                 )
             )
             continue
+        try:
+            validators.validate_reference(entry.reference)
+        except ValidationError as exc:
+            rejected.append(Rejected(entry, gettext("The reference: %s") % " ".join(exc.messages)))
+            continue
         first = seen.get(number)
         if first is not None:
             duplicates.append(Duplicate(entry, number, first))
@@ -519,6 +524,16 @@ class BulkSendForm(forms.Form):
         validators.validate_sender(sender or conf.DEFAULT_SENDER)
         return sender
 
+    def clean_text(self) -> str:
+        text = self.cleaned_data.get("text") or ""
+        validators.validate_text_characters(text)
+        return text
+
+    def clean_reference(self) -> str:
+        reference = self.cleaned_data.get("reference") or ""
+        validators.validate_reference(reference)
+        return reference
+
     # -- the whole
 
     def csv_text(self) -> tuple[str, str]:
@@ -582,6 +597,11 @@ class BulkSendForm(forms.Form):
                 preview.info = enc.validate(text, encoding)
             except enc.EncodingError:
                 self.add_error("text", ValidationError(_text_error(text, encoding), code="invalid"))
+            else:
+                try:
+                    validators.validate_parts(preview.info)
+                except ValidationError as exc:
+                    self.add_error("text", exc)
         preview.sender = data.get("sender") or conf.DEFAULT_SENDER
         preview.text = text or ""
         preview.encoding = encoding or enc.AUTO

@@ -71,6 +71,13 @@ class MessageComposeForm(forms.ModelForm):
         max_value=255,
         help_text=_("0 to 255. Empty: Mitto's default."),
     )
+    validity = forms.IntegerField(
+        label=capfirst(Message._meta.get_field("validity").verbose_name),
+        required=False,
+        min_value=1,
+        max_value=validators.MAX_VALIDITY,
+        help_text=_("1 to 2880 minutes (48 hours). Empty: Mitto's default (2880)."),
+    )
 
     class Meta:
         model = Message
@@ -111,7 +118,13 @@ class MessageComposeForm(forms.ModelForm):
         text = (self.cleaned_data.get("text") or "").replace("\r\n", "\n")
         if not text.strip():
             raise ValidationError(self.fields["text"].error_messages["required"], code="required")
+        validators.validate_text_characters(text)
         return text
+
+    def clean_reference(self) -> str:
+        reference = self.cleaned_data.get("reference") or ""
+        validators.validate_reference(reference)
+        return reference
 
     def clean_encoding(self) -> str:
         return validators.validate_encoding(self.cleaned_data.get("encoding") or enc.AUTO)

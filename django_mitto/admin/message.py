@@ -392,8 +392,11 @@ CSV_FIELDS = (
     "delivery_status",
     "error_code",
 )
-# Free text that a spreadsheet could take for a formula.
-_CSV_TEXT_FIELDS = frozenset({"provider_id", "reference", "delivery_status", "error_code"})
+# A cell starting with one of these is a formula to a spreadsheet (tab and carriage return
+# too: some spreadsheets skip them and read the formula behind).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+# A plain number (an E.164 recipient, "+41791234567") is no formula: it is left as it is.
+_PLAIN_NUMBER = re.compile(r"[+-]?[0-9]+")
 
 
 class _Echo:
@@ -402,11 +405,16 @@ class _Echo:
 
 
 def _csv_value(name: str, value: Any) -> Any:
+    """A cell of the export; any text a spreadsheet could run as a formula is quoted with ``'``."""
     if value is None:
         return ""
     if isinstance(value, dt.datetime):
         return value.isoformat()
-    if name in _CSV_TEXT_FIELDS and isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if (
+        isinstance(value, str)
+        and value.startswith(_FORMULA_STARTS)
+        and not _PLAIN_NUMBER.fullmatch(value)
+    ):
         return "'" + value
     return value
 
@@ -422,6 +430,8 @@ _PROVIDER_ID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{32}"
 )
 _PHONE_LIKE = re.compile(r"(?:\+|00)[0-9][0-9 ()./-]{6,20}")
+# A national number ("079 123 45 67"), read with MITTO_DEFAULT_REGION when it is set.
+_NATIONAL_PHONE_LIKE = re.compile(r"\(?[0-9][0-9 ()./-]{5,20}")
 
 
 # -- the admin --------------------------------------------------------------------------------------
@@ -567,11 +577,15 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     ) -> tuple[QuerySet, bool]:
         # A phone number or a Mitto id is looked up exactly, through an index: the common
         # "what happened to this message?" search stays fast on a big table, and a number
-        # typed with spaces ("+41 79 123 45 67") still matches its E.164 form.
+        # typed with spaces ("+41 79 123 45 67"), or nationally ("079 123 45 67") when
+        # MITTO_DEFAULT_REGION is set, still matches its E.164 form: it is read by the same
+        # parsing as a recipient.
         term = search_term.strip()
         if _PROVIDER_ID.fullmatch(term):
             return queryset.filter(provider_id=term), False
-        if _PHONE_LIKE.fullmatch(term):
+        if _PHONE_LIKE.fullmatch(term) or (
+            conf.DEFAULT_REGION and _NATIONAL_PHONE_LIKE.fullmatch(term)
+        ):
             try:
                 number = validators.normalize_recipient(term)
             except ValidationError:
