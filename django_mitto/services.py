@@ -80,6 +80,9 @@ def _clean_options(
     metadata: Any = None,
 ) -> tuple[str, str, enc.SmsInfo | None]:
     sender = (sender if sender is not None else conf.DEFAULT_SENDER) or ""
+    # None stands for "not given" for the optional text fields.
+    udh = "" if udh is None else udh
+    reference = "" if reference is None else reference
     try:
         validators.validate_sender(sender)
     except ValidationError as exc:

@@ -605,3 +605,10 @@ def test_message_with_a_control_character_written_by_update_fails_at_send(
     assert "U+0007" in message.error
     assert "reference: " in message.error
     assert mitto_sandbox.messages == []
+
+
+def test_none_for_an_optional_option_means_not_given(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Hi", reference=None, udh=None, sender=None)
+    message.refresh_from_db()
+    assert (message.status, message.reference, message.udh) == (Message.Status.SENT, "", "")
+    assert message.sender == "DjangoMitto"
