@@ -44,9 +44,11 @@ def _points_at_sandbox(url: str) -> bool:
     if host == "localhost" or host.endswith(".localhost") or port == SANDBOX_DEFAULT_PORT:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    # 0.0.0.0 and :: reach this very machine too.
+    return address.is_loopback or address.is_unspecified
 
 
 def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:

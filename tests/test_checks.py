@@ -138,6 +138,7 @@ def test_callback_secret_without_the_callback_route_is_a_warning(configured) -> 
         "http://[::1]:9000",
         "http://127.0.0.2",
         "http://sandbox.internal:5800",
+        "http://0.0.0.0:8000",
     ],
 )
 def test_sandbox_api_url_without_debug_is_a_warning(configured, url) -> None:
@@ -177,3 +178,10 @@ def test_check_command_reports_the_new_warnings(configured, changes, expected) -
     call_command("check")  # a warning alone does not fail the default level
     with pytest.raises(SystemCheckError, match=expected):
         call_command("check", "--fail-level", "WARNING")
+
+
+def test_the_check_knows_the_sandbox_default_port() -> None:
+    from django_mitto.checks import SANDBOX_DEFAULT_PORT
+    from django_mitto.sandbox.__main__ import DEFAULT_PORT
+
+    assert SANDBOX_DEFAULT_PORT == DEFAULT_PORT

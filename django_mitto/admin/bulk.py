@@ -374,7 +374,13 @@ def analyze_entries(entries: Iterable[Entry], region: str | None = None) -> Bulk
         try:
             validators.validate_reference(entry.reference)
         except ValidationError as exc:
-            rejected.append(Rejected(entry, gettext("The reference: %s") % " ".join(exc.messages)))
+            rejected.append(
+                Rejected(
+                    entry,
+                    gettext("The reference cannot be sent: %(error)s")
+                    % {"error": " ".join(exc.messages)},
+                )
+            )
             continue
         first = seen.get(number)
         if first is not None:
