@@ -256,6 +256,11 @@ class DeliveryReport(models.Model):
         STALE = "stale", _("Older than the current status")
         UNMATCHED = "unmatched", _("No message yet")
         UNKNOWN_STATUS = "unknown_status", _("Unknown status word")
+        # Kept raw, applied to nothing: no field we read, a field we could not read, a body too
+        # large or with too many fields.
+        UNPARSED = "unparsed", _("Unparsed")
+        # The callback URL named one message and the report's id another: applied to neither.
+        MISMATCHED = "mismatched", _("Id of another message")
 
     message = models.ForeignKey(
         Message,
@@ -289,3 +294,12 @@ class DeliveryReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id or '?'}: {self.status or '?'}"
+
+    def field_names(self) -> list[str]:
+        """The names of the fields the report carried (query string and body), sorted."""
+        names: set[str] = set()
+        for part in ("query", "body"):
+            value = (self.payload or {}).get(part) if isinstance(self.payload, dict) else None
+            if isinstance(value, dict):
+                names.update(str(key) for key in value)
+        return sorted(names)
