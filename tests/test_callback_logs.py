@@ -136,3 +136,19 @@ def test_refused_callback_is_still_logged_without_its_token(
     refused = [line for line in captured.lines if line.startswith("django_mitto.callbacks")]
     assert refused and "refused" in refused[0]
     assert not any("wrong-secret-value" in line for line in captured.lines)
+
+
+def test_unforeseen_error_is_answered_503_and_logged_without_the_path(
+    client: Client, make_message: Callable[..., Message], captured: Everything
+) -> None:
+    from django.db import DatabaseError
+
+    make_message(provider_id="known-id")
+    client.raise_request_exception = False
+    # The database failing mid-report: a fault the sandbox cannot produce.
+    with mock.patch("django_mitto.views.record_report", side_effect=DatabaseError("down")):
+        response = client.get(callback_url(), {"id": "known-id", "status": "delivered"})
+    assert response.status_code == 503  # Mitto retries later; nothing was stored
+    assert response["Retry-After"] == "60"
+    assert any("could not be handled" in line for line in captured.lines)
+    assert not any(SECRET in line for line in captured.lines)

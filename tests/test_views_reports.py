@@ -378,7 +378,7 @@ def test_tokens_of_messages_sent_before_expiry_existed_are_still_accepted(
 
 def test_timestamp_of_a_token_cannot_be_altered(make_message) -> None:
     token = _minted_ago(8 * 86400, callbacks.message_token, 5)
-    value, stamp, signature = token.split(".")
+    value, _stamp, signature = token.split(".")
     fresh_stamp = signing.b62_encode(int(time.time()))
     assert not callbacks.check_token(f"{value}.{fresh_stamp}.{signature}").valid
     assert not callbacks.check_token(f"{value}.{signature}").valid
@@ -446,7 +446,7 @@ def test_batch_report_uses_the_reference_to_tell_rows_apart(
 def test_batch_report_matching_two_rows_stays_unmatched(
     client: Client, lost_batch: tuple[Batch, list[Message]]
 ) -> None:
-    batch, rows = lost_batch
+    batch, _rows = lost_batch
     url = callback_url(callbacks.batch_token(batch))
     response = client.get(url, {"id": "who", "status": "delivered", "receiver": "41791234502"})
     assert response.json()["outcome"] == Outcome.UNMATCHED
@@ -457,7 +457,7 @@ def test_batch_report_matching_two_rows_stays_unmatched(
 def test_batch_report_never_reaches_a_row_of_another_batch(
     client: Client, lost_batch: tuple[Batch, list[Message]], make_message
 ) -> None:
-    batch, rows = lost_batch
+    batch, _rows = lost_batch
     other = Batch.objects.create(text="Hello", total=1)
     outsider = _make(make_message, "+41791234599", status=Status.UNKNOWN, batch=other)
     url = callback_url(callbacks.batch_token(batch))
@@ -550,3 +550,32 @@ def test_api_client_posts_are_handled_like_any_other(message: Message) -> None:
     )
     assert response.status_code == 200
     assert status_of(message) == Status.DELIVERED
+
+
+# -- the setting ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["3600", -1, True, [60]])
+def test_check_refuses_a_max_age_that_is_not_seconds(settings: Any, value: Any) -> None:
+    from django_mitto.checks import check_settings
+
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = value
+    assert "django_mitto.E015" in [m.id for m in check_settings()]
+
+
+@pytest.mark.parametrize("value", [None, 0, 60, 86400.5])
+def test_check_accepts_seconds_or_none(settings: Any, value: Any) -> None:
+    from django_mitto.checks import check_settings
+
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = value
+    assert "django_mitto.E015" not in [m.id for m in check_settings()]
+
+
+def test_max_age_setting_reads_none_and_zero_as_no_expiry(settings: Any) -> None:
+    from django_mitto.conf import conf
+
+    assert conf.CALLBACK_TOKEN_MAX_AGE == 7 * 24 * 3600
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = 0
+    assert conf.CALLBACK_TOKEN_MAX_AGE is None
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = None
+    assert conf.CALLBACK_TOKEN_MAX_AGE is None
