@@ -579,3 +579,16 @@ def test_max_age_setting_reads_none_and_zero_as_no_expiry(settings: Any) -> None
     assert conf.CALLBACK_TOKEN_MAX_AGE is None
     settings.MITTO_CALLBACK_TOKEN_MAX_AGE = None
     assert conf.CALLBACK_TOKEN_MAX_AGE is None
+
+
+def test_field_names_of_a_too_large_or_too_crowded_request_are_read_from_its_raw_text(
+    client: Client, message: Message, settings: Any
+) -> None:
+    settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 3
+    post_form(client, callback_url(), {"a": "1", "b": "2", "c": "3", "d": "4"})
+    client.get(callback_url(), {"w": "1", "x": "2", "y": "3", "z": "4"})
+    crowded_body, crowded_query = DeliveryReport.objects.order_by("pk")
+    assert crowded_body.field_names() == ["a", "b", "c", "d"]
+    assert crowded_query.field_names() == ["w", "x", "y", "z"]
+    out = _call("mitto_reports", "--unparsed")
+    assert "fields: a, b, c, d" in out and "fields: w, x, y, z" in out
