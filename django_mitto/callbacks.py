@@ -254,7 +254,9 @@ def _match_message_token(message_pk: int, provider_id: str) -> tuple[Message, st
     if own.provider_id or len(found) > 1:
         # The report is about another message (or its id is not this message's): never apply it.
         return own, DeliveryReport.Outcome.MISMATCHED, False
-    return own, "", True
+    # While the send is in flight its answer brings the id (and records it); learn it only from
+    # a message that is past that point without one (the send timed out, or no id came back).
+    return own, "", own.status not in (Status.QUEUED, Status.SENDING)
 
 
 def _match_by_id(parsed: ParsedReport, batch_pk: int | None) -> tuple[Message | None, bool]:
@@ -276,8 +278,10 @@ def _match_by_id(parsed: ParsedReport, batch_pk: int | None) -> tuple[Message | 
         # Accepted by Mitto but no id in its answer: only recent ones, only when unambiguous.
         fallback &= Q(status=Status.SENT, created_at__gte=timezone.now() - RECENT_WITHOUT_ID)
     else:
-        # A bulk send that timed out or stopped half-way leaves its rows without ids.
-        fallback &= Q(status__in=[Status.SENDING, Status.UNKNOWN, Status.SENT])
+        # A bulk send that timed out or stopped half-way leaves its rows without ids. Rows still
+        # 'sending' are left alone: the bulk answer, when it comes, writes every row, and applies
+        # the reports stored meanwhile by their id.
+        fallback &= Q(status__in=[Status.UNKNOWN, Status.SENT])
     exact_first = Case(When(provider_id=provider_id, then=Value(0)), default=Value(1))
     found = list(
         candidates.filter(Q(provider_id=provider_id) | fallback).order_by(exact_first, "-pk")[:3]

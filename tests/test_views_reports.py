@@ -592,3 +592,28 @@ def test_field_names_of_a_too_large_or_too_crowded_request_are_read_from_its_raw
     assert crowded_query.field_names() == ["w", "x", "y", "z"]
     out = _call("mitto_reports", "--unparsed")
     assert "fields: a, b, c, d" in out and "fields: w, x, y, z" in out
+
+
+def test_batch_rows_still_sending_wait_for_the_bulk_answer(client: Client, make_message) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    row = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    url = callback_url(callbacks.batch_token(batch))
+    response = client.get(url, {"id": "early", "status": "delivered", "to": "41791234501"})
+    assert response.json()["outcome"] == Outcome.UNMATCHED
+    assert Message.objects.get(pk=row.pk).provider_id == ""
+    # The bulk answer records the id: the stored report is applied then.
+    Message.objects.filter(pk=row.pk).update(status=Status.SENT, provider_id="early")
+    callbacks.apply_pending_reports(Message.objects.get(pk=row.pk))
+    assert status_of(row) == Status.DELIVERED
+
+
+def test_message_token_of_a_send_in_flight_applies_without_learning_the_id(
+    client: Client, make_message
+) -> None:
+    message = make_message(status=Status.SENDING, provider_id="")
+    response = client.get(
+        callback_url(callbacks.message_token(message)), {"id": "early", "status": "delivered"}
+    )
+    assert response.json()["outcome"] == Outcome.APPLIED
+    stored = Message.objects.get(pk=message.pk)
+    assert (stored.status, stored.provider_id) == (Status.DELIVERED, "")
