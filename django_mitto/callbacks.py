@@ -538,6 +538,35 @@ def apply_pending_reports(message: Message) -> int:
     return _apply_pending(Q(provider_id=message.provider_id), {message.provider_id: message})
 
 
+def apply_pending_batch_reports(batch: Batch | int) -> int:
+    """Apply the reports stored ``unmatched`` on a batch's callback URL while its rows were
+    still in flight, once the bulk send has given up on them (rows ``unknown`` without id).
+
+    Each is matched as on arrival: by its id within the batch, else by receiver (and reference)
+    when exactly one row without id fits, whose id is then recorded. Returns how many were
+    applied.
+    """
+    pk = batch.pk if isinstance(batch, Batch) else batch
+    pending = list(
+        DeliveryReport.objects.filter(
+            message__isnull=True,
+            outcome=DeliveryReport.Outcome.UNMATCHED,
+            payload__scope=f"batch {pk}",
+        ).order_by("received_at", "pk")
+    )
+    applied = 0
+    for report in pending:
+        parsed = ParsedReport(
+            provider_id=report.provider_id, reference=report.reference, recipient=report.recipient
+        )
+        message, learn = _match_by_id(parsed, pk)
+        if message is None or (learn and not _learn_id(message, report.provider_id)):
+            continue
+        _apply(report, message, save=False)
+        applied += 1
+    return applied
+
+
 def apply_pending_reports_bulk(messages: Iterable[Message]) -> int:
     """:func:`apply_pending_reports` for many messages at once (one query when none are pending)."""
     by_id = {m.provider_id: m for m in messages if m.provider_id}

@@ -194,6 +194,10 @@ class DeliveryReportView(APIView):
                 return _ready()
             fields = {**resolve_aliases(query), **resolve_aliases(body or {})}
             payload = {"query": query} if body is None else {"query": query, "body": body}
+            if check.message_pk is not None or check.batch_pk is not None:
+                # Which URL it came to ("batch 3"), never the token: a report stored unmatched
+                # on a batch URL is matched within that batch later.
+                payload["scope"] = check.label
             received = {**query, **(body or {})}
             if not REPORT_FIELDS.intersection(str(key).lower() for key in received):
                 message = _(
@@ -284,7 +288,7 @@ class DeliveryReportView(APIView):
         payload = dict(unparsed.payload)
         fields = payload.pop("_fields", None)
         if check.message_pk is not None or check.batch_pk is not None:
-            payload["scope"] = check.label  # "message 17": which URL it came to, not the token
+            payload["scope"] = check.label
         report = store_unparsed(_clean(payload), method=method, remote_addr=address, fields=fields)
         logger.warning(
             "Delivery report %s from %s could not be read (%s); stored as unparsed",

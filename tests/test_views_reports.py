@@ -617,3 +617,40 @@ def test_message_token_of_a_send_in_flight_applies_without_learning_the_id(
     assert response.json()["outcome"] == Outcome.APPLIED
     stored = Message.objects.get(pk=message.pk)
     assert (stored.status, stored.provider_id) == (Status.DELIVERED, "")
+
+
+def test_reports_that_came_while_a_bulk_send_timed_out_are_matched_once_it_gave_up(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=2)
+    first = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    second = _make(make_message, "+41791234502", status=Status.SENDING, batch=batch)
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-1", "status": "delivered", "to": "41791234501"})
+    client.get(url, {"id": "id-2", "status": "expired", "to": "41791234503"})  # nobody's
+    client.get(callback_url(), {"id": "id-9", "status": "delivered", "to": "41791234502"})
+    assert only_unmatched_count() == 3
+    # The bulk send times out: its rows become unknown.
+    Message.objects.filter(batch=batch).update(status=Status.UNKNOWN)
+    assert callbacks.apply_pending_batch_reports(batch) == 1
+    row = Message.objects.get(pk=first.pk)
+    assert (row.status, row.provider_id) == (Status.DELIVERED, "id-1")
+    # The report for another number, and the one on the account URL, are left alone.
+    assert status_of(second) == Status.UNKNOWN
+    assert only_unmatched_count() == 2
+    assert callbacks.apply_pending_batch_reports(batch.pk) == 0
+
+
+def only_unmatched_count() -> int:
+    return DeliveryReport.objects.filter(outcome=Outcome.UNMATCHED, message__isnull=True).count()
+
+
+def test_reports_on_a_token_url_record_its_scope_not_its_token(
+    client: Client, make_message
+) -> None:
+    message = make_message(provider_id="abc-123")
+    token = callbacks.message_token(message)
+    client.get(callback_url(token), {"id": "abc-123", "status": "delivered"})
+    stored = only_report()
+    assert stored.payload["scope"] == f"message {message.pk}"
+    assert token not in json.dumps(stored.payload)
