@@ -654,3 +654,22 @@ def test_reports_on_a_token_url_record_its_scope_not_its_token(
     stored = only_report()
     assert stored.payload["scope"] == f"message {message.pk}"
     assert token not in json.dumps(stored.payload)
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        (b'{"id": "abc-123", "status": "delivered"}', Outcome.APPLIED),
+        (b"id=abc-123&status=delivered", Outcome.APPLIED),
+        (b"abc-123 delivered", Outcome.UNPARSED),
+        (b'{"id": "abc-123", "status"', Outcome.UNPARSED),
+        (b"\xff\xfe", Outcome.UNPARSED),
+    ],
+)
+def test_body_without_content_type_is_read_or_stored_never_taken_for_a_ping(
+    client: Client, message: Message, body: bytes, outcome: str
+) -> None:
+    response = client.generic("POST", callback_url(), body, content_type="")
+    assert response.json()["outcome"] == outcome
+    assert response.status_code == (200 if outcome == Outcome.APPLIED else 400)
+    assert only_report().outcome == outcome
