@@ -673,3 +673,15 @@ def test_body_without_content_type_is_read_or_stored_never_taken_for_a_ping(
     assert response.json()["outcome"] == outcome
     assert response.status_code == (200 if outcome == Outcome.APPLIED else 400)
     assert only_report().outcome == outcome
+
+
+def test_applied_report_on_a_batch_url_takes_three_queries(
+    client: Client, make_message, django_assert_num_queries
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    member = make_message(provider_id="in-batch", batch=batch)
+    url = callback_url(callbacks.batch_token(batch))
+    with django_assert_num_queries(3):
+        response = client.get(url, {"id": "in-batch", "status": "delivered", "to": "41791234567"})
+    assert response.json()["outcome"] == Outcome.APPLIED
+    assert status_of(member) == Status.DELIVERED
