@@ -6,7 +6,11 @@ The rules (see the README's "Statuses" section):
 * final states (delivered, undelivered, expired, rejected, failed) are never overwritten;
 * a duplicate report changes nothing;
 * a report whose message is not known yet is stored and applied when the send path records
-  that provider id.
+  that provider id;
+* a signed message token reaches its own message only: a report carrying another message's id
+  is stored ``mismatched`` and applied to neither;
+* a message that never got its Mitto id is found by receiver (and reference) when exactly one
+  fits, and the report's id is recorded on it.
 
 Applying a report is one SELECT, one INSERT and one conditional UPDATE, so concurrent reports
 for the same message settle on one state and one status change.

@@ -9,9 +9,14 @@ import re
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import RequestDataTooBig, SuspiciousOperation, TooManyFieldsSent
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+)
 from django.db import transaction
-from django.http import QueryDict
+from django.http import Http404, QueryDict
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -154,7 +159,7 @@ class DeliveryReportView(APIView):
         return response
 
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, APIException):
+        if isinstance(exc, (APIException, Http404, PermissionDenied)):
             return super().handle_exception(exc)
         # Anything unforeseen (the database down...): logged here without the path, and answered
         # 503 so that Mitto tries again later rather than dropping the report.
