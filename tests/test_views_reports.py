@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from unittest import mock
@@ -685,3 +686,26 @@ def test_applied_report_on_a_batch_url_takes_three_queries(
         response = client.get(url, {"id": "in-batch", "status": "delivered", "to": "41791234567"})
     assert response.json()["outcome"] == Outcome.APPLIED
     assert status_of(member) == Status.DELIVERED
+
+
+# -- concurrency (PostgreSQL) ---------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_simultaneous_reports_with_different_ids_teach_one_id_only(make_message) -> None:
+    from tests.test_views import _burst
+
+    message = make_message(status=Status.UNKNOWN, provider_id="")
+    url = callback_url(callbacks.message_token(message))
+    bodies = [{"id": f"id-{i % 2}", "status": "delivered"} for i in range(12)]
+    results = _burst(url, bodies)
+    assert [getattr(r, "status_code", r) for r in results] == [200] * 12
+    learned = Message.objects.get(pk=message.pk).provider_id
+    assert learned in ("id-0", "id-1")
+    outcomes = Counter((r.provider_id == learned, r.outcome) for r in DeliveryReport.objects.all())
+    # Every report with the other id is mismatched; those with the learned id apply once.
+    assert outcomes[(False, Outcome.MISMATCHED)] == 6
+    assert outcomes[(True, Outcome.APPLIED)] == 1
+    assert outcomes[(True, Outcome.DUPLICATE)] == 5
+    assert status_of(message) == Status.DELIVERED
