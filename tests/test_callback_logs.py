@@ -65,6 +65,9 @@ def test_no_token_or_secret_in_any_log_record(
     client: Client, make_message: Callable[..., Message], settings: Any, captured: Everything
 ) -> None:
     client.raise_request_exception = False
+    # DEBUG: django.db.backends logs every SQL statement with its parameters, and a URL
+    # without its trailing slash would meet APPEND_SLASH's strictest form.
+    settings.DEBUG = True
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 4000
     settings.DATA_UPLOAD_MAX_NUMBER_FIELDS = 50
     settings.MITTO_CALLBACK_TOKEN_MAX_AGE = 3600
@@ -120,7 +123,8 @@ def test_no_token_or_secret_in_any_log_record(
     assert requests >= 200
     assert {200, 400, 403} <= seen
     assert DeliveryReport.objects.filter(outcome=DeliveryReport.Outcome.UNPARSED).exists()
-    assert captured.lines, "nothing was logged at all: the capture is broken"
+    loggers = {line.split()[0] for line in captured.lines}
+    assert {"django_mitto.callbacks", "django.db.backends"} <= loggers, loggers
     secrets = {SECRET, *tokens.values()}
     secrets |= {t.rsplit(".", 1)[-1] for t in tokens.values() if "." in t}
     for line in captured.lines:
