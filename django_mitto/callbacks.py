@@ -6,7 +6,11 @@ The rules (see the README's "Statuses" section):
 * final states (delivered, undelivered, expired, rejected, failed) are never overwritten;
 * a duplicate report changes nothing;
 * a report whose message is not known yet is stored and applied when the send path records
-  that provider id.
+  that provider id;
+* a signed message token reaches its own message only: a report carrying another message's id
+  is stored ``mismatched`` and applied to neither;
+* a message that never got its Mitto id is found by receiver (and reference) when exactly one
+  fits, and the report's id is recorded on it.
 
 Applying a report is one SELECT, one INSERT and one conditional UPDATE, so concurrent reports
 for the same message settle on one state and one status change.
@@ -19,12 +23,12 @@ import ipaddress
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.core import signing
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Case, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
@@ -33,8 +37,6 @@ from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message,
 from .signals import announce, delivery_report_received, message_status_changed
 
 logger = logging.getLogger("django_mitto.callbacks")
-
-_SALT = "django_mitto.callback"
 
 #: Raw delivery-status words (compared case-insensitively) and the status each one means.
 STATUS_WORDS: dict[str, str] = {
@@ -67,22 +69,33 @@ def map_status(word: str) -> str | None:
 
 # -- tokens ---------------------------------------------------------------------------------------
 
+# Tokens are ``m<pk>.<timestamp>.<signature>`` (or ``b<pk>...`` for a batch): a TimestampSigner
+# signature, so they can expire (MITTO_CALLBACK_TOKEN_MAX_AGE). Messages sent before tokens
+# carried a timestamp have ``m<pk>.<signature>`` (a plain Signer under another salt): those are
+# still accepted, without expiry, so their late reports are not refused.
+_SALT = "django_mitto.callback"
+_TIMESTAMPED_SALT = "django_mitto.callback.timestamped"
+
 
 def _signer() -> signing.Signer:
     # Made per use so SECRET_KEY (and its fallbacks) are read at use time, never at import.
     return signing.Signer(salt=_SALT, sep=".")
 
 
+def _timestamp_signer() -> signing.TimestampSigner:
+    return signing.TimestampSigner(salt=_TIMESTAMPED_SALT, sep=".")
+
+
 def message_token(message: Message | int) -> str:
-    """The signed token naming one message (``m<pk>.<signature>``)."""
+    """The signed token naming one message (``m<pk>.<timestamp>.<signature>``)."""
     pk = message.pk if isinstance(message, Message) else message
-    return _signer().sign(f"m{pk}")
+    return _timestamp_signer().sign(f"m{pk}")
 
 
 def batch_token(batch: Batch | int) -> str:
-    """The signed token naming one batch (``b<pk>.<signature>``)."""
+    """The signed token naming one batch (``b<pk>.<timestamp>.<signature>``)."""
     pk = batch.pk if isinstance(batch, Batch) else batch
-    return _signer().sign(f"b{pk}")
+    return _timestamp_signer().sign(f"b{pk}")
 
 
 def _url_for_token(token: str) -> str:
@@ -104,33 +117,59 @@ def callback_url_for_batch(batch: Batch) -> str:
 
 @dataclass(frozen=True)
 class TokenCheck:
-    """What a callback token proved: ``valid``, and which message or batch it names."""
+    """What a callback token proved: ``valid``, and which message or batch it names.
+
+    ``expired`` is set (with ``valid`` False) for a correctly signed token past its max age;
+    ``label`` names the token's scope for log lines ("message 17", "batch 3", "account
+    secret"), never the token itself.
+    """
 
     valid: bool
     message_pk: int | None = None
     batch_pk: int | None = None
+    expired: bool = False
+    label: str = field(default="", compare=False)
+
+
+def _signed_value(token: str) -> tuple[str, bool]:
+    """The value a signed token carries ("" when the signature is wrong) and whether it expired."""
+    if token.count(".") == 2:
+        try:
+            return _timestamp_signer().unsign(token, max_age=conf.CALLBACK_TOKEN_MAX_AGE), False
+        except signing.SignatureExpired:
+            try:  # the signature is right, only the age is wrong: say so in the log
+                return _timestamp_signer().unsign(token), True
+            except signing.BadSignature:  # pragma: no cover - expired implies well signed
+                return "", False
+        except signing.BadSignature:
+            return "", False
+    if token.count(".") == 1:
+        try:
+            return _signer().unsign(token), False
+        except signing.BadSignature:
+            return "", False
+    return "", False
 
 
 def check_token(token: str) -> TokenCheck:
     """Authenticate a callback token: a signed message/batch token or a configured secret."""
     token = token or ""
     if "." in token and token[:1] in ("m", "b"):
-        try:
-            value = _signer().unsign(token)
-        except signing.BadSignature:
-            value = ""
-        if value[1:].isdigit():
+        value, expired = _signed_value(token)
+        if value[:1] == token[:1] and value[1:].isascii() and value[1:].isdigit():
             pk = int(value[1:])
-            return (
-                TokenCheck(True, message_pk=pk)
-                if value[0] == "m"
-                else TokenCheck(True, batch_pk=pk)
-            )
+            kind = "message" if value[0] == "m" else "batch"
+            label = f"{kind} {pk}"
+            if expired:
+                return TokenCheck(False, expired=True, label=label)
+            if kind == "message":
+                return TokenCheck(True, message_pk=pk, label=label)
+            return TokenCheck(True, batch_pk=pk, label=label)
     matched = False
     for secret in conf.CALLBACK_SECRETS:
         # Compare against every secret so the time taken does not tell which one nearly matched.
         matched |= hmac.compare_digest(secret.encode(), token.encode())
-    return TokenCheck(matched)
+    return TokenCheck(matched, label="account secret" if matched else "")
 
 
 def client_address(meta: dict[str, Any]) -> str:
@@ -188,6 +227,96 @@ def _lower_rank_statuses(status: str) -> list[str]:
     return [s for s, r in STATUS_RANK.items() if r < rank]
 
 
+class MessageGone(LookupError):
+    """A signed message token names a message that no longer exists."""
+
+
+#: How far back the account-wide URL looks for a message accepted without an id.
+RECENT_WITHOUT_ID = timedelta(days=7)
+
+
+def _receiver_numbers(receiver: str) -> list[str]:
+    """The E.164 forms a report's receiver may be stored under (Mitto writes no ``+``)."""
+    digits = "".join(ch for ch in receiver if ch.isascii() and ch.isdigit())
+    if receiver.strip().startswith("00"):
+        digits = digits[2:]
+    return [f"+{digits}"] if 6 <= len(digits) <= 15 else []
+
+
+def _match_message_token(message_pk: int, provider_id: str) -> tuple[Message, str, bool]:
+    """The message a message token names, a forced outcome ("" or mismatched), whether to learn
+    the report's id. One query: the message, and whichever message holds the report's id."""
+    condition = Q(pk=message_pk)
+    if provider_id:
+        condition |= Q(provider_id=provider_id)
+    found = list(Message.objects.filter(condition)[:2])
+    own = next((m for m in found if m.pk == message_pk), None)
+    if own is None:
+        raise MessageGone(message_pk)
+    if not provider_id or own.provider_id == provider_id:
+        return own, "", False
+    if own.provider_id or len(found) > 1:
+        # The report is about another message (or its id is not this message's): never apply it.
+        return own, DeliveryReport.Outcome.MISMATCHED, False
+    # While the send is in flight its answer brings the id (and records it); learn it only from
+    # a message that is past that point without one (the send timed out, or no id came back).
+    return own, "", own.status not in (Status.QUEUED, Status.SENDING)
+
+
+def _match_by_id(parsed: ParsedReport, batch_pk: int | None) -> tuple[Message | None, bool]:
+    """The message with the report's id (within the batch a batch token names), else the one
+    message without an id that the receiver (and reference) point at. One query."""
+    provider_id = parsed.provider_id
+    if not provider_id:
+        return None, False
+    candidates = (
+        Message.objects.all() if batch_pk is None else Message.objects.filter(batch_id=batch_pk)
+    )
+    numbers = _receiver_numbers(parsed.recipient)
+    if not numbers:
+        return candidates.filter(provider_id=provider_id).first(), False
+    fallback = Q(provider_id="", recipient__in=numbers)
+    if parsed.reference:
+        fallback &= Q(reference=parsed.reference)
+    if batch_pk is None:
+        # Accepted by Mitto but no id in its answer: only recent ones, only when unambiguous.
+        fallback &= Q(status=Status.SENT, created_at__gte=timezone.now() - RECENT_WITHOUT_ID)
+    else:
+        # A bulk send that timed out or stopped half-way leaves its rows without ids. Rows still
+        # 'sending' are left alone: the bulk answer, when it comes, writes every row, and applies
+        # the reports stored meanwhile by their id.
+        fallback &= Q(status__in=[Status.UNKNOWN, Status.SENT])
+    exact_first = Case(When(provider_id=provider_id, then=Value(0)), default=Value(1))
+    found = list(
+        candidates.filter(Q(provider_id=provider_id) | fallback).order_by(exact_first, "-pk")[:3]
+    )
+    if found and found[0].provider_id == provider_id:
+        return found[0], False
+    if len(found) == 1:
+        return found[0], True
+    return None, False
+
+
+def _learn_id(message: Message, provider_id: str) -> bool:
+    """Record ``provider_id`` on a message that had none; False when another message holds it
+    or the message got a different id meanwhile."""
+    try:
+        with transaction.atomic():
+            learned = Message.objects.filter(pk=message.pk, provider_id="").update(
+                provider_id=provider_id
+            )
+    except IntegrityError:
+        return False
+    if not learned:
+        current = Message.objects.filter(pk=message.pk).values_list("provider_id", flat=True)
+        return current.first() == provider_id
+    message.provider_id = provider_id
+    logger.info(
+        "Mitto id %r learned from a delivery report for message %s", provider_id, message.pk
+    )
+    return True
+
+
 def record_report(
     parsed: ParsedReport,
     *,
@@ -198,17 +327,25 @@ def record_report(
 ) -> DeliveryReport:
     """Store a delivery report and apply it to its message.
 
-    The message is the one a signed message token names, else the one with the report's
-    provider id (within the batch a signed batch token names).
+    The message is the one a signed message token names (a report whose id belongs to another
+    message is stored ``mismatched`` and applied to neither), else the one with the report's
+    provider id (within the batch a signed batch token names). A message that never got its
+    id (a send that timed out, an answer without id) is found by receiver and reference when
+    exactly one matches, and the id is recorded on it.
+
+    Raises :class:`MessageGone` (nothing stored) when a message token names a deleted message.
     """
-    message: Message | None = None
+    forced = ""
+    learn = False
     if message_pk is not None:
-        message = Message.objects.filter(pk=message_pk).first()
-    elif parsed.provider_id:
-        candidates = Message.objects.filter(provider_id=parsed.provider_id)
-        if batch_pk is not None:
-            candidates = candidates.filter(batch_id=batch_pk)
-        message = candidates.first()
+        message, forced, learn = _match_message_token(message_pk, parsed.provider_id)
+    else:
+        message, learn = _match_by_id(parsed, batch_pk)
+    if learn and message is not None and not _learn_id(message, parsed.provider_id):
+        if message_pk is not None:
+            forced = DeliveryReport.Outcome.MISMATCHED
+        else:
+            message, learn = None, False
     try:
         address = str(ipaddress.ip_address(remote_addr)) if remote_addr else None
     except ValueError:
@@ -228,7 +365,21 @@ def record_report(
         remote_addr=address,
         payload=parsed.payload,
     )
+    if forced:
+        report.outcome = forced
+        report.save()
+        logger.warning(
+            "Delivery report for Mitto id %r on the callback URL of message %s (id %r) stored "
+            "as mismatched: applied to neither",
+            report.provider_id,
+            message_pk,
+            message.provider_id if message else "",
+        )
+        _after_commit_received(report, message)
+        return report
     _apply(report, message, save=True)
+    if learn and message is not None:
+        apply_pending_reports(message)
     if message is None and report.provider_id:
         # The send path may have recorded this id between our lookup and our insert, and
         # looked for pending reports before ours existed: look once more.
@@ -238,6 +389,46 @@ def record_report(
             return report
     if message is None:
         _after_commit_received(report, None)
+    return report
+
+
+def store_unparsed(
+    payload: dict[str, Any],
+    *,
+    method: str,
+    remote_addr: str | None,
+    fields: dict[str, Any] | None = None,
+) -> DeliveryReport:
+    """Store, raw, an authenticated callback that could not be read as a delivery report.
+
+    ``fields`` are whatever report fields could be recognised (for the admin's search), kept
+    only when they are short text.
+    """
+    fields = fields or {}
+
+    def text(name: str, length: int) -> str:
+        value = fields.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or len(value) > length:
+            return ""
+        return "".join(ch for ch in value if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
+
+    try:
+        address = str(ipaddress.ip_address(remote_addr)) if remote_addr else None
+    except ValueError:
+        address = None
+    report = DeliveryReport.objects.create(
+        provider_id=text("id", 64),
+        status=text("status", 32),
+        reference=text("reference", 255),
+        recipient=text("receiver", 32),
+        outcome=DeliveryReport.Outcome.UNPARSED,
+        method=method[:8],
+        remote_addr=address,
+        payload=payload,
+    )
+    _after_commit_received(report, None)
     return report
 
 
@@ -349,6 +540,35 @@ def apply_pending_reports(message: Message) -> int:
     if not message.provider_id:
         return 0
     return _apply_pending(Q(provider_id=message.provider_id), {message.provider_id: message})
+
+
+def apply_pending_batch_reports(batch: Batch | int) -> int:
+    """Apply the reports stored ``unmatched`` on a batch's callback URL while its rows were
+    still in flight, once the bulk send has given up on them (rows ``unknown`` without id).
+
+    Each is matched as on arrival: by its id within the batch, else by receiver (and reference)
+    when exactly one row without id fits, whose id is then recorded. Returns how many were
+    applied.
+    """
+    pk = batch.pk if isinstance(batch, Batch) else batch
+    pending = list(
+        DeliveryReport.objects.filter(
+            message__isnull=True,
+            outcome=DeliveryReport.Outcome.UNMATCHED,
+            payload__scope=f"batch {pk}",
+        ).order_by("received_at", "pk")
+    )
+    applied = 0
+    for report in pending:
+        parsed = ParsedReport(
+            provider_id=report.provider_id, reference=report.reference, recipient=report.recipient
+        )
+        message, learn = _match_by_id(parsed, pk)
+        if message is None or (learn and not _learn_id(message, report.provider_id)):
+            continue
+        _apply(report, message, save=False)
+        applied += 1
+    return applied
 
 
 def apply_pending_reports_bulk(messages: Iterable[Message]) -> int:

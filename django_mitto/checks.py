@@ -169,6 +169,16 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             'For example "X-Real-IP", or "" to use REMOTE_ADDR.',
         )
 
+    max_age = _setting("MITTO_CALLBACK_TOKEN_MAX_AGE")
+    if max_age is not None and (
+        isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age < 0
+    ):
+        error(
+            "E013",
+            "MITTO_CALLBACK_TOKEN_MAX_AGE must be a number of seconds, or None for no expiry.",
+            f"Leave it unset for {DEFAULTS['MITTO_CALLBACK_TOKEN_MAX_AGE']} (seven days).",
+        )
+
     if isinstance(base, str) and base and _is_http_url(base):
         try:
             reverse("django_mitto:callback", kwargs={"token": "check"})

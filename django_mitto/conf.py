@@ -26,6 +26,8 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_CALLBACK_SECRET": "",
     "MITTO_CALLBACK_ALLOWED_IPS": [],
     "MITTO_CALLBACK_IP_HEADER": "",
+    # Seven days: Mitto's longest validity (2880 minutes) with five days to spare for late reports.
+    "MITTO_CALLBACK_TOKEN_MAX_AGE": 7 * 24 * 3600,
     "MITTO_SEND_ON_SAVE": True,
     "MITTO_TASK_BACKEND": "inline",
     "MITTO_MAX_ATTEMPTS": 3,
@@ -89,6 +91,12 @@ class MittoSettings:
     @property
     def CALLBACK_IP_HEADER(self) -> str:
         return self._get("MITTO_CALLBACK_IP_HEADER") or ""
+
+    @property
+    def CALLBACK_TOKEN_MAX_AGE(self) -> float | None:
+        """Seconds a signed callback token stays valid; None when it never expires (None or 0)."""
+        value = self._get("MITTO_CALLBACK_TOKEN_MAX_AGE")
+        return float(value) if value else None
 
     @property
     def SEND_ON_SAVE(self) -> bool:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -285,6 +287,11 @@ class DeliveryReport(models.Model):
         STALE = "stale", _("Older than the current status")
         UNMATCHED = "unmatched", _("No message yet")
         UNKNOWN_STATUS = "unknown_status", _("Unknown status word")
+        # Kept raw, applied to nothing: no field we read, a field we could not read, a body too
+        # large or with too many fields.
+        UNPARSED = "unparsed", _("Unparsed")
+        # The callback URL named one message and the report's id another: applied to neither.
+        MISMATCHED = "mismatched", _("Id of another message")
 
     message = models.ForeignKey(
         Message,
@@ -318,3 +325,30 @@ class DeliveryReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider_id or '?'}: {self.status or '?'}"
+
+    def field_names(self) -> list[str]:
+        """The names of the fields the report carried (query string and body), sorted.
+
+        For a request that could not be parsed whole (too large, too many fields) the names are
+        read from the raw text kept, as far as it goes.
+        """
+        payload = self.payload if isinstance(self.payload, dict) else {}
+        names: set[str] = set()
+        for part in ("query", "body"):
+            if isinstance(payload.get(part), dict):
+                names.update(str(key) for key in payload[part])
+        raw_texts = [payload.get("query_string")]
+        if "body" not in payload:
+            raw_texts.append(payload.get("raw_body"))
+        for raw in raw_texts:
+            if not isinstance(raw, str) or not raw:
+                continue
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if isinstance(data, dict):
+                names.update(str(key) for key in data)
+            elif "=" in raw and "\n" not in raw:
+                names.update(key for key, _value in parse_qsl(raw, keep_blank_values=True))
+        return sorted(names)[:100]

@@ -2,22 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+)
 from django.db import transaction
+from django.http import Http404, QueryDict
 from django.utils.decorators import method_decorator
+from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import APIException, ParseError, UnsupportedMediaType
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .callbacks import address_allowed, check_token, client_address, record_report
+from .callbacks import (
+    MessageGone,
+    TokenCheck,
+    address_allowed,
+    check_token,
+    client_address,
+    record_report,
+    store_unparsed,
+)
 from .serializers import REPORT_FIELDS, DeliveryReportSerializer, resolve_aliases
 
 logger = logging.getLogger("django_mitto.callbacks")
@@ -69,31 +88,87 @@ class _JSONParser(JSONParser):
             raise ParseError("JSON parse error - nested too deeply.") from None
 
 
+#: How much of a body that could not be parsed is kept in the stored report.
+RAW_BODY_LIMIT = 16 * 1024
+
+#: The accepted field names, as the 400 answer to a request with none of them lists them.
+EXPECTED_FIELDS = (
+    "id (or msgid, messageId), status (or deliveryStatus), errorCode, reference, "
+    "receiver (or to), mccmnc (or mcc and mnc), sendTime, sendTimestamp"
+)
+
+
+class _Unparsed(Exception):
+    """A callback that is authenticated but cannot be read: stored raw, answered 400."""
+
+    def __init__(self, errors: dict[str, list[str]], **payload: Any) -> None:
+        super().__init__("unparsed callback")
+        self.errors = errors
+        self.payload = payload
+
+
+def _raw_text(raw: bytes) -> dict[str, Any]:
+    text = raw[:RAW_BODY_LIMIT].decode("utf-8", "replace")
+    return {"raw_body": text, **({"truncated": True} if len(raw) > RAW_BODY_LIMIT else {})}
+
+
+def _content_length(meta: dict[str, Any]) -> int:
+    try:
+        return int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _names(data: dict[str, Any]) -> str:
+    names = sorted({_clean(str(key))[:40] for key in data})
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return shown or "-"
+
+
 # Autocommit even under ATOMIC_REQUESTS: a stored report must be visible to the send path at
 # once (see callbacks.record_report), and a failing receiver must not roll it back.
 @method_decorator(
     [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
 )
 class DeliveryReportView(APIView):
-    """Takes Mitto's delivery reports at ``callback/<token>/``.
+    """Takes Mitto's delivery reports at ``callback/<token>/`` (the trailing slash is optional).
 
     The token (and the caller's address) is checked before the body is read. Answers 200 for
-    stored reports (applied, duplicate, or not matched yet) and for GET/HEAD pings without
-    report fields, 400 naming a malformed field, 403 for a wrong token or address.
+    stored reports (applied, duplicate, mismatched, or not matched yet) and for reachability
+    checks (HEAD, a GET without query string, a POST with an empty body); 400 naming what is
+    wrong, after storing the request raw as an ``unparsed`` report; 403 for a wrong or expired
+    token or address. Django's request log never sees the path, which holds the token.
     """
 
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
     parser_classes = [_JSONParser, FormParser, MultiPartParser]
+    renderer_classes = [JSONRenderer]
     http_method_names = ["get", "post", "head"]
 
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Always JSON. DRF's negotiation would read the query string (?format=) before the token
+        # is checked, and a query with too many fields would escape as Django's HTML 400.
+        return (JSONRenderer(), JSONRenderer.media_type)
+
+    def finalize_response(self, request: Any, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        # django.request would log "<reason>: <path>" for every 4xx/5xx, and the path holds the
+        # token. This view logs what matters itself, with the token left out.
+        response._has_been_logged = True
+        return response
+
     def handle_exception(self, exc: Exception) -> Response:
-        if isinstance(exc, ParseError):
-            # Same shape as the other 400s: the body is the field that is wrong.
-            return Response(
-                {"errors": {"body": [str(exc.detail)]}}, status=status.HTTP_400_BAD_REQUEST
-            )
-        return super().handle_exception(exc)
+        if isinstance(exc, (APIException, Http404, PermissionDenied)):
+            return super().handle_exception(exc)
+        # Anything unforeseen (the database down...): logged here without the path, and answered
+        # 503 so that Mitto tries again later rather than dropping the report.
+        logger.error("Delivery report could not be handled", exc_info=exc)
+        return Response(
+            {"detail": "Temporarily unavailable."},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": "60"},
+        )
 
     def get(self, request: Request, token: str) -> Response:
         return self._handle(request, token)
@@ -108,35 +183,152 @@ class DeliveryReportView(APIView):
         address = client_address(request.META)
         check = check_token(token)
         if not check.valid or not address_allowed(address):
-            logger.warning("Delivery report refused from %s", address or "?")
-            return Response({"detail": "Forbidden."}, status=status.HTTP_403_FORBIDDEN)
-        query = _flat(request.query_params)
-        body: dict[str, Any] | None = None
-        if request.method == "POST":
-            raw = request.data
-            if hasattr(raw, "getlist"):
-                body = _flat(raw)
-            elif isinstance(raw, dict):
-                body = raw
-            else:
-                return Response(
-                    {"errors": {"body": ["The body must be a JSON object or a form."]}},
-                    status=status.HTTP_400_BAD_REQUEST,
+            if check.expired:
+                logger.warning(
+                    "Delivery report refused from %s: the callback token of %s has expired",
+                    address or "?",
+                    check.label,
                 )
-        data = {**query, **(body or {})}
-        if request.method == "HEAD" or not REPORT_FIELDS.intersection(str(k).lower() for k in data):
-            return Response({"status": "ok", "detail": "Ready for delivery reports."})
-        payload = _clean({"query": query} if body is None else {"query": query, "body": body})
-        serializer = DeliveryReportSerializer(
-            data=resolve_aliases(data), id_required=check.message_pk is None
-        )
-        if not serializer.is_valid():
-            return Response({"errors": serializer.errors}, status=status.HTTP_400_BAD_REQUEST)
-        report = record_report(
-            serializer.to_report(payload),
-            method=request.method or "",
-            remote_addr=address,
-            message_pk=check.message_pk,
-            batch_pk=check.batch_pk,
-        )
+            else:
+                logger.warning("Delivery report refused from %s", address or "?")
+            return _forbidden()
+        if request.method == "HEAD":
+            return _ready()
+        method = request.method or ""
+        try:
+            query, body = self._read(request)
+            if body is None and not query:
+                return _ready()
+            fields = {**resolve_aliases(query), **resolve_aliases(body or {})}
+            payload = {"query": query} if body is None else {"query": query, "body": body}
+            if check.message_pk is not None or check.batch_pk is not None:
+                # Which URL it came to ("batch 3"), never the token: a report stored unmatched
+                # on a batch URL is matched within that batch later.
+                payload["scope"] = check.label
+            received = {**query, **(body or {})}
+            if not REPORT_FIELDS.intersection(str(key).lower() for key in received):
+                message = _(
+                    "No delivery-report field found (received: %(received)s). "
+                    "Expected: %(expected)s."
+                ) % {"received": _names(received), "expected": EXPECTED_FIELDS}
+                raise _Unparsed({"fields": [message]}, **payload)
+            serializer = DeliveryReportSerializer(data=fields, id_required=check.message_pk is None)
+            if not serializer.is_valid():
+                raise _Unparsed(serializer.errors, _fields=fields, **payload)
+        except _Unparsed as unparsed:
+            return self._store_unparsed(unparsed, check, method, address)
+        try:
+            report = record_report(
+                serializer.to_report(_clean(payload)),
+                method=method,
+                remote_addr=address,
+                message_pk=check.message_pk,
+                batch_pk=check.batch_pk,
+            )
+        except MessageGone:
+            logger.warning(
+                "Delivery report refused from %s: %s no longer exists", address or "?", check.label
+            )
+            return _forbidden()
         return Response({"status": "ok", "outcome": report.outcome})
+
+    def _read(self, request: Request) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The query string and the body (None when empty), or raise :class:`_Unparsed`."""
+        django_request = request._request
+        try:
+            query = _flat(django_request.GET)
+        except TooManyFieldsSent:
+            raise _Unparsed(
+                {"query": [_("The query string has too many fields.")]},
+                query_string=django_request.META.get("QUERY_STRING", "")[:RAW_BODY_LIMIT],
+            ) from None
+        if request.method != "POST":
+            return query, None
+        content_type = django_request.META.get("CONTENT_TYPE", "")
+        try:
+            raw = django_request.body
+        except RequestDataTooBig:
+            try:
+                start = django_request.read(RAW_BODY_LIMIT)
+            except OSError:  # pragma: no cover - the client went away
+                start = b""
+            raise _Unparsed(
+                {"body": [_("The body is larger than the server accepts.")]},
+                query=query,
+                content_type=content_type,
+                content_length=_content_length(django_request.META),
+                raw_body=start.decode("utf-8", "replace"),
+                truncated=True,
+            ) from None
+        if not raw:
+            return query, None
+        unreadable = {"query": query, "content_type": content_type, **_raw_text(raw)}
+        try:
+            data = request.data if content_type.strip() else _unlabelled(raw)
+        except UnsupportedMediaType:
+            raise _Unparsed(
+                {"body": [_("Send the report as JSON, a form or a query string.")]}, **unreadable
+            ) from None
+        except ParseError as exc:
+            raise _Unparsed({"body": [str(exc.detail)]}, **unreadable) from None
+        except (TooManyFieldsSent, SuspiciousOperation):
+            raise _Unparsed({"body": [_("The body has too many fields.")]}, **unreadable) from None
+        if hasattr(data, "getlist"):
+            data = _flat(data)
+        if data == {}:
+            # A form or object without a single field (what a bare POST sends) says nothing
+            # that could be lost: a reachability check like an empty body.
+            return query, None
+        if not isinstance(data, dict):
+            raise _Unparsed(
+                {"body": [_("The body must be a JSON object or a form.")]}, **unreadable
+            )
+        limit = settings.DATA_UPLOAD_MAX_NUMBER_FIELDS
+        if limit is not None and len(data) > limit:
+            # Django counts form fields only; a JSON object gets the same limit.
+            raise _Unparsed({"body": [_("The body has too many fields.")]}, **unreadable)
+        return query, data
+
+    def _store_unparsed(
+        self, unparsed: _Unparsed, check: TokenCheck, method: str, address: str
+    ) -> Response:
+        payload = dict(unparsed.payload)
+        fields = payload.pop("_fields", None)
+        if check.message_pk is not None or check.batch_pk is not None:
+            payload["scope"] = check.label
+        report = store_unparsed(_clean(payload), method=method, remote_addr=address, fields=fields)
+        logger.warning(
+            "Delivery report %s from %s could not be read (%s); stored as unparsed",
+            report.pk,
+            address or "?",
+            ", ".join(sorted(unparsed.errors)),
+        )
+        return Response(
+            {"errors": unparsed.errors, "outcome": report.outcome},
+            status=status.HTTP_400_BAD_REQUEST,
+        )
+
+
+def _unlabelled(raw: bytes) -> Any:
+    """A body sent without Content-Type: a JSON object or a form when it reads as one (DRF would
+    see no body at all, and the report would pass for a reachability check)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnsupportedMediaType("") from None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise ParseError(_("The body has no Content-Type and is not valid JSON.")) from None
+    if "=" in text:
+        return QueryDict(text)
+    raise UnsupportedMediaType("")
+
+
+def _forbidden() -> Response:
+    return Response({"detail": "Forbidden."}, status=status.HTTP_403_FORBIDDEN)
+
+
+def _ready() -> Response:
+    return Response({"status": "ok", "detail": "Ready for delivery reports."})

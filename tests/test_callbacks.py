@@ -401,21 +401,29 @@ def test_unmatched_report_is_stored_without_a_message(
     assert signals.changed == []
 
 
-def test_report_by_message_pk_ignores_the_provider_id_lookup(make_message) -> None:
+def test_report_by_message_pk_with_another_messages_id_is_mismatched(make_message) -> None:
     target = make_message(status=Status.SENDING)
     other = make_message(provider_id="other-id")
     stored = record(report("other-id", "delivered"), message_pk=target.pk)
-    assert stored.message_id == target.pk
+    assert (stored.message_id, stored.outcome) == (target.pk, Outcome.MISMATCHED)
     target.refresh_from_db()
     other.refresh_from_db()
-    assert target.status == Status.DELIVERED
+    assert target.status == Status.SENDING
     assert other.status == Status.SENT
 
 
-def test_report_for_a_deleted_message_pk_is_stored_unmatched(make_message) -> None:
-    stored = record(report("", "delivered"), message_pk=999_999)
-    assert stored.outcome == Outcome.UNMATCHED
-    assert DeliveryReport.objects.get(pk=stored.pk).message_id is None
+def test_report_by_message_pk_without_id_applies_to_that_message(make_message) -> None:
+    target = make_message(status=Status.SENDING)
+    make_message(provider_id="other-id")
+    stored = record(report("", "delivered"), message_pk=target.pk)
+    assert (stored.message_id, stored.outcome) == (target.pk, Outcome.APPLIED)
+
+
+def test_report_for_a_deleted_message_pk_is_refused(make_message) -> None:
+    make_message(provider_id="some-id")
+    with pytest.raises(callbacks.MessageGone):
+        record(report("some-id", "delivered"), message_pk=999_999)
+    assert not DeliveryReport.objects.exists()
 
 
 def test_remote_address_is_normalised_or_dropped(make_message) -> None:

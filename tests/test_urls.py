@@ -28,3 +28,10 @@ def test_callback_is_reachable_behind_login_required_middleware(client, settings
     assert response.json()["outcome"] == "unmatched"
     # The middleware is really on: the admin redirects to the login page.
     assert client.get("/admin/django_mitto/message/").status_code == 302
+
+
+def test_callback_route_without_the_trailing_slash_reaches_the_same_view() -> None:
+    with_slash = resolve("/mitto/callback/tok/")
+    without = resolve("/mitto/callback/tok")
+    assert with_slash.func.view_class is without.func.view_class is DeliveryReportView
+    assert without.kwargs == {"token": "tok"}

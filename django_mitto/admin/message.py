@@ -812,9 +812,11 @@ class DeliveryReportAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "mapped_status",
         "outcome",
         "message_link",
+        "fields_seen",
         "method",
         "remote_addr",
     ]
+    # "Outcome: Unparsed" lists the callbacks that could not be read, with the fields they had.
     list_filter = ["outcome", "mapped_status", "method"]
     search_fields = ["=provider_id", "=reference"]
     search_help_text = _("Exact Mitto id or reference.")
@@ -836,9 +838,14 @@ class DeliveryReportAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "provider_sent_at",
         "method",
         "remote_addr",
+        "fields_seen",
         "payload",
     ]
     fields = readonly_fields
+
+    @admin.display(description=_("fields received"))
+    def fields_seen(self, report: DeliveryReport) -> str:
+        return ", ".join(report.field_names()) or "-"
 
     @admin.display(description=_("message"))
     def message_link(self, report: DeliveryReport) -> str:
