@@ -558,7 +558,7 @@ class MittoClient:
         except ValueError:
             decoded = None
         if isinstance(decoded, Mapping):
-            fields = {str(k): type(v).__name__ for k, v in decoded.items()}
+            fields = {str(k): _json_type(v) for k, v in decoded.items()}
         try:
             data = self._read(path, response)
         except MittoError as exc:
@@ -571,7 +571,7 @@ class MittoClient:
                 test=test,
             )
         if not fields:
-            fields = {str(k): type(v).__name__ for k, v in data.items()}
+            fields = {str(k): _json_type(v) for k, v in data.items()}
         result = self._result(data, default_to=str(to), test=bool(body.get("test", False)))
         return ProbeResult(
             reached=True,
@@ -851,6 +851,19 @@ def parse_usage(data: Any) -> list[UsageRow]:
             row = UsageRow(row.country, old.messages_count + row.messages_count, cost, old.currency)
         rows[row.country] = row
     return [rows[c] for c in sorted(rows)]
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, as the account check names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
 
 
 def _local_address(response: requests.Response) -> str:
