@@ -747,3 +747,9 @@ def usage(
         )
     currency = next((row.currency for row in mitto.values() if row.currency), "")
     return UsageReport(start=start, end=end, rows=rows, currency=currency)
+
+
+def month_to_date(today: datetime.date | None = None) -> tuple[datetime.date, datetime.date]:
+    """The default usage period: the first day of the current month (UTC) to today."""
+    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+    return today.replace(day=1), today
