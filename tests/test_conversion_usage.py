@@ -9,6 +9,8 @@ import pytest
 import requests
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from hypothesis import given
+from hypothesis import strategies as st
 
 from django_mitto import services
 from django_mitto.client import MittoClient, UsageRow, parse_usage
@@ -296,3 +298,33 @@ def test_service_usage_refuses_an_end_before_the_start() -> None:
     with pytest.raises(ValidationError) as caught:
         services.local_usage(TODAY, TODAY - datetime.timedelta(days=1))
     assert "end" in caught.value.message_dict
+
+
+_countries = st.sampled_from(["CHE", "DEU", "FRA", "USA", "KAZ", "SHN", "XKX"])
+_usage = st.dictionaries(
+    _countries,
+    st.tuples(
+        st.integers(min_value=0, max_value=10**9),
+        st.decimals(min_value=0, max_value=10**6, places=4, allow_nan=False),
+    ),
+    max_size=7,
+)
+
+
+@given(usage=_usage, as_strings=st.booleans(), wrapped=st.booleans())
+def test_list_and_object_answers_read_the_same(usage, as_strings, wrapped) -> None:
+    def value(x):
+        return str(x) if as_strings else (float(x) if isinstance(x, Decimal) else x)
+
+    items = {c: {"messagesCount": value(n), "cost": value(cost)} for c, (n, cost) in usage.items()}
+    as_list = [{"country": c, **fields} for c, fields in items.items()]
+    as_object = dict(items)
+    if wrapped:
+        as_list, as_object = {"usage": as_list}, {"countries": as_object}
+    expected = [
+        (c, n, cost if as_strings else Decimal(str(float(cost))))
+        for c, (n, cost) in sorted(usage.items())
+    ]
+    for answer in (as_list, as_object):
+        rows = parse_usage(answer)
+        assert [(r.country, r.messages_count, r.cost) for r in rows] == expected
