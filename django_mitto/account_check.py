@@ -16,6 +16,7 @@ import requests
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext as _
 
+from . import encoding
 from .client import MittoClient, ProbeResult
 from .conf import conf
 from .exceptions import MittoAPIError, MittoAuthenticationError, MittoError
@@ -269,7 +270,12 @@ def run_check(
         report.add(PROBLEM, str(exc))
         return report
     try:
-        probe = client.probe(number, text or _("django-mitto account check"), sender=sender)
+        probe_text = text or _("django-mitto account check")
+        try:
+            kind = encoding.analyze(probe_text).encoding
+        except encoding.EncodingError:
+            kind = encoding.UNICODE
+        probe = client.probe(number, probe_text, sender=sender, type=kind)
         report.probe = probe
         _describe_probe(report, probe, client.api_url, number)
         if to is None and probe.error is None and probe.reached:

@@ -508,7 +508,9 @@ class MittoClient:
             ) from None
         return parse_usage(data)
 
-    def probe(self, to: str, text: str, *, sender: str, test: bool = True) -> ProbeResult:
+    def probe(
+        self, to: str, text: str, *, sender: str, type: str = "GSM", test: bool = True
+    ) -> ProbeResult:
         """Send one request to ``/sms`` (a test call unless ``test=False``) and describe it.
 
         Never raises for an answer: the :class:`ProbeResult` says whether Mitto was reached,
@@ -516,7 +518,7 @@ class MittoClient:
         address the request left from. Used by ``manage.py mitto_check``.
         """
         body = self._body(
-            to=self._number(to), text=text, sender=sender, type="GSM", test=test or None
+            to=self._number(to), text=text, sender=sender, type=type, test=test or None
         )
         if test:
             body["test"] = True
@@ -533,7 +535,7 @@ class MittoClient:
             return ProbeResult(
                 reached=False,
                 error=MittoTransportError(
-                    f"POST {path}: {type(exc).__name__}: {trim(str(exc), 200)}",
+                    f"POST {path}: {exc.__class__.__name__}: {trim(str(exc), 200)}",
                     request_sent=_may_have_been_sent(exc),
                 ),
                 test=test,
@@ -547,7 +549,7 @@ class MittoClient:
                 status_code=response.status_code,
                 local_address=local_address,
                 error=MittoTransportError(
-                    f"POST {path}: the answer was cut off ({type(exc).__name__}).",
+                    f"POST {path}: the answer was cut off ({exc.__class__.__name__}).",
                     request_sent=True,
                 ),
                 test=test,
@@ -727,8 +729,11 @@ class ProbeResult:
 
     @property
     def unknown_fields(self) -> list[str]:
-        """Fields of the answer the client does not read."""
-        return sorted(k for k in self.fields if k.lower() not in KNOWN_SEND_FIELDS)
+        """Fields of the answer the client does not read (an id field it could not use too)."""
+        unread = [k for k in self.fields if k.lower() not in KNOWN_SEND_FIELDS]
+        if self.result is not None and not self.result.id:
+            unread += [k for k in self.fields if k.lower() in ("id", "ids")]
+        return sorted(unread)
 
 
 def _iso_date(value: date | str, name: str) -> str:

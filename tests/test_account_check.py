@@ -98,6 +98,30 @@ def test_fields_the_client_does_not_read_are_named(settings) -> None:
     assert "Every field of the reply was understood." not in output
 
 
+def test_an_ids_array_is_either_read_or_named(settings) -> None:
+    # Mitto's API overview shows {"ids": [...]} where other pages and real traffic show "id".
+    with CannedServer() as canned:
+        settings.MITTO_API_URL = canned.url
+        canned.reply(
+            Reply(
+                200,
+                {
+                    "ids": ["715118ef01aa4480bbd67324a0459b0b"],
+                    "timestamp": "2019-04-13T12:07:57.8625574Z",
+                    "responseCode": 0,
+                    "responseText": "SMS sent successfully.",
+                },
+            )
+        )
+        output, error = check("--skip-callback")
+    assert error is None, output
+    understood = "Every field of the reply was understood." in output
+    if understood:
+        assert "message id 715118ef01aa4480bbd67324a0459b0b" in output
+    else:
+        assert "[warning] Fields the client does not read (kept nowhere): ids." in output
+
+
 def test_refused_test_call_names_mittos_code_and_a_hint(mitto_sandbox) -> None:
     output, error = check("--to", "+4100", "--skip-callback")
     assert error is not None
@@ -150,6 +174,13 @@ def test_real_sends_one_real_sms_and_records_it(mitto_sandbox, live_server, sett
     message = Message.objects.get()
     assert message.provider_id == real["id"] and message.status == Message.Status.SENT
     assert f"Real SMS to +41791234567: message {message.pk} is sent" in output
+
+
+def test_test_call_text_is_sent_in_the_encoding_it_needs(mitto_sandbox) -> None:
+    output, error = check("--text", "Grüezi 😀", "--skip-callback")
+    assert error is None, output
+    (sent,) = mitto_sandbox.messages
+    assert (sent["body"]["type"], sent["body"]["text"]) == ("Unicode", "Grüezi 😀")
 
 
 def test_real_needs_a_number(mitto_sandbox) -> None:

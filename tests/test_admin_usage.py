@@ -203,6 +203,8 @@ def test_usage_page_names_the_wrong_date(admin_client) -> None:
     assert response.context["report"] is None
     response = admin_client.get(USAGE_URL, {"start": "tomorrow", "end": "2026-02-01"})
     assert "start" in response.context["form"].errors
+    response = admin_client.get(USAGE_URL, {"start": "2024-01-01", "end": "2026-02-01"})
+    assert response.context["form"].errors == {"end": ["Choose at most 366 days."]}
 
 
 @pytest.mark.django_db
