@@ -328,3 +328,22 @@ def test_list_and_object_answers_read_the_same(usage, as_strings, wrapped) -> No
     for answer in (as_list, as_object):
         rows = parse_usage(answer)
         assert [(r.country, r.messages_count, r.cost) for r in rows] == expected
+
+
+def test_sandbox_command_line_sets_the_extras() -> None:
+    from django_mitto.sandbox import extras
+    from django_mitto.sandbox.__main__ import build_parser
+
+    args = build_parser().parse_args(
+        ["--conversion-disabled", "--usage-shape", "object", "--usage-price", "0.07"]
+    )
+    box = Sandbox()
+    assert extras.configure(box, args) == {
+        "conversion_enabled": False,
+        "usage_shape": "object",
+        "usage_price": "0.07",
+    }
+    defaults = extras.configure(Sandbox(), build_parser().parse_args([]))
+    assert defaults == {"conversion_enabled": True, "usage_shape": "list", "usage_price": "0.05"}
+    with pytest.raises(ValueError, match="usage_price"):
+        extras.configure(Sandbox(), build_parser().parse_args(["--usage-price", "-1"]))
