@@ -129,7 +129,7 @@ def test_dashboard_shows_the_conversion_rate(admin_client, make_message) -> None
     assert response.context["dashboard"].converted == 1
     page = response.content.decode()
     assert '<dd id="mitto-conversion-rate">25' in page
-    assert "1 converted of 4 delivered" in page
+    assert '<dd class="mitto-conversion-note">1 converted of 4 delivered</dd>' in page
     assert f'href="{USAGE_URL}"' in page
 
 
