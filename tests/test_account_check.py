@@ -164,8 +164,9 @@ def test_account_wide_url_without_base_url_is_a_warning(mitto_sandbox, settings)
     assert SECRET not in output
 
 
-def test_real_sends_one_real_sms_and_records_it(mitto_sandbox, live_server, settings) -> None:
-    settings.MITTO_CALLBACK_BASE_URL = live_server.url
+def test_real_sends_one_real_sms_and_records_it(mitto_sandbox, settings) -> None:
+    # No MITTO_CALLBACK_BASE_URL: no delivery report can move the status on before it is read.
+    settings.MITTO_CALLBACK_BASE_URL = ""
     output, error = check("--to", "+41791234567", "--real", "--text", "Check 1 2")
     assert error is None, output
     probe, real = mitto_sandbox.messages
