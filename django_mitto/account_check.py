@@ -176,7 +176,8 @@ def _describe_probe(report: CheckReport, probe: ProbeResult, api_url: str, to: s
     )
     where = (
         _(
-            " The request left from the local address %(address)s (behind NAT, Mitto sees the network's public address)."
+            " The request left from the local address %(address)s (behind NAT, Mitto sees "
+            "the network's public address)."
         )
         % {"address": probe.local_address}
         if probe.local_address
@@ -193,7 +194,15 @@ def _describe_probe(report: CheckReport, probe: ProbeResult, api_url: str, to: s
             + where,
         )
         return
-    report.add(OK, _("API key accepted.") + where)
+    if probe.key_accepted is None:
+        report.add(
+            WARNING,
+            _("Whether the API key is accepted is not known: Mitto answered HTTP %(status)s.")
+            % {"status": probe.status_code}
+            + where,
+        )
+    else:
+        report.add(OK, _("API key accepted.") + where)
     if probe.fields:
         shape = ", ".join(f"{name} ({kind})" for name, kind in probe.fields.items())
         report.add(OK, _("Reply fields seen: %(fields)s.") % {"fields": shape})

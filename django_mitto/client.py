@@ -722,8 +722,9 @@ class ProbeResult:
 
     @property
     def key_accepted(self) -> bool | None:
-        """False on a 401, True on any other answer, None when Mitto was not reached."""
-        if not self.reached:
+        """False on a 401, True on any other answer; None when Mitto was not reached or
+        answered with a server error (which says nothing about the key)."""
+        if not self.reached or self.status_code is None or self.status_code >= 500:
             return None
         return self.status_code != 401
 

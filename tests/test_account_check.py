@@ -60,6 +60,17 @@ def test_refused_key_says_401_whitelist_and_where_the_request_left_from(
     assert "not-the-key-42" not in output
 
 
+def test_server_error_says_nothing_about_the_key(mitto_sandbox) -> None:
+    mitto_sandbox.add_fault("500", times=1)
+    output, error = check("--skip-callback")
+    assert error is not None
+    assert "[warning] Whether the API key is accepted is not known: Mitto answered HTTP 500." in (
+        output
+    )
+    assert "API key accepted" not in output
+    assert "[PROBLEM] Mitto refused the request" in output
+
+
 def test_unreachable_api_is_a_problem(settings, db) -> None:
     settings.MITTO_API_URL = "http://127.0.0.1:9"
     output, error = check("--skip-callback")
