@@ -71,6 +71,15 @@ def test_server_error_says_nothing_about_the_key(mitto_sandbox) -> None:
     assert "[PROBLEM] Mitto refused the request" in output
 
 
+def test_xml_answers_are_checked_too(mitto_sandbox, settings) -> None:
+    settings.MITTO_RESPONSE_FORMAT = "xml"
+    output, error = check("--skip-callback")
+    assert error is None, output
+    assert "Every field of the reply was understood." in output
+    assert "responsecode (string)" in output
+    assert mitto_sandbox.messages[0]["path"] == "/sms.xml"
+
+
 def test_unreachable_api_is_a_problem(settings, db) -> None:
     settings.MITTO_API_URL = "http://127.0.0.1:9"
     output, error = check("--skip-callback")
