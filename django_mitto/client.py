@@ -12,7 +12,8 @@ import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import requests
@@ -25,6 +26,7 @@ from .exceptions import (
     MittoAPIError,
     MittoAuthenticationError,
     MittoConfigurationError,
+    MittoError,
     MittoTransportError,
     trim,
 )
@@ -427,6 +429,199 @@ class MittoClient:
             test=_bool(data.get("test", test)),
         )
 
+    # -- Mitto's other endpoints (conversion tracking, usage, the account check) ----------------
+
+    def mark_converted(self, message_id: str) -> None:
+        """Tell Mitto that the recipient of a message converted (``POST /sms/converted``).
+
+        Mitto answers 200; 400 when conversion tracking is not enabled for the account, 404
+        for an id it does not know, 429 when asked too often. Each refusal raises
+        :class:`MittoAPIError` (``status_code`` says which; 429 is ``retryable``).
+        """
+        message_id = str(message_id or "").strip()
+        if not message_id:
+            raise ValueError("mark_converted() needs Mitto's message id (messageId).")
+        path = "/sms/converted"
+        response = self._post_plain(path, {"messageId": message_id})
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        text = _answer_text(response)
+        if status == 400:
+            what = (
+                f"Mitto refused to mark message {message_id} as converted (HTTP 400: "
+                f"{text or 'no text'}). Mitto answers 400 when conversion tracking is not "
+                "enabled for the account: ask your Mitto account manager to enable it."
+            )
+        elif status == 404:
+            what = (
+                f"Mitto knows no message with id {message_id} to mark as converted "
+                f"(HTTP 404: {text or 'no text'})."
+            )
+        elif status == 429:
+            what = "Mitto answered HTTP 429 (too many requests): try again later."
+        else:
+            what = f"Mitto answered HTTP {status} on POST {path}: {text or 'no text'}."
+        raise MittoAPIError(
+            what,
+            response_text=text,
+            status_code=status,
+            retry_after=_retry_after(response.headers.get("Retry-After")),
+        )
+
+    def usage(self, start: date | str, end: date | str, *, account_name: str) -> list[UsageRow]:
+        """Mitto's usage per country between two dates (``POST /usage/bycountry``).
+
+        ``account_name`` is the account name tied to the API key (Mitto requires it). Mitto's
+        answer is read whether it is a list of ``{country, messagesCount, cost}`` items, an
+        object keyed by country, or a single item; rows come back sorted by country, one per
+        country. An item that cannot be read raises :class:`MittoAPIError` naming it.
+        """
+        if not str(account_name or "").strip():
+            raise MittoConfigurationError(
+                "Mitto's usage report needs the account name tied to the API key "
+                "(MITTO_ACCOUNT_NAME); ask your Mitto account manager if you do not know it."
+            )
+        body = {
+            "startDate": _iso_date(start, "start"),
+            "endDate": _iso_date(end, "end"),
+            "accountName": str(account_name).strip(),
+        }
+        path = "/usage/bycountry"
+        response = self._post_plain(path, body)
+        status = response.status_code
+        if not 200 <= status < 300:
+            text = _answer_text(response)
+            raise MittoAPIError(
+                f"Mitto answered HTTP {status} on POST {path}: {text or 'no text'}.",
+                response_text=text,
+                status_code=status,
+                retry_after=_retry_after(response.headers.get("Retry-After")),
+            )
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise MittoAPIError(
+                f"Mitto's usage answer is not JSON: {trim(response.text)!r}",
+                response_text=trim(response.text),
+                status_code=status,
+            ) from None
+        return parse_usage(data)
+
+    def probe(
+        self, to: str, text: str, *, sender: str, type: str = "GSM", test: bool = True
+    ) -> ProbeResult:
+        """Send one request to ``/sms`` (a test call unless ``test=False``) and describe it.
+
+        Never raises for an answer: the :class:`ProbeResult` says whether Mitto was reached,
+        what it answered, which fields of the answer the client understood, and the local
+        address the request left from. Used by ``manage.py mitto_check``.
+        """
+        body = self._body(
+            to=self._number(to), text=text, sender=sender, type=type, test=test or None
+        )
+        if test:
+            body["test"] = True
+        else:
+            body.pop("test", None)
+        path = "/sms"
+        url = self._url(path)
+        local_address = ""
+        try:
+            response = self.session.post(
+                url, json=body, timeout=self.timeout, allow_redirects=False, stream=True
+            )
+        except requests.exceptions.RequestException as exc:
+            return ProbeResult(
+                reached=False,
+                error=MittoTransportError(
+                    f"POST {path}: {exc.__class__.__name__}: {trim(str(exc), 200)}",
+                    request_sent=_may_have_been_sent(exc),
+                ),
+                test=test,
+            )
+        try:
+            local_address = _local_address(response)
+            raw = response.content  # reads the body; the connection goes back to the pool
+        except requests.exceptions.RequestException as exc:
+            return ProbeResult(
+                reached=True,
+                status_code=response.status_code,
+                local_address=local_address,
+                error=MittoTransportError(
+                    f"POST {path}: the answer was cut off ({exc.__class__.__name__}).",
+                    request_sent=True,
+                ),
+                test=test,
+            )
+        fields: dict[str, str] = {}
+        try:
+            decoded = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, Mapping):
+            fields = {str(k): _json_type(v) for k, v in decoded.items()}
+        try:
+            data = self._read(path, response)
+        except MittoError as exc:
+            return ProbeResult(
+                reached=True,
+                status_code=response.status_code,
+                local_address=local_address,
+                fields=fields,
+                error=exc,
+                test=test,
+            )
+        if not fields:
+            fields = {str(k): _json_type(v) for k, v in data.items()}
+        result = self._result(data, default_to=str(to), test=bool(body.get("test", False)))
+        return ProbeResult(
+            reached=True,
+            status_code=response.status_code,
+            local_address=local_address,
+            fields=fields,
+            result=result,
+            test=test,
+        )
+
+    def _post_plain(self, path: str, body: dict[str, Any]) -> requests.Response:
+        """POST JSON to ``path`` (no format suffix) and return the response, whatever its status.
+
+        401 raises :class:`MittoAuthenticationError`, a failed connection
+        :class:`MittoTransportError`; every other status is for the caller to read.
+        """
+        url = f"{self.api_url}{path}"
+        try:
+            response = self.session.post(
+                url, json=body, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.exceptions.RequestException as exc:
+            sent = _may_have_been_sent(exc)
+            logger.warning(
+                "Mitto request to %s failed (%s; request sent: %s)", path, type(exc).__name__, sent
+            )
+            what = (
+                "Mitto may have received the request" if sent else "the request never reached Mitto"
+            )
+            raise MittoTransportError(
+                f"POST {path}: {type(exc).__name__} ({what}).", request_sent=sent
+            ) from exc
+        if response.status_code == 401:
+            raise MittoAuthenticationError(
+                f"Mitto refused the API key (HTTP 401) on POST {path}: check MITTO_API_KEY and "
+                "that this server's IP address is whitelisted at Mitto.",
+                response_text=trim(response.text),
+                status_code=401,
+            )
+        if 300 <= response.status_code < 400:
+            raise MittoAPIError(
+                f"Mitto answered HTTP {response.status_code} (a redirect) on POST {path}; set "
+                "MITTO_API_URL to the final address.",
+                response_text=trim(response.text),
+                status_code=response.status_code,
+            )
+        return response
+
 
 def _retry_after(value: str | None) -> float | None:
     if not value:
@@ -482,3 +677,210 @@ def _reasons(exc: BaseException) -> Iterable[BaseException]:
         stack.append(getattr(item, "reason", None))
         stack.append(item.__cause__)
         stack.append(item.__context__)
+
+
+# -- Mitto's other endpoints: conversion tracking, usage by country, the account check ----------
+
+#: The fields of a ``/sms`` answer the client reads (compared case-insensitively).
+KNOWN_SEND_FIELDS = frozenset(
+    {
+        "id",
+        "ids",
+        "timestamp",
+        "to",
+        "responsecode",
+        "responsetext",
+        "textlength",
+        "messageparts",
+        "test",
+    }
+)
+
+
+@dataclass(frozen=True)
+class UsageRow:
+    """Mitto's usage for one country: ISO 3166-1 alpha-3 code, messages counted and cost."""
+
+    country: str
+    messages_count: int
+    cost: Decimal | None = None
+    currency: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one request to ``/sms`` showed (see :meth:`MittoClient.probe`)."""
+
+    reached: bool
+    status_code: int | None = None
+    local_address: str = ""
+    #: The answer's top-level fields as Mitto spelled them, with the JSON type of each.
+    fields: dict[str, str] = field(default_factory=dict)
+    result: SendResult | None = None
+    error: MittoError | None = None
+    test: bool = True
+
+    @property
+    def key_accepted(self) -> bool | None:
+        """False on a 401, True on any other answer; None when Mitto was not reached or
+        answered with a server error (which says nothing about the key)."""
+        if not self.reached or self.status_code is None or self.status_code >= 500:
+            return None
+        return self.status_code != 401
+
+    @property
+    def unknown_fields(self) -> list[str]:
+        """Fields of the answer the client does not read (an id field it could not use too)."""
+        unread = [k for k in self.fields if k.lower() not in KNOWN_SEND_FIELDS]
+        if self.result is not None and not self.result.id:
+            unread += [k for k in self.fields if k.lower() in ("id", "ids")]
+        return sorted(unread)
+
+
+def _iso_date(value: date | str, name: str) -> str:
+    if isinstance(value, datetime):
+        value = value.date()
+    if isinstance(value, date):
+        return value.isoformat()
+    text = str(value or "").strip()
+    for pattern in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(text, pattern).date().isoformat()
+        except ValueError:
+            continue
+    raise ValueError(f"{name}: {value!r} is not a date (YYYY-MM-DD).")
+
+
+def _answer_text(response: requests.Response) -> str:
+    """The words of an answer that may be a JSON string, a JSON object or plain text."""
+    raw = response.content or b""
+    try:
+        data = json.loads(raw) if raw.strip() else ""
+    except ValueError:
+        return trim(response.text)
+    if isinstance(data, str):
+        return trim(data)
+    if isinstance(data, Mapping):
+        lowered = _lower_keys(data)
+        for key in ("responsetext", "message", "error", "detail"):
+            if lowered.get(key):
+                return trim(str(lowered[key]))
+    return trim(response.text)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        number = Decimal(str(value).strip().replace(",", "."))
+    except InvalidOperation:
+        raise ValueError(f"cost {value!r} is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"cost {value!r} is not a number")
+    return number
+
+
+def _usage_row(country: Any, item: Any) -> UsageRow:
+    if isinstance(item, Mapping):
+        data = _lower_keys(item)
+        country = data.get("country", country)
+        count = data.get("messagescount", data.get("messages", data.get("count")))
+        cost = data.get("cost")
+        currency = str(data.get("currency") or "")
+    else:  # {"CHE": 12}: a bare count
+        count, cost, currency = item, None, ""
+    code = str(country or "").strip().upper()
+    if not code:
+        raise ValueError("an item has no country")
+    number = _int_or_none(count)
+    if number is None:
+        raise ValueError(f"{code}: messagesCount {count!r} is not a whole number")
+    return UsageRow(country=code, messages_count=number, cost=_decimal(cost), currency=currency)
+
+
+#: Top-level keys of a usage answer that are not countries.
+_USAGE_META_KEYS = frozenset({"responsecode", "responsetext", "test", "currency", "timestamp"})
+
+
+def parse_usage(data: Any) -> list[UsageRow]:
+    """Read Mitto's ``/usage/bycountry`` answer into one :class:`UsageRow` per country.
+
+    Accepted shapes: a list of ``{"country", "messagesCount", "cost"}`` items; an object keyed
+    by country (``{"CHE": {"messagesCount": "3", "cost": "0.21"}}``); a single item; and any of
+    these under one wrapping key (``{"usage": [...]}``). Keys are case-insensitive, numbers may
+    be strings. A country listed twice is summed. Raises :class:`MittoAPIError` for an answer
+    that fits none of these, naming what could not be read.
+    """
+    items: list[tuple[Any, Any]] = []
+    if isinstance(data, Mapping):
+        lowered = _lower_keys(data)
+        code = _int_or_none(lowered.get("responsecode"))
+        if code not in (None, 0):
+            raise MittoAPIError(
+                f"Mitto refused the usage request: responseCode {code} "
+                f"({lowered.get('responsetext') or 'no text'}).",
+                response_code=code,
+                response_text=str(lowered.get("responsetext") or ""),
+            )
+        if "country" in lowered:
+            return parse_usage([data])
+        entries = {
+            key: value for key, value in data.items() if str(key).lower() not in _USAGE_META_KEYS
+        }
+        if len(entries) == 1:
+            ((key, value),) = entries.items()
+            # A wrapper ({"usage": [...]}): country keys have two or three letters.
+            if len(str(key)) > 3 and isinstance(value, (list, Mapping)):
+                return parse_usage(value)
+        items = list(entries.items())
+    elif isinstance(data, list):
+        items = [(None, item) for item in data]
+    else:
+        raise MittoAPIError(
+            f"Mitto's usage answer is neither a list nor an object: {trim(repr(data))}"
+        )
+    rows: dict[str, UsageRow] = {}
+    for key, item in items:
+        try:
+            row = _usage_row(key, item)
+        except ValueError as exc:
+            raise MittoAPIError(
+                f"Mitto's usage answer has an item that cannot be read ({exc}): {trim(repr(item))}"
+            ) from None
+        if row.country in rows:
+            old = rows[row.country]
+            cost = (
+                None
+                if old.cost is None and row.cost is None
+                else (old.cost or Decimal(0)) + (row.cost or Decimal(0))
+            )
+            row = UsageRow(row.country, old.messages_count + row.messages_count, cost, old.currency)
+        rows[row.country] = row
+    return [rows[c] for c in sorted(rows)]
+
+
+def _json_type(value: Any) -> str:
+    """The JSON type of a decoded value, as the account check names it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _local_address(response: requests.Response) -> str:
+    """The local ``address:port`` the request left from, when urllib3 still holds the socket."""
+    raw = getattr(response, "raw", None)
+    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    if sock is None:
+        return ""
+    try:
+        host, port = sock.getsockname()[:2]
+    except (OSError, ValueError, TypeError):
+        return ""
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

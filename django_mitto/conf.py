@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_MAX_ATTEMPTS": 3,
     "MITTO_BULK_CHUNK_SIZE": 500,
     "MITTO_MAX_PARTS": 10,
+    "MITTO_ACCOUNT_NAME": "",
 }
 
 
@@ -128,6 +129,11 @@ class MittoSettings:
                 "(or point MITTO_API_URL at the django-mitto sandbox and use its key)."
             )
         return key
+
+    @property
+    def ACCOUNT_NAME(self) -> str:
+        """The account name tied to the API key, which Mitto's usage report asks for."""
+        return str(self._get("MITTO_ACCOUNT_NAME") or "")
 
 
 conf = MittoSettings()

@@ -173,6 +173,12 @@ class Message(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     status_changed_at = models.DateTimeField(_("status changed at"), null=True, blank=True)
+    converted_at = models.DateTimeField(
+        _("converted at"),
+        null=True,
+        blank=True,
+        help_text=_("When the recipient acted on the message, as reported to Mitto."),
+    )
 
     class Meta:
         verbose_name = _("message")

@@ -11,15 +11,19 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from . import encoding as enc
@@ -593,3 +597,175 @@ def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[
         bucket = by_number.get(digits(message.recipient))
         out.append(bucket.pop(0) if bucket else None)
     return out
+
+
+# -- conversion tracking and usage ---------------------------------------------------------------
+
+__all__ += ["local_usage", "mark_converted", "usage"]
+
+
+def mark_converted(message_or_pk: Message | int) -> Message:
+    """Tell Mitto the recipient of a message converted, and record ``converted_at``.
+
+    Calls ``POST /sms/converted`` with the message's Mitto id. A message already marked is
+    returned as it is, without calling Mitto again. A message without a Mitto id raises
+    ``ValidationError`` on ``provider_id``; Mitto's refusals raise
+    :class:`~django_mitto.exceptions.MittoAPIError` (``status_code`` 400: conversion tracking
+    is not enabled for the account; 404: Mitto does not know the id; 429: try again later).
+    """
+    pk = message_or_pk.pk if isinstance(message_or_pk, Message) else int(message_or_pk)
+    message = Message.objects.get(pk=pk)
+    if message.converted_at is not None:
+        return message
+    if not message.provider_id:
+        raise ValidationError(
+            {
+                "provider_id": ValidationError(
+                    "This message has no Mitto id (it was never accepted by Mitto), so it "
+                    "cannot be marked as converted.",
+                    code="required",
+                )
+            }
+        )
+    get_client().mark_converted(message.provider_id)
+    Message.objects.filter(pk=pk, converted_at__isnull=True).update(converted_at=timezone.now())
+    message.refresh_from_db()
+    logger.info("SMS %s marked as converted at Mitto", message.pk)
+    return message
+
+
+@dataclass(frozen=True)
+class CountryUsage:
+    """One country of a usage report: Mitto's figures beside the ones counted here."""
+
+    country: str
+    mitto_messages: int | None = None
+    mitto_cost: Decimal | None = None
+    local_messages: int = 0
+    local_parts: int = 0
+
+    @property
+    def difference(self) -> int | None:
+        """Mitto's count minus the messages counted here (None without Mitto's figure)."""
+        if self.mitto_messages is None:
+            return None
+        return self.mitto_messages - self.local_messages
+
+    @property
+    def matches(self) -> bool:
+        """Whether Mitto's count equals the messages or the parts counted here.
+
+        Mitto documents ``messagesCount`` as the number of messages; since it bills parts, a
+        count of parts is taken as agreement too.
+        """
+        return self.mitto_messages in (self.local_messages, self.local_parts)
+
+
+@dataclass(frozen=True)
+class UsageReport:
+    """Usage per country between two dates (both included): Mitto's and the local count."""
+
+    start: datetime.date
+    end: datetime.date
+    rows: list[CountryUsage]
+    currency: str = ""
+
+    @property
+    def mitto_messages(self) -> int:
+        return sum(row.mitto_messages or 0 for row in self.rows)
+
+    @property
+    def mitto_cost(self) -> Decimal:
+        return sum((row.mitto_cost or Decimal(0) for row in self.rows), Decimal(0))
+
+    @property
+    def local_messages(self) -> int:
+        return sum(row.local_messages for row in self.rows)
+
+    @property
+    def local_parts(self) -> int:
+        return sum(row.local_parts for row in self.rows)
+
+    @property
+    def differences(self) -> list[CountryUsage]:
+        """The countries where Mitto's count matches neither local count."""
+        return [row for row in self.rows if not row.matches]
+
+
+def _period(
+    start: datetime.date, end: datetime.date
+) -> tuple[datetime.datetime, datetime.datetime]:
+    if end < start:
+        raise ValidationError(
+            {"end": ValidationError("The end date is before the start date.", code="invalid")}
+        )
+    utc = datetime.timezone.utc
+    since = datetime.datetime.combine(start, datetime.time.min, tzinfo=utc)
+    until = datetime.datetime.combine(
+        end + datetime.timedelta(days=1), datetime.time.min, tzinfo=utc
+    )
+    return since, until
+
+
+def local_usage(start: datetime.date, end: datetime.date) -> dict[str, tuple[int, int]]:
+    """Messages and parts Mitto accepted from here between two UTC dates, per country.
+
+    Counted: messages with a Mitto id whose ``sent_at`` falls in the period, test calls
+    excluded (Mitto charges nothing for them). The country is that of the recipient
+    (ISO 3166-1 alpha-3, ``???`` for a number that belongs to no country). One query, grouped
+    by recipient.
+    """
+    from .countries import country_of
+
+    since, until = _period(start, end)
+    if not settings.USE_TZ:
+        since, until = since.replace(tzinfo=None), until.replace(tzinfo=None)
+    rows = (
+        Message.objects.filter(test=False, sent_at__gte=since, sent_at__lt=until)
+        .exclude(provider_id="")
+        .order_by()
+        .values("recipient")
+        .annotate(n=Count("id"), parts=Sum("segments"))
+    )
+    totals: dict[str, tuple[int, int]] = {}
+    for row in rows:
+        country = country_of(row["recipient"])
+        messages, parts = totals.get(country, (0, 0))
+        totals[country] = (messages + row["n"], parts + (row["parts"] or 0))
+    return totals
+
+
+def usage(
+    start: datetime.date, end: datetime.date, *, account_name: str | None = None
+) -> UsageReport:
+    """Mitto's usage per country (``POST /usage/bycountry``) beside the local count.
+
+    ``account_name`` defaults to ``MITTO_ACCOUNT_NAME``. One row per country either side
+    knows, sorted by country. Mitto's errors raise :class:`~django_mitto.exceptions.MittoError`
+    (call :func:`local_usage` alone to show the local side anyway).
+    """
+    _period(start, end)
+    name = conf.ACCOUNT_NAME if account_name is None else account_name
+    mitto = {row.country: row for row in get_client().usage(start, end, account_name=name)}
+    local = local_usage(start, end)
+    rows = []
+    for country in sorted(set(mitto) | set(local)):
+        theirs = mitto.get(country)
+        messages, parts = local.get(country, (0, 0))
+        rows.append(
+            CountryUsage(
+                country=country,
+                mitto_messages=theirs.messages_count if theirs else 0,
+                mitto_cost=theirs.cost if theirs else None,
+                local_messages=messages,
+                local_parts=parts,
+            )
+        )
+    currency = next((row.currency for row in mitto.values() if row.currency), "")
+    return UsageReport(start=start, end=end, rows=rows, currency=currency)
+
+
+def month_to_date(today: datetime.date | None = None) -> tuple[datetime.date, datetime.date]:
+    """The default usage period: the first day of the current month (UTC) to today."""
+    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+    return today.replace(day=1), today

@@ -25,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import services
 from ..exceptions import MittoConfigurationError, MittoError
 from ..models import FINAL_STATUSES, Batch, Message, Status
-from . import dashboard
+from . import dashboard, usage
 from .bulk import BulkSendForm
 
 __all__ = ["BatchAdmin", "BatchProgress"]
@@ -324,11 +324,15 @@ class BatchAdmin(admin.ModelAdmin):
         return [
             path("send/", wrap(self.send_view), name="django_mitto_batch_send"),
             path("dashboard/", wrap(self.dashboard_view), name="django_mitto_dashboard"),
+            path("usage/", wrap(self.usage_view), name="django_mitto_usage"),
             *super().get_urls(),
         ]
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         return dashboard.dashboard_view(self, request)
+
+    def usage_view(self, request: HttpRequest) -> HttpResponse:
+        return usage.usage_view(self, request)
 
     def send_view(self, request: HttpRequest) -> HttpResponse:
         """Bulk send: the numbers are checked and previewed first, then sent on confirmation."""

@@ -22,6 +22,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext
@@ -167,6 +168,8 @@ class Dashboard:
     status_counts: dict[str, int]
     parts_used: int
     operators: list[Operator]
+    #: Messages of the period marked as converted (Mitto's conversion tracking).
+    converted: int = 0
 
     @property
     def start(self) -> datetime.date:
@@ -203,6 +206,11 @@ class Dashboard:
     def delivery_rate(self) -> float | None:
         return percent(self.delivered, self.finished)
 
+    @property
+    def conversion_rate(self) -> float | None:
+        """Converted messages per delivered message of the period (None before any delivery)."""
+        return percent(self.converted, self.delivered)
+
     @classmethod
     def load(
         cls, queryset: QuerySet[Message] | None = None, *, days: int = DEFAULT_DAYS
@@ -226,9 +234,15 @@ class Dashboard:
         rows = (
             recent.annotate(day=TruncDate("created_at"))
             .values("day", "status")
-            .annotate(n=Count("id"), parts=Sum("segments"))
+            .annotate(
+                n=Count("id"),
+                parts=Sum("segments"),
+                converted=Count("id", filter=Q(converted_at__isnull=False)),
+            )
         )
+        converted = 0
         for row in rows:
+            converted += row["converted"]
             day = row["day"]
             if isinstance(day, datetime.datetime):  # some backends hand back a datetime
                 day = day.date()
@@ -263,6 +277,7 @@ class Dashboard:
             status_counts=status_counts,
             parts_used=parts_used,
             operators=operators,
+            converted=converted,
         )
 
 
@@ -577,6 +592,8 @@ def dashboard_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
         "outcomes": share_bar(data.status_counts, OUTCOME_ORDER),
         "groups": GROUPS,
         "delivery_rate": format_percent(data.delivery_rate),
+        "conversion_rate": format_percent(data.conversion_rate),
+        "usage_url": reverse("admin:django_mitto_usage", current_app=site.name),
         "has_batch_view_permission": model_admin.has_view_permission(request),
     }
     request.current_app = site.name

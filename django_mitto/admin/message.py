@@ -38,6 +38,7 @@ from .. import services, validators
 from ..conf import conf
 from ..models import Batch, DeliveryReport, Message, Status
 from ..signals import announce, message_failed
+from .conversion import mark_converted
 from .forms import MessageComposeForm
 
 __all__ = [
@@ -490,7 +491,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     search_fields = ["recipient", "provider_id", "reference", "text"]
     search_help_text = _("Recipient, Mitto id, reference or text.")
     date_hierarchy = "created_at"
-    actions = ["send_again", "mark_failed", "export_csv"]
+    actions = ["send_again", "mark_failed", "export_csv", mark_converted]
     #: "Send again" refuses a selection bigger than this (use send_bulk() for more).
     send_again_limit = 1000
 
@@ -540,7 +541,10 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
                 ]
             },
         ),
-        (_("Dates"), {"fields": ["created_at", "sent_at", "status_changed_at"]}),
+        (
+            _("Dates"),
+            {"fields": ["created_at", "sent_at", "status_changed_at", "converted_at"]},
+        ),
     ]
 
     class Media:

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from django_mitto.sandbox import Sandbox
+from django_mitto.sandbox import Sandbox, extras
 
 DEFAULT_PORT = 5800
 
@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet", "-q", action="store_true", help="do not log requests and reports to stderr"
     )
+    extras.add_arguments(parser)
     return parser
 
 
@@ -109,6 +110,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         mnc=args.mnc,
         log_requests=not args.quiet,
     )
+    try:
+        extras.configure(sandbox, args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         sandbox.start()
     except OSError as exc:

@@ -66,6 +66,7 @@ from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape as _xml_escape
 
 from django_mitto import __version__
+from django_mitto.sandbox import extras as _extras
 from django_mitto.sandbox import faults as _faults
 from django_mitto.sandbox.validation import (
     RESPONSE_TEXTS,
@@ -373,6 +374,8 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             if route is not None:
                 return self._api(method, key, query, headers, keep_alive, *route)
             body = self._read_body(headers)
+            if key in _extras.ROUTES:
+                return _extras.handle(self, method, key, body, headers, keep_alive)
             if key == "/_sandbox" or key.startswith("/_sandbox/"):
                 return self._control(method, key[len("/_sandbox") :], body, keep_alive)
             payload = {"responseCode": 404, "responseText": "Not found"}

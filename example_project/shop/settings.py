@@ -79,6 +79,7 @@ MITTO_CALLBACK_SECRET = env.list("MITTO_CALLBACK_SECRET", default=["demo-callbac
 MITTO_CALLBACK_ALLOWED_IPS = env.list("MITTO_CALLBACK_ALLOWED_IPS", default=[])
 MITTO_CALLBACK_IP_HEADER = env.str("MITTO_CALLBACK_IP_HEADER", default="")
 MITTO_TASK_BACKEND = env.str("MITTO_TASK_BACKEND", default="inline")
+MITTO_ACCOUNT_NAME = env.str("MITTO_ACCOUNT_NAME", default="Demo Shop")
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 
