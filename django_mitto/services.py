@@ -498,7 +498,7 @@ def _record_unstorable(message: Message, result: SendResult, reason: str) -> Non
     try:
         with transaction.atomic():
             changed = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-                status=Status.UNKNOWN, error=error, status_changed_at=now, sent_at=now
+                status=Status.UNKNOWN, error=error, status_changed_at=now
             )
             if not changed:
                 Message.objects.filter(pk=message.pk).update(error=error)
@@ -658,6 +658,7 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
     done = timezone.now()
     accepted: list[tuple[Message, SendResult, dict[str, Any]]] = []
     missing: list[Message] = []
+    flagged: list[str] = []
     for message, item in zip(messages, items):
         if item is None:
             missing.append(message)
@@ -666,8 +667,17 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
             item, done, code=result.response_code, text=result.response_text
         )
         if note:
-            logger.warning("Batch %s: SMS %s sent, but %s", batch.pk, message.pk, note)
+            flagged.append(note)
         accepted.append((message, item, fields))
+    if flagged:
+        # One line per chunk, not one per recipient: a chunk may hold thousands.
+        logger.warning(
+            "Batch %s: %d of %d SMS sent without a usable Mitto id; first: %s",
+            batch.pk,
+            len(flagged),
+            len(messages),
+            flagged[0],
+        )
     if missing:
         Message.objects.filter(pk__in=[m.pk for m in missing], status=Status.SENDING).update(
             status=Status.UNKNOWN,

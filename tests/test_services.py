@@ -602,7 +602,7 @@ def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
     assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
 
 
-def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned) -> None:
+def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned, caplog) -> None:
     from tests.canned import Reply
 
     canned.reply(Reply(body={"id": "taken", **ACCEPTED}))
@@ -636,6 +636,8 @@ def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned) -> None:
     assert "no message id" in rows["+41791234564"][2]
     assert sorted(rows[n][0] for n in ("+41791234565", "+41791234566")) == ["sent", "unknown"]
     assert not batch.messages.filter(status="sending").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 of 6 SMS sent without a usable Mitto id" in w for w in warnings)
     batch.refresh_from_db()
     assert batch.completed_at is not None
 
