@@ -113,7 +113,6 @@ def read_id(data: Mapping[str, Any]) -> str:
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """Parse Mitto's timestamps (``2019-04-13T17:51:06.3091182Z``: 7 fractional digits)."""
     """Parse Mitto's timestamps (``2019-04-13T17:51:06.3091182Z``: 7 fractional digits).
 
     Returns an aware datetime in UTC, or ``None`` for anything unreadable: a bad offset
@@ -296,7 +295,7 @@ class MittoClient:
         )
         data = self._post("/sms", body)
         return self._result(
-            data, default_to=to, test=body.get("test", False), raw=str(data.get(_RAW, ""))
+            data, default_to=to, test=body.get("test", False), raw=getattr(data, "raw", "")
         )
 
     def send_bulk(
@@ -354,7 +353,7 @@ class MittoClient:
             response_text=clean_text(data.get("responsetext")),
             test=is_test,
             messages=messages,
-            raw=str(data.get(_RAW, "")),
+            raw=getattr(data, "raw", ""),
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -469,8 +468,9 @@ class MittoClient:
                 retry_after=retry_after,
                 refused=refused_anyway,
             )
-        data[_RAW] = body
-        return data
+        answer = _Answer(data)
+        answer.raw = body
+        return answer
 
     def _parse(self, response: requests.Response) -> dict[str, Any]:
         content_type = response.headers.get("Content-Type", "").lower()
@@ -513,9 +513,10 @@ class MittoClient:
         )
 
 
-# Key under which _read() keeps the cleaned, trimmed body beside the parsed answer (it cannot
-# clash with an answer's keys, which are lower-cased words).
-_RAW = " raw"
+class _Answer(dict):  # type: ignore[type-arg]
+    """A parsed answer (keys lower-cased) that also keeps its body, cleaned and trimmed."""
+
+    raw: str = ""
 
 
 def _raw_item(item: Any) -> str:
