@@ -38,6 +38,19 @@ USER_AGENT = f"django-mitto/{__version__}"
 _TIMESTAMP = re.compile(
     r"^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:?\d\d)?$", re.IGNORECASE
 )
+# Characters no database column should receive from an answer: C0/C1 controls (PostgreSQL
+# refuses NUL) and lone surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+#: Keys that may carry a message's id in an answer, in the order they are tried (lower case).
+ID_KEYS = ("id", "ids", "messageid")
+#: Bounds of the numbers read from an answer; a value outside is treated as absent.
+MAX_RESPONSE_CODE = 2**31 - 1
+MAX_TEXT_LENGTH = 2**31 - 1
+#: A concatenated SMS numbers its parts in one byte: more than 255 parts cannot be real.
+MAX_PARTS = 255
+#: Strings read from an answer are cut to this many characters.
+MAX_FIELD_LENGTH = 1000
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,8 @@ class SendResult:
     text_length: int | None = None
     parts: int | None = None
     test: bool = False
+    #: The answer as received (for a bulk item: the item), cleaned and trimmed, to keep on record.
+    raw: str = ""
 
 
 @dataclass(frozen=True)
@@ -62,10 +77,49 @@ class BulkResult:
     response_text: str = ""
     test: bool = False
     messages: list[SendResult] = field(default_factory=list)
+    raw: str = ""
+
+
+def clean_text(value: Any, limit: int = MAX_FIELD_LENGTH) -> str:
+    """A string read from an answer, safe for any database column.
+
+    Control characters and lone surrogates become spaces, surrounding blanks go, and the
+    result is cut to ``limit`` characters. ``None`` and containers become ``""``.
+    """
+    if value is None or isinstance(value, (dict, list, tuple)):
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    return _UNSTORABLE.sub(" ", str(value)).strip()[:limit]
+
+
+def read_id(data: Mapping[str, Any]) -> str:
+    """The message id of an answer (or bulk item) with lower-cased keys: ``id``, the first of
+    ``ids``, or ``messageId``; ``""`` when there is none.
+
+    Control characters are kept visible (as U+FFFD) so that a damaged id is never mistaken
+    for a good one.
+    """
+    for key in ID_KEYS:
+        value = data.get(key)
+        if isinstance(value, Mapping):  # XML <ids><id>...</id></ids> read as a dict
+            value = next(iter(value.values()), None)
+        if isinstance(value, (list, tuple)):
+            value = value[0] if value else None
+        if value is None or isinstance(value, (bool, Mapping, list, tuple)):
+            continue
+        text = str(value).strip()
+        if text:
+            return _UNSTORABLE.sub("\ufffd", text)[:MAX_FIELD_LENGTH]
+    return ""
 
 
 def parse_timestamp(value: Any) -> datetime | None:
-    """Parse Mitto's timestamps (``2019-04-13T17:51:06.3091182Z``: 7 fractional digits)."""
+    """Parse Mitto's timestamps (``2019-04-13T17:51:06.3091182Z``: 7 fractional digits).
+
+    Returns an aware datetime in UTC, or ``None`` for anything unreadable: a bad offset
+    (``+99:99``), or a year outside 1970-9998 once in UTC.
+    """
     if not value or not isinstance(value, str):
         return None
     match = _TIMESTAMP.match(value.strip())
@@ -75,20 +129,29 @@ def parse_timestamp(value: Any) -> datetime | None:
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     try:
         parsed = datetime.fromisoformat(base.replace(" ", "T")).replace(microsecond=micro)
-    except ValueError:
+        if zone and zone.upper() != "Z":
+            parsed = datetime.fromisoformat(parsed.isoformat() + zone[:3] + ":" + zone[-2:])
+        else:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        parsed = parsed.astimezone(timezone.utc)
+    except (ValueError, OverflowError):
         return None
-    if not zone or zone.upper() == "Z":
-        return parsed.replace(tzinfo=timezone.utc)
-    return datetime.fromisoformat(parsed.isoformat() + zone[:3] + ":" + zone[-2:])
+    if not 1970 <= parsed.year <= 9998:
+        return None
+    return parsed
 
 
-def _int_or_none(value: Any) -> int | None:
-    if value is None or isinstance(value, bool):
+def _int_or_none(
+    value: Any, low: int = -MAX_RESPONSE_CODE, high: int = MAX_RESPONSE_CODE
+) -> int | None:
+    """An integer in ``[low, high]``, or ``None`` (absent, not a number, out of range)."""
+    if value is None or isinstance(value, (bool, Mapping, list, tuple)):
         return None
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip()[:20])
     except ValueError:
         return None
+    return number if low <= number <= high else None
 
 
 def _bool(value: Any) -> bool:
@@ -115,6 +178,8 @@ def _xml_to_dict(text: str | bytes) -> dict[str, Any]:
             tag = child.tag.split("}")[-1].lower()
             if tag == "messages":
                 out["messages"] = [leaf_dict(item) for item in child]
+            elif tag == "ids" and len(child):
+                out["ids"] = [(item.text or "").strip() for item in child]
             elif len(child):
                 out[tag] = leaf_dict(child)
             else:
@@ -231,7 +296,9 @@ class MittoClient:
             callback=callback,
         )
         data = self._post("/sms", body)
-        return self._result(data, default_to=to, test=body.get("test", False))
+        return self._result(
+            data, default_to=to, test=body.get("test", False), raw=getattr(data, "raw", "")
+        )
 
     def send_bulk(
         self,
@@ -272,17 +339,23 @@ class MittoClient:
         items = data.get("messages") or []
         if isinstance(items, Mapping):
             items = [items]
+        if not items and isinstance(data.get("ids"), list):
+            # No per-recipient items, only the ids, in the order of the recipients.
+            items = [{"id": value} for value in data["ids"]]
         is_test = _bool(data.get("test", body.get("test", False)))
         messages = [
-            self._result(_lower_keys(item), default_to="", test=is_test, envelope=data)
+            self._result(
+                _lower_keys(item), default_to="", test=is_test, envelope=data, raw=_raw_item(item)
+            )
             for item in items
             if isinstance(item, Mapping)
         ]
         return BulkResult(
             response_code=_int_or_none(data.get("responsecode")) or 0,
-            response_text=str(data.get("responsetext") or ""),
+            response_text=clean_text(data.get("responsetext")),
             test=is_test,
             messages=messages,
+            raw=getattr(data, "raw", ""),
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -352,31 +425,38 @@ class MittoClient:
         # Whether an answer without a readable responseCode still proves a refusal: a 4xx does,
         # a 2xx or a server error does not (Mitto may have taken the message).
         refused_anyway = 400 <= status < 500 or status == 503
+        body = clean_text(trim(response.text))
         try:
             data = self._parse(response)
         except ValueError:
             raise MittoAPIError(
                 f"Mitto answered HTTP {status} with a body that is not valid "
-                f"{self.response_format.upper()}: {trim(response.text)!r}",
-                response_text=trim(response.text),
+                f"{self.response_format.upper()}: {body!r}",
+                response_text=body,
                 status_code=status,
                 retry_after=retry_after,
                 refused=refused_anyway,
             ) from None
         code = _int_or_none(data.get("responsecode"))
-        text = str(data.get("responsetext") or "")
+        text = clean_text(data.get("responsetext"))
         if code not in (0, None):
+            # A server error (other than 503) may come after Mitto queued the message; only a
+            # validation code (2-8) proves it was refused. Code 1 ("Internal error") does not.
+            server_error = status >= 500 and status != 503
+            refused = not server_error or 2 <= code <= 8
+            what = "refused the message" if refused else "failed, perhaps after taking the message"
             raise MittoAPIError(
-                f"Mitto refused the message: responseCode {code} ({text or 'no text'}), HTTP {status}.",
+                f"Mitto {what}: responseCode {code} ({text or 'no text'}), HTTP {status}.",
                 response_code=code,
                 response_text=text,
                 status_code=status,
                 retry_after=retry_after,
+                refused=refused,
             )
         if code is None:
             raise MittoAPIError(
-                f"Mitto answered HTTP {status} without a responseCode: {trim(response.text)!r}",
-                response_text=trim(response.text),
+                f"Mitto answered HTTP {status} without a responseCode: {body!r}",
+                response_text=body,
                 status_code=status,
                 retry_after=retry_after,
                 refused=refused_anyway,
@@ -390,7 +470,9 @@ class MittoClient:
                 retry_after=retry_after,
                 refused=refused_anyway,
             )
-        return data
+        answer = _Answer(data)
+        answer.raw = body
+        return answer
 
     def _parse(self, response: requests.Response) -> dict[str, Any]:
         content_type = response.headers.get("Content-Type", "").lower()
@@ -416,17 +498,20 @@ class MittoClient:
         default_to: str,
         test: bool,
         envelope: Mapping[str, Any] | None = None,
+        raw: str = "",
     ) -> SendResult:
         envelope = envelope or data
+        # Every field is cleaned and bounded here, so whatever Mitto answered can be stored.
         return SendResult(
-            id=str(data.get("id") or "").strip(),
-            to=str(data.get("to") or default_to),
+            id=read_id(data),
+            to=clean_text(data.get("to"), 32) or default_to,
             timestamp=parse_timestamp(data.get("timestamp")),
             response_code=_int_or_none(envelope.get("responsecode")) or 0,
-            response_text=str(envelope.get("responsetext") or ""),
-            text_length=_int_or_none(data.get("textlength")),
-            parts=_int_or_none(data.get("messageparts")),
+            response_text=clean_text(envelope.get("responsetext")),
+            text_length=_int_or_none(data.get("textlength"), 0, MAX_TEXT_LENGTH),
+            parts=_int_or_none(data.get("messageparts"), 0, MAX_PARTS),
             test=_bool(data.get("test", test)),
+            raw=raw,
         )
 
     # -- Mitto's other endpoints (conversion tracking, usage, the account check) ----------------
@@ -621,6 +706,20 @@ class MittoClient:
                 status_code=response.status_code,
             )
         return response
+
+
+class _Answer(dict):  # type: ignore[type-arg]
+    """A parsed answer (keys lower-cased) that also keeps its body, cleaned and trimmed."""
+
+    raw: str = ""
+
+
+def _raw_item(item: Any) -> str:
+    try:
+        text = json.dumps(item, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        text = repr(item)
+    return clean_text(trim(text))
 
 
 def _retry_after(value: str | None) -> float | None:

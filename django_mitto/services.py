@@ -11,26 +11,35 @@
 
 from __future__ import annotations
 
-import datetime
+import datetime as dt
 import logging
+import re
 import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from . import encoding as enc
 from . import validators
-from .client import MittoClient, SendResult
+from .client import MittoClient, SendResult, clean_text
 from .conf import conf
-from .exceptions import MittoAPIError, MittoConfigurationError, MittoError, MittoTransportError
+from .exceptions import (
+    MittoAPIError,
+    MittoConfigurationError,
+    MittoError,
+    MittoTransportError,
+    trim,
+)
 from .models import Batch, Message, Status
 from .signals import announce, message_failed, message_sent
 
@@ -132,10 +141,12 @@ def send_sms(
 ) -> Message:
     """Validate, create and send one SMS; return its :class:`Message`.
 
-    The message is sent when the current transaction commits (at once outside a transaction,
-    with the inline backend), so the returned object may still say ``queued``: call
-    ``message.refresh_from_db()`` to see the outcome. Invalid input raises
-    :class:`~django.core.exceptions.ValidationError` keyed by field name; nothing is created.
+    The message is sent when the current transaction commits. Outside a transaction, with the
+    inline backend, that is at once: the message returned is as the send left it (``sent``,
+    ``failed``, ``unknown``...). Inside a transaction (or with a task queue) it is returned
+    ``queued``, since the send has not happened yet; call ``message.refresh_from_db()`` later
+    to see the outcome. Invalid input raises :class:`~django.core.exceptions.ValidationError`
+    keyed by field name; nothing is created.
     """
     errors: dict[str, Any] = {}
     try:
@@ -174,6 +185,10 @@ def send_sms(
         from .tasks import enqueue_message
 
         transaction.on_commit(lambda: enqueue_message(message.pk))
+    if not transaction.get_connection(message._state.db).in_atomic_block:
+        # No transaction: the on-commit send has already run (inline backend), so the object
+        # in hand says "queued" while the row says "sent", "failed"...; return the row.
+        message.refresh_from_db()
     return message
 
 
@@ -379,7 +394,7 @@ def send_message(message_or_pk: Message | int) -> Message:
         if exc.retryable:
             return _record_retry_or_fail(message, str(exc), exc, exc.retry_after)
         if not exc.refused:
-            return _record_unknown(message, str(exc))
+            return _record_unknown(message, str(exc), exc)
         return _record_failure(message, str(exc), exc)
     except Exception as exc:
         # An unexpected error mid-request: Mitto may have the message.
@@ -388,34 +403,153 @@ def send_message(message_or_pk: Message | int) -> Message:
     return _record_sent(message, result)
 
 
-def _record_sent(message: Message, result: SendResult) -> Message:
-    now = timezone.now()
+#: Mitto's clock may differ from ours, but not by this much: beyond it, ``sent_at`` is ours.
+MAX_CLOCK_SKEW = timedelta(days=1)
+_PROVIDER_ID_LENGTH: int = Message._meta.get_field("provider_id").max_length or 64
+# Mitto's ids are UUIDs or hex strings: printable ASCII without blanks is generous enough.
+_STORABLE_ID = re.compile(r"[!-~]+")
+_INT32 = 2**31 - 1
+
+
+def _bounded(value: int | None, low: int, high: int) -> int | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if low <= value <= high else None
+
+
+def _answer_fields(
+    result: SendResult, now: datetime, *, code: int | None = None, text: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The columns an accepted answer (or bulk item) writes, each cleaned and bounded, and a
+    note for ``error`` when the answer gives no id that can be stored (``""`` when it does)."""
+    provider_id = result.id
+    note = ""
+    if not provider_id:
+        note = gettext(
+            "Mitto accepted the message (responseCode 0) but its answer has no message id, so "
+            "delivery reports cannot be matched by id. Answer: %(answer)s"
+        ) % {"answer": result.raw or "-"}
+    elif len(provider_id) > _PROVIDER_ID_LENGTH or not _STORABLE_ID.fullmatch(provider_id):
+        note = gettext(
+            "Mitto accepted the message (responseCode 0) but its id cannot be stored (more than "
+            "%(limit)d characters, or not printable ASCII): %(id)s. Delivery reports cannot be "
+            "matched by id."
+        ) % {"limit": _PROVIDER_ID_LENGTH, "id": repr(trim(provider_id, 120))}
+        provider_id = ""
+    timestamp = result.timestamp
+    if timestamp is None or abs(timestamp - now) > MAX_CLOCK_SKEW:
+        timestamp = now
     fields: dict[str, Any] = {
-        "provider_id": result.id,
-        "response_code": result.response_code,
-        "response_text": result.response_text[:255],
-        "sent_at": result.timestamp or now,
-        "error": "",
+        "provider_id": provider_id,
+        "response_code": _bounded(result.response_code if code is None else code, -_INT32, _INT32),
+        "response_text": clean_text(result.response_text if text is None else text, 255),
+        "sent_at": timestamp,
+        "error": note,
     }
     # Mitto's counts win when it gives them (a test call answers 0: keep ours then).
-    if result.parts:
-        fields["segments"] = result.parts
-    if result.text_length:
-        fields["text_length"] = result.text_length
-    # A delivery report on the per-message callback URL may already have moved the status on.
-    moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-        status=Status.SENT, status_changed_at=now, **fields
-    )
-    if not moved:
-        Message.objects.filter(pk=message.pk).update(**fields)
-    if result.id:
+    parts = _bounded(result.parts, 1, 255)
+    if parts:
+        fields["segments"] = parts
+    length = _bounded(result.text_length, 1, _INT32)
+    if length:
+        fields["text_length"] = length
+    return fields, note
+
+
+def _write_sent(
+    message: Message, result: SendResult, fields: dict[str, Any], now: datetime
+) -> bool:
+    """Store an accepted answer on one row; True when stored.
+
+    When the row cannot take it (the id is already another message's, or the database refuses
+    a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
+    something, so the message must not look unsent, and nothing is raised to the caller.
+    """
+    try:
+        with transaction.atomic():
+            # A delivery report on the per-message callback URL may already have moved it on.
+            moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+                status=Status.SENT, status_changed_at=now, **fields
+            )
+            if not moved:
+                Message.objects.filter(pk=message.pk).update(**fields)
+        return True
+    except Exception as exc:
+        owner = (
+            _id_owner(message, fields["provider_id"]) if isinstance(exc, IntegrityError) else None
+        )
+        if owner is not None:
+            reason = gettext(
+                "Mitto's answer gives the id %(id)s, which message %(owner)s already has: the "
+                "answer may not be about this message, and the id was not stored."
+            ) % {"id": fields["provider_id"], "owner": owner}
+        else:
+            logger.exception("SMS %s: Mitto's answer could not be stored", message.pk)
+            reason = gettext("Mitto's answer could not be stored (%(error)s).") % {
+                "error": type(exc).__name__
+            }
+    _record_unstorable(message, result, reason)
+    return False
+
+
+def _id_owner(message: Message, provider_id: str) -> int | None:
+    """The other message that already has ``provider_id``, if any."""
+    if not provider_id:
+        return None
+    try:
+        return (
+            Message.objects.filter(provider_id=provider_id)
+            .exclude(pk=message.pk)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    except Exception:
+        logger.exception("SMS %s: could not look up Mitto id %s", message.pk, provider_id)
+        return None
+
+
+def _record_unstorable(message: Message, result: SendResult, reason: str) -> None:
+    error = gettext(
+        "%(reason)s Answer: %(answer)s. Mitto accepted the request (responseCode 0): "
+        "check before sending it again."
+    ) % {"reason": reason, "answer": result.raw or "-"}
+    logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, reason)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            changed = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+                status=Status.UNKNOWN, error=error, status_changed_at=now
+            )
+            if not changed:
+                Message.objects.filter(pk=message.pk).update(error=error)
+    except Exception:
+        # The database itself is failing: the row stays "sending", which mitto_dispatch flags
+        # as unknown later. Never raise once Mitto has the message.
+        logger.exception("SMS %s: could not record the unknown outcome", message.pk)
+
+
+def _record_sent(message: Message, result: SendResult) -> Message:
+    now = timezone.now()
+    fields, note = _answer_fields(result, now)
+    stored = _write_sent(message, result, fields, now)
+    if stored and fields["provider_id"]:
         from .callbacks import apply_pending_reports
 
         # A report that came before the id was known is applied now (one query when none did).
-        message.provider_id = result.id
-        apply_pending_reports(message)
+        message.provider_id = fields["provider_id"]
+        try:
+            apply_pending_reports(message)
+        except Exception:
+            logger.exception("SMS %s: pending delivery reports could not be applied", message.pk)
     message.refresh_from_db()
-    logger.info("SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, result.id or "-")
+    if not stored:
+        return message
+    if note:
+        logger.warning("SMS %s to %s sent, but %s", message.pk, message.recipient, note)
+    else:
+        logger.info(
+            "SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, message.provider_id
+        )
     announce(message_sent, Message, message=message, result=result)
     return message
 
@@ -423,12 +557,12 @@ def _record_sent(message: Message, result: SendResult) -> Message:
 def _record_failure(message: Message, error: str, exc: MittoError | None) -> Message:
     fields: dict[str, Any] = {
         "status": Status.FAILED,
-        "error": error,
+        "error": clean_text(error, 10_000),
         "status_changed_at": timezone.now(),
     }
     if isinstance(exc, MittoAPIError):
-        fields["response_code"] = exc.response_code
-        fields["response_text"] = (exc.response_text or "")[:255]
+        fields["response_code"] = _bounded(exc.response_code, -_INT32, _INT32)
+        fields["response_text"] = clean_text(exc.response_text, 255)
     Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
     message.refresh_from_db()
     logger.warning("SMS %s to %s failed: %s", message.pk, message.recipient, error)
@@ -436,11 +570,17 @@ def _record_failure(message: Message, error: str, exc: MittoError | None) -> Mes
     return message
 
 
-def _record_unknown(message: Message, error: str) -> Message:
+def _record_unknown(message: Message, error: str, exc: MittoError | None = None) -> Message:
+    fields: dict[str, Any] = {}
+    if isinstance(exc, MittoAPIError):
+        fields["response_code"] = _bounded(exc.response_code, -_INT32, _INT32)
+        fields["response_text"] = clean_text(exc.response_text, 255)
     Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
         status=Status.UNKNOWN,
-        error=error + " The message may have been sent: check before sending it again.",
+        error=clean_text(error, 10_000)
+        + " The message may have been sent: check before sending it again.",
         status_changed_at=timezone.now(),
+        **fields,
     )
     message.refresh_from_db()
     logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, error)
@@ -517,66 +657,125 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
             status, error = Status.QUEUED, str(exc)
         else:
             status, error = Status.FAILED, str(exc)
+        error = clean_text(error, 10_000)
         fields: dict[str, Any] = {
             "status": status,
             "error": error,
             "status_changed_at": timezone.now(),
         }
         if isinstance(exc, MittoAPIError):
-            fields["response_code"] = exc.response_code
-            fields["response_text"] = (exc.response_text or "")[:255]
+            fields["response_code"] = _bounded(exc.response_code, -_INT32, _INT32)
+            fields["response_text"] = clean_text(exc.response_text, 255)
         Message.objects.filter(claim=token, status=Status.SENDING).update(**fields)
         logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
         if status == Status.FAILED:
             for message in messages:
                 message.status = Status.FAILED
                 announce(message_failed, Message, message=message, error=exc)
+        elif status == Status.UNKNOWN:
+            _apply_reports_of_rows_without_id(batch)
         return
 
     items = _match_bulk_items(messages, result.messages)
     done = timezone.now()
-    updated: list[Message] = []
-    results: list[SendResult] = []
+    accepted: list[tuple[Message, SendResult, dict[str, Any]]] = []
     missing: list[Message] = []
+    flagged: list[str] = []
     for message, item in zip(messages, items):
-        if item is None or not item.id:
+        if item is None:
             missing.append(message)
             continue
-        results.append(item)
-        message.status = Status.SENT
-        message.provider_id = item.id
-        message.response_code = result.response_code
-        message.response_text = result.response_text[:255]
-        message.sent_at = item.timestamp or done
-        message.status_changed_at = done
-        if item.parts:
-            message.segments = item.parts
-        updated.append(message)
-    with transaction.atomic():
-        Message.objects.bulk_update(
-            updated,
-            [
-                "status",
-                "provider_id",
-                "response_code",
-                "response_text",
-                "sent_at",
-                "status_changed_at",
-                "segments",
-            ],
-            batch_size=500,
+        fields, note = _answer_fields(
+            item, done, code=result.response_code, text=result.response_text
         )
-        if missing:
-            Message.objects.filter(pk__in=[m.pk for m in missing], status=Status.SENDING).update(
-                status=Status.UNKNOWN,
-                error="Mitto's bulk answer had no id for this recipient.",
-                status_changed_at=done,
+        if note:
+            flagged.append(note)
+        accepted.append((message, item, fields))
+    if flagged:
+        # One line per chunk, not one per recipient: a chunk may hold thousands.
+        logger.warning(
+            "Batch %s: %d of %d SMS sent without a usable Mitto id; first: %s",
+            batch.pk,
+            len(flagged),
+            len(messages),
+            flagged[0],
+        )
+    if missing:
+        Message.objects.filter(pk__in=[m.pk for m in missing], status=Status.SENDING).update(
+            status=Status.UNKNOWN,
+            error=gettext(
+                "Mitto's bulk answer has no item for this recipient: it may have been sent. "
+                "Answer: %(answer)s"
             )
+            % {"answer": result.raw or "-"},
+            status_changed_at=done,
+        )
+    stored = _write_bulk_sent(batch, accepted, done)
     from .callbacks import apply_pending_reports_bulk
 
-    apply_pending_reports_bulk(updated)
-    for message, item in zip(updated, results):
+    try:
+        apply_pending_reports_bulk([message for message, _ in stored])
+    except Exception:
+        logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
+    for message, item in stored:
         announce(message_sent, Message, message=message, result=item)
+    if missing or flagged:
+        _apply_reports_of_rows_without_id(batch)
+
+
+def _apply_reports_of_rows_without_id(batch: Batch) -> None:
+    """Reports that came on the batch URL while the chunk was in flight waited ``unmatched``;
+    now that some rows have no id (``unknown``, or accepted without one), match them."""
+    from .callbacks import apply_pending_batch_reports
+
+    try:
+        apply_pending_batch_reports(batch)
+    except Exception:
+        logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
+
+
+_BULK_SENT_FIELDS = [
+    "status",
+    "provider_id",
+    "response_code",
+    "response_text",
+    "sent_at",
+    "status_changed_at",
+    "segments",
+    "text_length",
+    "error",
+]
+
+
+def _write_bulk_sent(
+    batch: Batch, accepted: list[tuple[Message, SendResult, dict[str, Any]]], done: datetime
+) -> list[tuple[Message, SendResult]]:
+    """Store the accepted items with one ``bulk_update``; row by row when that is refused (a
+    duplicate id, say), so that only the rows that cannot be written end ``unknown``."""
+    for message, _item, fields in accepted:
+        for name, value in fields.items():
+            setattr(message, name, value)
+        message.status = Status.SENT
+        message.status_changed_at = done
+    try:
+        with transaction.atomic():
+            Message.objects.bulk_update(
+                [message for message, _, _ in accepted], _BULK_SENT_FIELDS, batch_size=500
+            )
+        return [(message, item) for message, item, _ in accepted]
+    except Exception as exc:
+        logger.warning(
+            "Batch %s: Mitto's answer could not be stored at once (%s); storing row by row",
+            batch.pk,
+            type(exc).__name__,
+        )
+    stored: list[tuple[Message, SendResult]] = []
+    for message, item, fields in accepted:
+        if _write_sent(message, item, fields, done):
+            stored.append((message, item))
+        else:
+            message.refresh_from_db()
+    return stored
 
 
 def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:
@@ -665,8 +864,8 @@ class CountryUsage:
 class UsageReport:
     """Usage per country between two dates (both included): Mitto's and the local count."""
 
-    start: datetime.date
-    end: datetime.date
+    start: dt.date
+    end: dt.date
     rows: list[CountryUsage]
     currency: str = ""
 
@@ -692,22 +891,18 @@ class UsageReport:
         return [row for row in self.rows if not row.matches]
 
 
-def _period(
-    start: datetime.date, end: datetime.date
-) -> tuple[datetime.datetime, datetime.datetime]:
+def _period(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
     if end < start:
         raise ValidationError(
             {"end": ValidationError("The end date is before the start date.", code="invalid")}
         )
-    utc = datetime.timezone.utc
-    since = datetime.datetime.combine(start, datetime.time.min, tzinfo=utc)
-    until = datetime.datetime.combine(
-        end + datetime.timedelta(days=1), datetime.time.min, tzinfo=utc
-    )
+    utc = dt.timezone.utc
+    since = dt.datetime.combine(start, dt.time.min, tzinfo=utc)
+    until = dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=utc)
     return since, until
 
 
-def local_usage(start: datetime.date, end: datetime.date) -> dict[str, tuple[int, int]]:
+def local_usage(start: dt.date, end: dt.date) -> dict[str, tuple[int, int]]:
     """Messages and parts Mitto accepted from here between two UTC dates, per country.
 
     Counted: messages with a Mitto id whose ``sent_at`` falls in the period, test calls
@@ -735,9 +930,7 @@ def local_usage(start: datetime.date, end: datetime.date) -> dict[str, tuple[int
     return totals
 
 
-def usage(
-    start: datetime.date, end: datetime.date, *, account_name: str | None = None
-) -> UsageReport:
+def usage(start: dt.date, end: dt.date, *, account_name: str | None = None) -> UsageReport:
     """Mitto's usage per country (``POST /usage/bycountry``) beside the local count.
 
     ``account_name`` defaults to ``MITTO_ACCOUNT_NAME``. One row per country either side
@@ -765,7 +958,7 @@ def usage(
     return UsageReport(start=start, end=end, rows=rows, currency=currency)
 
 
-def month_to_date(today: datetime.date | None = None) -> tuple[datetime.date, datetime.date]:
+def month_to_date(today: dt.date | None = None) -> tuple[dt.date, dt.date]:
     """The default usage period: the first day of the current month (UTC) to today."""
-    today = today or datetime.datetime.now(datetime.timezone.utc).date()
+    today = today or dt.datetime.now(dt.timezone.utc).date()
     return today.replace(day=1), today

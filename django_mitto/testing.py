@@ -18,14 +18,28 @@ SANDBOX_API_KEY = "sandbox-key"
 
 
 @pytest.fixture
-def mitto_sandbox(settings: Any) -> Iterator[Sandbox]:
+def mitto_sandbox_options() -> dict[str, Any]:
+    """Extra keyword arguments of the :class:`Sandbox` that ``mitto_sandbox`` starts.
+
+    Override this fixture, or parametrize it, to start the sandbox another way::
+
+        @pytest.mark.parametrize("mitto_sandbox_options", [{"reply_shape": "ids"}])
+        def test_ids_answers(mitto_sandbox): ...
+    """
+    return {}
+
+
+@pytest.fixture
+def mitto_sandbox(settings: Any, mitto_sandbox_options: dict[str, Any]) -> Iterator[Sandbox]:
     """A running Mitto sandbox; ``MITTO_API_URL``/``MITTO_API_KEY`` point at it.
 
     Delivery reports are sent at once (``report_delay=0``) to the callback URL you set:
     ``mitto_sandbox.callback_url = live_server.url + "/mitto/callback/<secret>/"``, or to the
-    per-message URL when ``MITTO_CALLBACK_BASE_URL`` is set.
+    per-message URL when ``MITTO_CALLBACK_BASE_URL`` is set. ``mitto_sandbox_options`` gives
+    further :class:`Sandbox` arguments (``reply_shape="ids"``, ``intermediate=True``...).
     """
-    with Sandbox(api_key=SANDBOX_API_KEY, report_delay=0) as sandbox:
+    options = {"api_key": SANDBOX_API_KEY, "report_delay": 0, **mitto_sandbox_options}
+    with Sandbox(**options) as sandbox:
         settings.MITTO_API_URL = sandbox.url
-        settings.MITTO_API_KEY = SANDBOX_API_KEY
+        settings.MITTO_API_KEY = sandbox.api_key or SANDBOX_API_KEY
         yield sandbox

@@ -464,3 +464,171 @@ def test_client_reads_missing_arguments_from_settings(settings) -> None:
 )
 def test_parse_timestamp(value, expected) -> None:
     assert parse_timestamp(value) == expected
+
+
+# -- every documented reply shape -----------------------------------------------------------------
+
+ID = "715118ef01aa4480bbd67324a0459b0b"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # Mitto's API overview: an "ids" array and no "id"
+        {
+            "ids": [ID],
+            "timestamp": "2019-04-13T12:07:57.8625574Z",
+            "responseCode": 0,
+            "responseText": "SMS sent successfully.",
+        },
+        {"IDS": [ID, "second"], "responseCode": 0},
+        {"messageId": ID, "responseCode": 0},
+        {"MessageID": ID, "responseCode": 0},
+        {"id": ID, "ids": ["other"], "responseCode": 0},
+    ],
+)
+def test_id_is_read_from_id_ids_or_message_id_in_any_case(canned, body) -> None:
+    canned.reply(Reply(body=body))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert result.id == ID
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        f"<response><ids><id>{ID}</id></ids><responseCode>0</responseCode></response>",
+        f"<Response><IDs><ID>{ID}</ID><ID>second</ID></IDs><ResponseCode>0</ResponseCode></Response>",
+        f"<response><MessageId>{ID}</MessageId><responseCode>0</responseCode></response>",
+    ],
+)
+def test_id_is_read_from_every_xml_shape(canned, xml) -> None:
+    canned.reply(Reply(content_type="application/xml", body=xml))
+    result = make_client(canned.url, response_format="xml").send("41791234567", "Hi", sender="S1")
+    assert result.id == ID
+
+
+def test_bulk_items_give_their_id_in_any_shape(canned) -> None:
+    canned.reply(
+        Reply(
+            body={
+                "responseCode": 0,
+                "messages": [
+                    {"ids": ["a1"], "to": "491765410994"},
+                    {"MessageId": "b2", "to": "491765410995"},
+                    {"Id": "c3", "to": "491765410996"},
+                ],
+            }
+        )
+    )
+    result = make_client(canned.url).send_bulk(
+        ["+491765410994", "+491765410995", "+491765410996"], "Hi", sender="Shop"
+    )
+    assert [m.id for m in result.messages] == ["a1", "b2", "c3"]
+
+
+def test_bulk_answer_with_only_an_ids_array_gives_one_item_per_id(canned) -> None:
+    canned.reply(Reply(body={"responseCode": 0, "ids": ["a1", "b2"]}))
+    result = make_client(canned.url).send_bulk(
+        ["+491765410994", "+491765410995"], "Hi", sender="S1"
+    )
+    assert [m.id for m in result.messages] == ["a1", "b2"]
+
+
+def test_bulk_xml_items_with_ids(canned) -> None:
+    canned.reply(
+        Reply(
+            content_type="application/xml",
+            body="<response><responseCode>0</responseCode><messages>"
+            "<message><ids><id>a1</id></ids><to>491765410994</to></message>"
+            "<message><messageId>b2</messageId><to>491765410995</to></message>"
+            "</messages></response>",
+        )
+    )
+    result = make_client(canned.url, response_format="xml").send_bulk(
+        ["+491765410994", "+491765410995"], "Hi", sender="Shop"
+    )
+    assert [m.id for m in result.messages] == ["a1", "b2"]
+
+
+@pytest.mark.parametrize("shape", ["id", "ids"])
+@pytest.mark.parametrize("response_format", ["json", "xml"])
+def test_sandbox_reply_shapes_are_read_single_and_bulk(shape, response_format) -> None:
+    with Sandbox(api_key=KEY, reply_shape=shape) as box:
+        client = make_client(box.url, response_format=response_format)
+        result = client.send("+41791234567", "Hi", sender="Shop")
+        bulk = client.send_bulk(["+41791234561", "+41791234562"], "Hi", sender="Shop")
+        received = box.messages
+    assert result.id == received[0]["id"]
+    assert [m.id for m in bulk.messages] == [r["id"] for r in received[1:]]
+    assert all(UUID_RE.match(m.id) for m in bulk.messages)
+
+
+# -- bounded, cleaned answers ---------------------------------------------------------------------
+
+
+def test_answer_fields_are_cleaned_and_bounded(canned) -> None:
+    canned.reply(
+        Reply(
+            body={
+                "id": "abc\u0000def",
+                "responseCode": 0,
+                "responseText": "SMS\u0000 sent \ud800",
+                "textLength": 10**40,
+                "messageParts": 100_000,
+                "timestamp": "2019-04-13T17:51:06.3091182+99:99",
+                "to": {"nested": True},
+            }
+        )
+    )
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert "\u0000" not in result.id and result.id != "abcdef"  # a damaged id stays visible
+    assert result.response_text == "SMS  sent"
+    assert (result.text_length, result.parts, result.timestamp) == (None, None, None)
+    assert result.to == "41791234567"
+    assert "SMS" in result.raw
+
+
+def test_out_of_range_response_code_is_not_a_number(canned) -> None:
+    canned.reply(Reply(400, {"responseCode": 10**30, "responseText": "x\u0000y"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.response_code is None
+    assert "\u0000" not in str(info.value) and "\u0000" not in info.value.response_text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2019-04-13T17:51:06+99:99",
+        "2019-04-13T17:51:06+24:00",
+        "0001-01-01T00:30:00+01:00",
+        "9999-12-31T23:59:59-01:00",
+        "1000-01-01T00:00:00Z",
+    ],
+)
+def test_parse_timestamp_refuses_out_of_range_offsets_and_years(value) -> None:
+    assert parse_timestamp(value) is None
+
+
+# -- the 5xx rule ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "refused"),
+    [
+        (500, 1, False),  # internal error: Mitto may have queued the message
+        (502, 1, False),
+        (500, 0, False),
+        (500, 8, True),  # a validation code proves the refusal
+        (500, 2, True),
+        (503, 1, True),  # 503: did not take it, retried
+        (400, 1, True),
+        (200, 1, True),
+    ],
+)
+def test_server_error_is_a_refusal_only_with_a_validation_code(canned, status, code, refused):
+    canned.reply(Reply(status, {"responseCode": code, "responseText": "Internal error"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.refused is refused
+    assert info.value.response_code == code

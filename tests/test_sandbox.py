@@ -790,3 +790,54 @@ def test_cli_logs_requests_without_the_key() -> None:
     _, stderr = process.communicate()
     assert '"POST /sms" 401' in stderr
     assert "very-secret-key" not in stderr
+
+
+# -- reply shapes --------------------------------------------------------------------------
+
+
+def test_reply_shape_ids_answers_with_an_ids_array() -> None:
+    with Sandbox(report_delay=0, reply_shape="ids") as sb:
+        data = send(sb, "/sms", message()).json()
+        assert set(data) == {
+            "ids",
+            "timestamp",
+            "to",
+            "responseCode",
+            "responseText",
+            "textLength",
+            "messageParts",
+        }
+        (message_id,) = data["ids"]
+        assert is_dashed_uuid(message_id)
+        assert sb.messages[0]["id"] == message_id
+        bulk = send(sb, "/smsbulk", message(to=["491725551234", "41791234567"])).json()
+        assert all("id" not in item and len(item["ids"]) == 1 for item in bulk["messages"])
+        assert [item["ids"][0] for item in bulk["messages"]] == [m["id"] for m in sb.messages[1:]]
+        root = ET.fromstring(send(sb, "/sms.xml", message()).content)
+        assert root.find("id") is None
+        assert root.findtext("ids/id") == sb.messages[-1]["id"]
+        root = ET.fromstring(send(sb, "/smsbulk.xml", message(to=["491725551234"])).content)
+        assert root.findtext("messages/message/ids/id") == sb.messages[-1]["id"]
+
+
+def test_reply_shape_is_a_setting(sandbox: Sandbox) -> None:
+    url = sandbox.url + "/_sandbox/settings"
+    assert requests.get(url, timeout=5).json()["reply_shape"] == "id"
+    assert (
+        requests.patch(url, json={"reply_shape": "IDS"}, timeout=5).json()["reply_shape"] == "ids"
+    )
+    assert "ids" in send(sandbox).json()
+    answer = requests.patch(url, json={"reply_shape": "messageid"}, timeout=5)
+    assert answer.status_code == 400 and "reply_shape" in answer.json()["error"]
+    with pytest.raises(ValueError, match="reply_shape"):
+        Sandbox(reply_shape="uuid")
+
+
+def test_cli_reply_shape() -> None:
+    process, url = _start_cli("--quiet", "--reply-shape", "ids")
+    try:
+        data = requests.post(url + "/sms", json=message(), headers=HEADERS, timeout=5).json()
+        assert is_dashed_uuid(data["ids"][0]) and "id" not in data
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)

@@ -612,3 +612,231 @@ def test_none_for_an_optional_option_means_not_given(mitto_sandbox) -> None:
     message.refresh_from_db()
     assert (message.status, message.reference, message.udh) == (Message.Status.SENT, "", "")
     assert message.sender == "DjangoMitto"
+
+
+# -- every reply shape, and answers that cannot be stored as they are -----------------------------
+
+ACCEPTED = {"responseCode": 0, "responseText": "SMS sent successfully."}
+
+
+def test_send_sms_returns_the_message_as_the_send_left_it(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == Message.Status.SENT  # no refresh_from_db() needed
+    assert message.provider_id == mitto_sandbox.messages[0]["id"]
+
+
+def test_send_sms_inside_a_transaction_returns_it_queued(mitto_sandbox) -> None:
+    with transaction.atomic():
+        message = services.send_sms("+41791234567", "Hi")
+        assert message.status == Message.Status.QUEUED
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ids": ["715118ef01aa4480bbd67324a0459b0b"], **ACCEPTED},
+        {"messageId": "715118ef01aa4480bbd67324a0459b0b", **ACCEPTED},
+    ],
+)
+def test_documented_ids_answer_records_the_id(canned, body) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body=body))
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == "sent"
+    assert message.provider_id == "715118ef01aa4480bbd67324a0459b0b"
+    assert message.error == ""
+
+
+def test_accepted_answer_without_id_is_sent_but_flagged(canned, caplog) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent", "textLength": 2}))
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == "sent"
+    assert message.provider_id == ""
+    assert "no message id" in message.error
+    assert '"responseText": "SMS sent"' in message.error  # the answer is kept
+    warnings = [
+        r for r in caplog.records if r.levelname == "WARNING" and "no message id" in r.getMessage()
+    ]
+    assert len(warnings) == 1
+
+
+def test_message_flagged_without_id_shows_the_reason_in_the_admin(canned, admin_client) -> None:
+    from django.urls import reverse
+
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent"}))
+    message = services.send_sms("+41791234567", "Hi")
+    page = admin_client.get(reverse("admin:django_mitto_message_change", args=[message.pk]))
+    assert page.status_code == 200
+    assert "no message id" in page.content.decode()
+
+
+def test_over_long_id_is_not_stored_and_never_raises(canned) -> None:
+    from tests.canned import Reply
+
+    long_id = "f" * 65
+    canned.reply(Reply(body={"id": long_id, **ACCEPTED}))
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == "sent"
+    assert message.provider_id == ""
+    assert "cannot be stored" in message.error and long_id in message.error
+    assert len(canned.requests) == 1
+
+
+def test_id_already_used_by_another_message_ends_unknown_with_the_answer(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"id": "dup-1", **ACCEPTED}), Reply(body={"id": "dup-1", **ACCEPTED}))
+    first = services.send_sms("+41791234567", "Hi")
+    second = services.send_sms("+41791234568", "Hi")  # must not raise IntegrityError
+    assert (first.status, first.provider_id) == ("sent", "dup-1")
+    assert (second.status, second.provider_id) == ("unknown", "")
+    assert f"message {first.pk} already has" in second.error
+    assert "dup-1" in second.error and "check before sending it again" in second.error
+    services.send_message(second.pk)  # an unknown message is never resent blindly
+    assert len(canned.requests) == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"messageParts": 100_000, "textLength": -3},
+        {"messageParts": -1, "textLength": 10**12},
+        {"timestamp": "2019-04-13T17:51:06.3091182+99:99"},
+        {"timestamp": "0001-01-01T00:30:00+01:00"},
+        {"timestamp": "9999-12-31T23:59:59-01:00"},
+        {"timestamp": "2150-01-01T00:00:00Z"},
+        {"responseText": "SMS\u0000sent \ud800", "to": "\u0000"},
+    ],
+)
+def test_absurd_fields_of_an_accepted_answer_are_bounded(canned, answer) -> None:
+    from django.utils import timezone
+
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"id": "abc-1", **ACCEPTED, **answer}))
+    before = timezone.now()
+    message = services.send_sms("+41791234567", "Hi")
+    assert (message.status, message.provider_id) == ("sent", "abc-1")
+    assert (message.segments, message.text_length) == (1, 2)  # ours, not the absurd ones
+    assert before <= message.sent_at <= timezone.now()
+    assert "\u0000" not in message.response_text
+
+
+def test_damaged_id_is_not_stored(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"id": "abc\u0000def", **ACCEPTED}))
+    message = services.send_sms("+41791234567", "Hi")
+    assert (message.status, message.provider_id) == ("sent", "")
+    assert "cannot be stored" in message.error
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "expected"),
+    [(500, 1, "unknown"), (502, 1, "unknown"), (500, 8, "failed"), (400, 1, "failed")],
+)
+def test_server_error_is_unknown_unless_its_code_proves_a_refusal(
+    canned, status, code, expected
+) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(status, {"responseCode": code, "responseText": "Internal error"}))
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == expected
+    assert message.response_code == code
+    assert len(canned.requests) == 1
+
+
+@pytest.mark.parametrize("segments", [-1, 10**20])
+def test_database_refusing_the_answer_ends_unknown_without_raising(
+    canned, monkeypatch, segments
+) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"id": "abc-2", **ACCEPTED}))
+    real = services._answer_fields
+
+    def unbounded(result, now, **kwargs):
+        fields, note = real(result, now, **kwargs)
+        fields["segments"] = segments  # what an unbounded messageParts would write
+        return fields, note
+
+    monkeypatch.setattr(services, "_answer_fields", unbounded)
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == "unknown"
+    assert "could not be stored" in message.error and "abc-2" in message.error
+
+
+def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(
+        Reply(
+            body={
+                **ACCEPTED,
+                "messages": [
+                    {"ids": ["a-1"], "to": "41791234567"},
+                    {"messageId": "b-2", "to": "41791234568"},
+                ],
+            }
+        )
+    )
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    rows = dict(batch.messages.values_list("recipient", "provider_id"))
+    assert rows == {"+41791234567": "a-1", "+41791234568": "b-2"}
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+
+
+def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned, caplog) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(body={"id": "taken", **ACCEPTED}))
+    taken = services.send_sms("+41791234560", "Hi")
+    canned.reply(
+        Reply(
+            body={
+                **ACCEPTED,
+                "messages": [
+                    {"id": "ok-1", "to": "41791234561", "messageParts": 10**9},
+                    {"id": "taken", "to": "41791234562"},
+                    {"id": "x" * 100, "to": "41791234563"},
+                    {"to": "41791234564"},
+                    {"id": "twice", "to": "41791234565"},
+                    {"id": "twice", "to": "41791234566"},
+                ],
+            }
+        )
+    )
+    numbers = [f"+4179123456{i}" for i in range(1, 7)]
+    batch = services.send_bulk(numbers, "Hi")  # must not raise
+    rows = {
+        m.recipient: (m.status, m.provider_id, m.error, m.segments) for m in batch.messages.all()
+    }
+    assert rows["+41791234561"][:2] == ("sent", "ok-1") and rows["+41791234561"][3] == 1
+    assert rows["+41791234562"][:2] == ("unknown", "")
+    assert f"message {taken.pk} already has" in rows["+41791234562"][2]
+    assert rows["+41791234563"][:2] == ("sent", "")
+    assert "cannot be stored" in rows["+41791234563"][2]
+    assert rows["+41791234564"][:2] == ("sent", "")
+    assert "no message id" in rows["+41791234564"][2]
+    assert sorted(rows[n][0] for n in ("+41791234565", "+41791234566")) == ["sent", "unknown"]
+    assert not batch.messages.filter(status="sending").exists()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("2 of 6 SMS sent without a usable Mitto id" in w for w in warnings)
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_bulk_server_error_with_internal_error_code_is_unknown(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}

@@ -709,3 +709,57 @@ def test_simultaneous_reports_with_different_ids_teach_one_id_only(make_message)
     assert outcomes[(True, Outcome.APPLIED)] == 1
     assert outcomes[(True, Outcome.DUPLICATE)] == 5
     assert status_of(message) == Status.DELIVERED
+
+
+# -- the send side hands waiting batch reports over once it gives up on its rows -----------------
+
+
+def test_mitto_dispatch_applies_the_reports_that_waited_for_stuck_batch_rows(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    row = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    Message.objects.filter(pk=row.pk).update(status_changed_at="2000-01-01T00:00:00Z")
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-1", "status": "delivered", "to": "41791234501"})
+    assert only_unmatched_count() == 1
+
+    call_command("mitto_dispatch", "--sending-for", "60", stdout=mock.Mock())
+
+    stored = Message.objects.get(pk=row.pk)
+    assert (stored.status, stored.provider_id) == (Status.DELIVERED, "id-1")
+    assert only_unmatched_count() == 0
+
+
+def test_bulk_send_that_times_out_applies_the_reports_that_came_meanwhile(
+    client: Client, settings: Any, db: None, django_capture_on_commit_callbacks: Any
+) -> None:
+    from django_mitto.client import MittoClient
+    from django_mitto.exceptions import MittoTransportError
+    from django_mitto.services import send_bulk
+
+    settings.MITTO_API_URL = "http://127.0.0.1:9"
+
+    def report_then_time_out(self: MittoClient, to: list[str], *args: Any, **kwargs: Any) -> None:
+        # Mitto took the request and reported on the first number before the answer was lost.
+        batch = Batch.objects.get()
+        response = client.get(
+            callback_url(callbacks.batch_token(batch)),
+            {"id": "learned-1", "status": "delivered", "to": to[0]},
+        )
+        assert response.json()["outcome"] == Outcome.UNMATCHED
+        raise MittoTransportError("POST /smsbulk: ReadTimeout.", request_sent=True)
+
+    with (
+        mock.patch.object(MittoClient, "send_bulk", report_then_time_out),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        batch = send_bulk(["+41791234501", "+41791234502"], "Hello")
+
+    rows = {m.recipient: m for m in Message.objects.filter(batch=batch)}
+    assert (rows["+41791234501"].status, rows["+41791234501"].provider_id) == (
+        Status.DELIVERED,
+        "learned-1",
+    )
+    assert rows["+41791234502"].status == Status.UNKNOWN
+    assert only_unmatched_count() == 0

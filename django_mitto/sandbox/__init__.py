@@ -26,6 +26,10 @@ receiver); 400 with ``responseCode`` 400 for a body that is not a JSON object;
 specified"}`` for a missing or wrong key. Details in
 :mod:`django_mitto.sandbox.server` and :mod:`django_mitto.sandbox.validation`.
 
+Accepted answers give each message's id as ``"id": "..."``, or, with
+``reply_shape="ids"`` (``--reply-shape ids``), as ``"ids": ["..."]``: the typical
+answer of Mitto's API overview.
+
 Delivery status rule, by the last digit of the recipient: 0-6 ``delivered``
 (errorcode 0), 7 ``undelivered`` (1), 8 ``expired`` (2), 9 ``rejected`` (3).
 Test messages (``"test": true``) get no report unless
@@ -41,7 +45,7 @@ expose the sandbox publicly; it binds 127.0.0.1 by default.
 
 from __future__ import annotations
 
-from django_mitto.sandbox.core import Sandbox, mitto_timestamp
+from django_mitto.sandbox.core import REPLY_SHAPES, Sandbox, mitto_timestamp
 from django_mitto.sandbox.faults import FAULT_KINDS, Fault
 from django_mitto.sandbox.reports import (
     DEFAULT_GET_TEMPLATE,
@@ -57,6 +61,7 @@ __all__ = [
     "DEFAULT_POST_TEMPLATE",
     "DEFAULT_STATUS_WORDS",
     "FAULT_KINDS",
+    "REPLY_SHAPES",
     "RESPONSE_TEXTS",
     "STATUS_RULE",
     "Fault",

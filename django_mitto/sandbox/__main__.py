@@ -10,83 +10,174 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from django_mitto.sandbox import Sandbox, extras
+from django_mitto.sandbox import REPLY_SHAPES, Sandbox, extras
 
 DEFAULT_PORT = 5800
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m django_mitto.sandbox",
-        description=(
-            "Run a local Mitto-compatible SMS gateway (POST /sms, /smsbulk) that answers like "
-            "Mitto and sends delivery reports. The final status depends on the recipient's last "
-            "digit: 0-6 delivered, 7 undelivered, 8 expired, 9 rejected. Inspect it at "
-            "GET /_sandbox/messages; steer faults with POST/DELETE /_sandbox/faults. The "
-            "/_sandbox endpoints need no API key: never expose the sandbox publicly."
-        ),
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument(
+DESCRIPTION = (
+    "Run a local Mitto-compatible SMS gateway (POST /sms, /smsbulk) that answers like "
+    "Mitto and sends delivery reports. The final status depends on the recipient's last "
+    "digit: 0-6 delivered, 7 undelivered, 8 expired, 9 rejected. Inspect it at "
+    "GET /_sandbox/messages; steer faults with POST/DELETE /_sandbox/faults. The "
+    "/_sandbox endpoints need no API key: never expose the sandbox publicly."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> list[argparse.Action]:
+    """Add the sandbox's options to ``parser``.
+
+    The one definition shared by ``python -m django_mitto.sandbox`` and ``manage.py
+    mitto_sandbox``; ``defaults`` replaces the default of an option, by its ``dest``
+    (``port=None`` for "read it from the settings"), and ``<dest>_help`` its help text.
+    Returns the options added.
+    """
+    actions: list[argparse.Action] = []
+
+    def option(*flags: str, dest: str, default: Any = None, help: str, **kwargs: Any) -> None:
+        actions.append(
+            parser.add_argument(
+                *flags,
+                dest=dest,
+                default=defaults.get(dest, default),
+                help=defaults.get(f"{dest}_help", help),
+                **kwargs,
+            )
+        )
+
+    option("--host", dest="host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    option(
         "--port",
+        dest="port",
         type=int,
         default=DEFAULT_PORT,
         help=f"port to bind, 0 for any free port (default {DEFAULT_PORT})",
     )
-    parser.add_argument(
+    option(
         "--api-key",
+        dest="api_key",
         default="sandbox-key",
         help="value expected in X-Mitto-API-Key (default 'sandbox-key'; '' disables the check)",
     )
-    parser.add_argument(
-        "--callback-url", default=None, help="account callback URL for delivery reports"
-    )
-    parser.add_argument(
+    option("--callback-url", dest="callback_url", help="account callback URL for delivery reports")
+    option(
         "--callback-method",
+        dest="callback_method",
         default="POST",
         type=str.upper,
         choices=("GET", "POST"),
         help="POST a JSON body (default) or GET with a query string",
     )
-    parser.add_argument(
+    option(
         "--callback-template",
-        default=None,
+        dest="callback_template",
         help="report template with ~msgid~ ~status~ ~errorcode~ ~reference~ ~receiver~ ~mcc~ "
         "~mnc~ ~sendtime~ ~sendtimestamp~ (default depends on the method)",
     )
-    parser.add_argument(
+    option(
         "--report-delay",
+        dest="report_delay",
         type=float,
         default=1.0,
         help="seconds before the first delivery report (default 1.0)",
     )
-    parser.add_argument(
-        "--intermediate", action="store_true", help="send a 'buffered' report before the final one"
+    option(
+        "--reply-shape",
+        dest="reply_shape",
+        default="id",
+        type=str.lower,
+        choices=REPLY_SHAPES,
+        help='how answers give the message id: "id": "..." (default) or "ids": ["..."]',
     )
-    parser.add_argument(
-        "--duplicate-reports", action="store_true", help="send every final report twice"
-    )
-    parser.add_argument(
-        "--reorder-reports",
+    option(
+        "--intermediate",
+        dest="intermediate",
         action="store_true",
+        default=False,
+        help="send a 'buffered' report before the final one",
+    )
+    option(
+        "--duplicate-reports",
+        dest="duplicate_reports",
+        action="store_true",
+        default=False,
+        help="send every final report twice",
+    )
+    option(
+        "--reorder-reports",
+        dest="reorder_reports",
+        action="store_true",
+        default=False,
         help="send the final report before the 'buffered' one",
     )
-    parser.add_argument(
+    option(
         "--report-test-messages",
+        dest="report_test_messages",
         action="store_true",
+        default=False,
         help="also send delivery reports for test messages",
     )
-    parser.add_argument("--mcc", default="228", help="MCC in reports (default 228)")
-    parser.add_argument("--mnc", default="01", help="MNC in reports (default 01)")
-    parser.add_argument(
-        "--quiet", "-q", action="store_true", help="do not log requests and reports to stderr"
+    option("--mcc", dest="mcc", default="228", help="MCC in reports (default 228)")
+    option("--mnc", dest="mnc", default="01", help="MNC in reports (default 01)")
+    option(
+        "--quiet",
+        "-q",
+        dest="quiet",
+        action="store_true",
+        default=False,
+        help="do not log requests and reports to stderr",
     )
-    extras.add_arguments(parser)
+    # The conversion and usage endpoints (django_mitto.sandbox.extras).
+    option(
+        "--conversion-disabled",
+        dest="conversion_disabled",
+        action="store_true",
+        default=False,
+        help="answer /sms/converted with 400, as Mitto does for an account without the feature",
+    )
+    option(
+        "--usage-shape",
+        dest="usage_shape",
+        default="list",
+        choices=("list", "object"),
+        help="/usage/bycountry answers a list of items (default) or an object keyed by country",
+    )
+    option(
+        "--usage-price",
+        dest="usage_price",
+        default=extras.DEFAULTS["usage_price"],
+        help=f"cost of one part in /usage/bycountry (default {extras.DEFAULTS['usage_price']})",
+    )
+    return actions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m django_mitto.sandbox", description=DESCRIPTION)
+    add_arguments(parser)
     return parser
+
+
+def to_argv(options: Mapping[str, Any]) -> list[str]:
+    """The command line that gives ``options`` (values by ``dest``) to :func:`main`.
+
+    Options that are absent or ``None`` are left out, so :func:`main` uses its defaults.
+    """
+    argv: list[str] = []
+    for action in add_arguments(argparse.ArgumentParser(add_help=False)):
+        value = options.get(action.dest)
+        if value is None:
+            continue
+        flag = next(f for f in action.option_strings if f.startswith("--"))
+        if action.nargs == 0:  # an on/off switch
+            if value:
+                argv.append(flag)
+        else:
+            argv += [flag, str(value)]
+    return argv
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mcc=args.mcc,
         mnc=args.mnc,
         log_requests=not args.quiet,
+        reply_shape=args.reply_shape,
     )
     try:
         extras.configure(sandbox, args)

@@ -15,7 +15,7 @@ from django_mitto.sandbox import faults as _faults
 from django_mitto.sandbox import reports as _reports
 from django_mitto.sandbox.validation import Accepted
 
-__all__ = ["Sandbox", "mitto_timestamp"]
+__all__ = ["REPLY_SHAPES", "Sandbox", "mitto_timestamp"]
 
 #: Settings that ``/_sandbox/settings`` may read and change (never the API key).
 SETTINGS: tuple[str, ...] = (
@@ -30,7 +30,12 @@ SETTINGS: tuple[str, ...] = (
     "mcc",
     "mnc",
     "status_words",
+    "reply_shape",
 )
+
+#: How an accepted message's id is given: ``"id": "..."`` (real traffic) or
+#: ``"ids": ["..."]`` (the typical answer in Mitto's API overview).
+REPLY_SHAPES: tuple[str, ...] = ("id", "ids")
 
 
 def mitto_timestamp(ns: int | None = None) -> str:
@@ -60,7 +65,9 @@ class Sandbox:
     ``log_requests`` (one line per request on stderr), ``max_retries`` and
     ``retry_backoff`` (retries of a failed callback, backoff doubling from
     ``retry_backoff`` seconds), ``callback_timeout`` (seconds per callback) and
-    ``report_workers`` (threads making callbacks).
+    ``report_workers`` (threads making callbacks), ``reply_shape`` (``"id"``, the default:
+    answers carry ``"id": "..."``; ``"ids"``: they carry ``"ids": ["..."]`` instead, single
+    answers and bulk items alike).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Sandbox:
         retry_backoff: float = 0.2,
         callback_timeout: float = 5.0,
         report_workers: int = 4,
+        reply_shape: str = "id",
     ) -> None:
         self.host = host
         self.port = port
@@ -104,6 +112,7 @@ class Sandbox:
         self.max_retries = max_retries
         self.retry_backoff = retry_backoff
         self.callback_timeout = callback_timeout
+        self.reply_shape = reply_shape
 
         self._lock = threading.Lock()
         self._reports_changed = threading.Condition(self._lock)
@@ -130,6 +139,18 @@ class Sandbox:
         if method not in ("GET", "POST"):
             raise ValueError(f"callback_method must be GET or POST, not {value!r}")
         self._callback_method = method
+
+    @property
+    def reply_shape(self) -> str:
+        """``id`` or ``ids``: how answers give each message's id."""
+        return self._reply_shape
+
+    @reply_shape.setter
+    def reply_shape(self, value: str) -> None:
+        shape = str(value).strip().lower()
+        if shape not in REPLY_SHAPES:
+            raise ValueError(f"reply_shape must be one of {', '.join(REPLY_SHAPES)}, not {value!r}")
+        self._reply_shape = shape
 
     @property
     def status_words(self) -> dict[str, str]:
@@ -348,7 +369,10 @@ class Sandbox:
             message_id = str(uuid.uuid4())
             timestamp = mitto_timestamp(now)
             status, errorcode = _reports.final_status(recipient)
-            item = {"id": message_id, "timestamp": timestamp, "to": recipient}
+            if self._reply_shape == "ids":
+                item = {"ids": [message_id], "timestamp": timestamp, "to": recipient}
+            else:
+                item = {"id": message_id, "timestamp": timestamp, "to": recipient}
             items.append(item)
             record = {
                 "id": message_id,

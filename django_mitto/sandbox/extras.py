@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from django_mitto.sandbox.core import Sandbox
     from django_mitto.sandbox.server import SandboxRequestHandler
 
-__all__ = ["ROUTES", "add_arguments", "configure", "handle", "options", "usage_by_country"]
+__all__ = ["ROUTES", "configure", "handle", "options", "usage_by_country"]
 
 CONVERTED = "/sms/converted"
 USAGE = "/usage/bycountry"
@@ -204,28 +204,8 @@ def handle(
     return handler._send_json(status, answer, keep_alive)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The command-line options of these endpoints (``python -m django_mitto.sandbox``)."""
-    parser.add_argument(
-        "--conversion-disabled",
-        action="store_true",
-        help="answer /sms/converted with 400, as Mitto does for an account without the feature",
-    )
-    parser.add_argument(
-        "--usage-shape",
-        choices=("list", "object"),
-        default="list",
-        help="/usage/bycountry answers a list of items (default) or an object keyed by country",
-    )
-    parser.add_argument(
-        "--usage-price",
-        default=DEFAULTS["usage_price"],
-        help=f"cost of one part in /usage/bycountry (default {DEFAULTS['usage_price']})",
-    )
-
-
 def configure(sandbox: Sandbox, args: argparse.Namespace) -> dict[str, Any]:
-    """Apply the options of :func:`add_arguments` (raises ``ValueError`` for a bad value)."""
+    """Apply the command-line options of these endpoints (raises ``ValueError`` for a bad value)."""
     return _set_options(
         sandbox,
         {

@@ -16,8 +16,10 @@ are tolerated):
     List, add (JSON ``{"kind": ..., "recipient": ..., "times": ..., "seconds": ...,
     "retry_after": ...}``, answers 201) or clear faults.
 ``GET|POST|PATCH /_sandbox/settings``
-    Read or change the report settings (never the API key).
+    Read or change the report settings and ``reply_shape`` (never the API key).
 
+An accepted message's id is ``"id": "..."``, or ``"ids": ["..."]`` when the
+sandbox's ``reply_shape`` is ``ids`` (in single answers and in bulk items alike).
 Answers use JSON unless the path ends in ``.xml`` or the query string has
 ``format=xml``; the XML root is ``<response>`` with one child per JSON key,
 and a bulk answer's items are ``<messages><message>...</message></messages>``.
@@ -635,6 +637,12 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             extra += b"Connection: close\r\n"
         elif self._http10:
             extra += b"Connection: keep-alive\r\n"
+        if self.server.sandbox.log_requests:
+            # Logged before answering, so that the line is there once the client has its answer.
+            code = "" if self._code is None else f" responseCode={self._code}"
+            sys.stderr.write(
+                f'{self.client_address[0]} "{self._method} {self._path}" {status}{code}\n'
+            )
         self.wfile.write(
             b"%s%sDate: %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s\r\n%s"
             % (
@@ -647,9 +655,4 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
                 body,
             )
         )
-        if self.server.sandbox.log_requests:
-            code = "" if self._code is None else f" responseCode={self._code}"
-            sys.stderr.write(
-                f'{self.client_address[0]} "{self._method} {self._path}" {status}{code}\n'
-            )
         return keep_alive

@@ -6,6 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from django_mitto.callbacks import apply_pending_batch_reports
 from django_mitto.models import Message, Status
 from django_mitto.tasks import enqueue_message
 
@@ -40,12 +41,18 @@ class Command(BaseCommand):
             status=Status.SENDING,
             status_changed_at__lte=now - timedelta(seconds=options["sending_for"]),
         )
+        stuck_batches = set(
+            stuck.filter(batch__isnull=False).order_by().values_list("batch_id", flat=True)
+        )
         marked = stuck.update(
             status=Status.UNKNOWN,
             status_changed_at=now,
             error="Stuck in 'sending' (the sending process stopped?): it may have been sent. "
             "Check before sending it again.",
         )
+        # Reports that came on a batch URL while its rows were in flight can be matched now.
+        for batch_pk in stuck_batches:
+            apply_pending_batch_reports(batch_pk)
         # Batch members go with their batch's bulk send; single messages one by one.
         pending = list(
             Message.objects.filter(

@@ -1,3 +1,5 @@
+"""``manage.py mitto_sandbox``: the Mitto sandbox, configured from this project's settings."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -5,83 +7,157 @@ from urllib.parse import urlsplit
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.urls import NoReverseMatch, reverse
+from django.utils.translation import gettext as _
 
 from django_mitto.conf import conf
+from django_mitto.sandbox import __main__ as sandbox_main
+
+#: Where the development server listens unless told otherwise (``runserver``'s default).
+DEFAULT_SITE = "http://127.0.0.1:8000"
 
 
 def default_port() -> int:
     parts = urlsplit(conf.API_URL)
     if parts.hostname in ("127.0.0.1", "localhost", "::1") and parts.port:
         return parts.port
-    return 5800
+    return sandbox_main.DEFAULT_PORT
 
 
-def default_callback_url() -> str:
-    """The account-wide callback URL of this project (MITTO_CALLBACK_BASE_URL + first secret)."""
+def default_site() -> str:
+    """This site's address: ``MITTO_CALLBACK_BASE_URL`` when set, else runserver's default."""
+    return conf.CALLBACK_BASE_URL or DEFAULT_SITE
+
+
+def callback_url_for_site(site: str) -> tuple[str, str]:
+    """The account-wide callback URL on ``site`` (the first ``MITTO_CALLBACK_SECRET`` as token).
+
+    Returns ``(url, "")``, or ``("", why)`` when no URL can be made.
+    """
     secrets = conf.CALLBACK_SECRETS
-    if not conf.CALLBACK_BASE_URL or not secrets:
-        return ""
+    if not secrets:
+        return "", _("MITTO_CALLBACK_SECRET is not set")
     try:
         path = reverse("django_mitto:callback", kwargs={"token": secrets[0]})
     except NoReverseMatch:
-        return ""
-    return conf.CALLBACK_BASE_URL + path
+        return "", _('django_mitto.urls is not included in the URLconf (path("mitto/", ...))')
+    return site.rstrip("/") + path, ""
+
+
+def default_callback_url() -> str:
+    """The account-wide callback URL of this project on :func:`default_site`."""
+    return callback_url_for_site(default_site())[0]
+
+
+def _same_place(url: str, other: str) -> bool:
+    """Whether two http URLs name the same local host and port (localhost == 127.0.0.1)."""
+    local = {"localhost", "127.0.0.1", "::1", "0.0.0.0", "::"}
+
+    def place(value: str) -> tuple[str, int | None]:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        return ("local" if host in local else host), port
+
+    return place(url) == place(other)
+
+
+def _masked(value: str) -> str:
+    """A secret as shown on the terminal: enough to recognise it, not enough to use it."""
+    if not value:
+        return _("(none: the key is not checked)")
+    if len(value) <= 8:
+        return value[:1] + "…" + f" ({len(value)} characters)"
+    return value[:4] + "…" + value[-2:] + f" ({len(value)} characters)"
 
 
 class Command(BaseCommand):
     help = (
         "Run the local Mitto sandbox for this project: it listens where MITTO_API_URL points, "
-        "expects MITTO_API_KEY, and sends delivery reports to this project's callback URL."
+        "expects MITTO_API_KEY, and sends delivery reports to this project's callback URL "
+        "(--site plus the callback path with the first MITTO_CALLBACK_SECRET). Takes every "
+        "option of python -m django_mitto.sandbox."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument(
-            "--port", type=int, default=None, help="default: the port of MITTO_API_URL, else 5800"
+        # The same options as python -m django_mitto.sandbox, with defaults from the settings.
+        sandbox_main.add_arguments(
+            parser,
+            port=None,
+            port_help="default: the port of MITTO_API_URL when it is local, else "
+            f"{sandbox_main.DEFAULT_PORT}",
+            api_key=None,
+            api_key_help="value expected in X-Mitto-API-Key; default: MITTO_API_KEY",
+            callback_url_help="account callback URL for delivery reports; default: --site plus "
+            "the callback path with the first MITTO_CALLBACK_SECRET (messages sent with a "
+            "per-message URL use that one)",
+            report_delay=2.0,
+            report_delay_help="seconds before the first delivery report (default 2)",
         )
-        parser.add_argument("--api-key", default=None, help="default: MITTO_API_KEY")
         parser.add_argument(
-            "--callback-url",
+            "--site",
             default=None,
-            help="account callback URL; default: MITTO_CALLBACK_BASE_URL + the callback path with "
-            "the first MITTO_CALLBACK_SECRET (messages sent with a per-message URL use that one)",
+            help="this site's address, where reports are sent; default: MITTO_CALLBACK_BASE_URL "
+            f"when set, else {DEFAULT_SITE} (runserver)",
         )
-        parser.add_argument(
-            "--callback-method", default="POST", choices=["GET", "POST"], type=str.upper
-        )
-        parser.add_argument("--report-delay", type=float, default=2.0, help="seconds (default 2)")
-        parser.add_argument("--intermediate", action="store_true")
-        parser.add_argument("--duplicate-reports", action="store_true")
-        parser.add_argument("--reorder-reports", action="store_true")
-        parser.add_argument("--report-test-messages", action="store_true")
-        parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_mitto.sandbox.__main__ import main
+        options = dict(options)
+        site = options.pop("site") or default_site()
+        if options["port"] is None:
+            options["port"] = default_port()
+        if options["api_key"] is None:
+            options["api_key"] = conf.API_KEY
+        callback = options["callback_url"]
+        if callback is None:
+            callback, why = callback_url_for_site(site)
+            if not callback:
+                self.stderr.write(
+                    _(
+                        "Warning: no callback URL for delivery reports (%(why)s): reports will "
+                        "not come back. Set MITTO_CALLBACK_SECRET and include django_mitto.urls, "
+                        "or pass --callback-url."
+                    )
+                    % {"why": why}
+                )
+                if conf.CALLBACK_BASE_URL:
+                    self.stderr.write(
+                        _(
+                            "Messages sent with their own callback URL (MITTO_CALLBACK_BASE_URL "
+                            "is set) still get reports."
+                        )
+                    )
+            options["callback_url"] = callback or None
 
-        argv = [
-            "--host", options["host"],
-            "--port", str(options["port"] if options["port"] is not None else default_port()),
-            "--api-key", options["api_key"] if options["api_key"] is not None else conf.API_KEY,
-            "--callback-method", options["callback_method"],
-            "--report-delay", str(options["report_delay"]),
-        ]  # fmt: skip
-        callback = (
-            options["callback_url"]
-            if options["callback_url"] is not None
-            else default_callback_url()
+        host = options["host"]
+        port = options["port"]
+        api_url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+        self.stdout.write(
+            _("API URL:      %(url)s")
+            % {"url": api_url if port else _("a free port, printed below")}
         )
-        if callback:
-            argv += ["--callback-url", callback]
-        for flag in (
-            "intermediate",
-            "duplicate_reports",
-            "reorder_reports",
-            "report_test_messages",
-            "quiet",
-        ):
-            if options[flag]:
-                argv.append("--" + flag.replace("_", "-"))
-        code = main(argv)
+        self.stdout.write(_("API key:      %(key)s") % {"key": _masked(options["api_key"])})
+        self.stdout.write(
+            _("Callback URL: %(url)s") % {"url": self._redacted(callback) if callback else "-"}
+        )
+        if port and not _same_place(conf.API_URL, api_url):
+            self.stderr.write(
+                _(
+                    "Warning: MITTO_API_URL is %(setting)s, so this project sends elsewhere: set "
+                    "it to %(url)s to send to the sandbox."
+                )
+                % {"setting": conf.API_URL, "url": api_url}
+            )
+        code = sandbox_main.main(sandbox_main.to_argv(options))
         if code:
             raise CommandError(f"The sandbox stopped with status {code}.")
+
+    @staticmethod
+    def _redacted(url: str) -> str:
+        # The account secret is the callback's password: say which one, never print it.
+        for index, secret in enumerate(conf.CALLBACK_SECRETS):
+            if secret:
+                url = url.replace(secret, f"<MITTO_CALLBACK_SECRET[{index}]>")
+        return url
