@@ -131,6 +131,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "--callback-method", "get", "--callback-template", "id=~msgid~", "--report-delay", "0.5",
         "--reply-shape", "ids", "--intermediate", "--duplicate-reports", "--reorder-reports",
         "--report-test-messages", "--mcc", "310", "--mnc", "260", "--quiet",
+        "--conversion-disabled", "--usage-shape", "object", "--usage-price", "0.07",
     )  # fmt: skip
     assert vars(args) == {
         "host": "::1",
@@ -148,6 +149,9 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "mcc": "310",
         "mnc": "260",
         "quiet": True,
+        "conversion_disabled": True,
+        "usage_shape": "object",
+        "usage_price": "0.07",
     }
 
 
