@@ -103,14 +103,14 @@ def _clean_options(
                 f"{name} has {len(value)} characters; at most {limit} are allowed.",
                 code="max_length",
             )
-    for name, value, top in (("validity", validity, None), ("pid", pid, 255)):
-        if value is None:
+    for name, number, top in (("validity", validity, None), ("pid", pid, 255)):
+        if number is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
             errors[name] = ValidationError(
                 f"{name} must be a non-negative integer.", code="invalid"
             )
-        elif top is not None and value > top:
+        elif top is not None and number > top:
             errors[name] = ValidationError(f"{name} must be at most {top}.", code="invalid")
     return sender, encoding, info
 

@@ -25,8 +25,8 @@ logger = logging.getLogger("django_mitto.callbacks")
 try:  # Django 5.1+
     from django.contrib.auth.decorators import login_not_required
 except ImportError:  # pragma: no cover - older Django
-
-    def login_not_required(view: Any) -> Any:
+    # A looser signature than Django's decorator, which mypy (reading 5.1+ stubs) compares.
+    def login_not_required(view: Any) -> Any:  # type: ignore[misc]
         return view
 
 

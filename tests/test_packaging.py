@@ -12,6 +12,8 @@ import pytest
 
 from django_mitto import __version__
 
+pytestmark = pytest.mark.packaging
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

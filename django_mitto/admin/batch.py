@@ -205,7 +205,7 @@ class BatchAdmin(admin.ModelAdmin):
     list_select_related = ["created_by"]
     search_fields = ["text", "sender"]
     date_hierarchy = "created_at"
-    fields = [
+    fields = readonly_fields = (
         "sender",
         "text",
         "encoding",
@@ -215,8 +215,7 @@ class BatchAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
         "completed_at",
-    ]
-    readonly_fields = fields
+    )
     change_list_template = "admin/django_mitto/batch/change_list.html"
     change_form_template = "admin/django_mitto/batch/change_form.html"
     send_template = "admin/django_mitto/batch/send.html"
@@ -378,7 +377,8 @@ class BatchAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": opts,
             "form": form,
-            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),
+            # AdminForm lays out any form; the stubs ask for a ModelForm.
+            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),  # type: ignore[arg-type]
             "hidden_fields": [form[name] for name in hidden],
             "preview": form.preview,
             "can_send": form.preview is not None and not form.errors and form.is_bound,
