@@ -20,7 +20,8 @@ DJANGO_OLDEST ?= Django>=4.2,<5.0
 QUICK = not postgres and not browser and not celery and not packaging and not demo
 
 .PHONY: venv venv-newest venv-oldest demo test test-sqlite test-postgres test-quick \
-	test-newest test-oldest test-all lint typecheck bench clean
+	test-newest test-newest-sqlite test-newest-postgres test-oldest test-all lint typecheck bench \
+	clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,7 +68,12 @@ test-quick: venv
 
 ## The whole suite, SQLite then PostgreSQL, on the newest Python and Django.
 test-newest: venv-newest
+	$(MAKE) --no-print-directory test-newest-sqlite test-newest-postgres
+
+test-newest-sqlite: venv-newest
 	$(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider
+
+test-newest-postgres: venv-newest
 	DATABASE_URL=$(POSTGRES_URL) $(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider
 
 ## The quick suite on the oldest Python and Django.

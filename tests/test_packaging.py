@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -15,13 +16,31 @@ from django_mitto import __version__
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parent.parent
+#: What a checkout holds besides its sources: venvs, caches, build output, test artifacts.
+NOT_SOURCE = (
+    ".git",
+    ".venv*",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    ".tox",
+    "build",
+    "dist",
+    "*.egg-info",
+    "test-artifacts",
+)
 
 
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory) -> dict[str, list[str]]:
     out = tmp_path_factory.mktemp("dist")
+    # Built from a copy of the tree: the build writes into its source (egg-info), and another
+    # test run (another Python) may be building from this checkout at the same time.
+    source = tmp_path_factory.mktemp("source") / "django-mitto"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
         check=True,
         capture_output=True,
     )
