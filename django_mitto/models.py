@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -198,6 +198,14 @@ STATUS_INFO: dict[str, StatusInfo] = {
         chart_colour="#56b4e9",
     ),
 }
+
+# A status without its entry would break the admin pages far from the cause: say so here.
+if set(STATUS_INFO) != set(Status):  # pragma: no cover - a mistake in this file
+    raise ImproperlyConfigured(
+        "django_mitto.models.STATUS_INFO must describe every Status and nothing else; "
+        f"missing: {sorted(set(Status) - set(STATUS_INFO))}, "
+        f"unknown: {sorted(set(STATUS_INFO) - set(Status))}"
+    )
 
 #: States no later report may change.
 FINAL_STATUSES = frozenset(s for s, info in STATUS_INFO.items() if info.final)
