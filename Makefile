@@ -66,7 +66,9 @@ test-postgres: venv
 test-quick: venv
 	$(BIN)/python -m pytest -m "$(QUICK)"
 
-## The whole suite, SQLite then PostgreSQL, on the newest Python and Django.
+## The whole suite on the newest Python and Django: every test on SQLite, then the tests that
+## only PostgreSQL runs (NEWEST_POSTGRES= runs every test on PostgreSQL as well).
+NEWEST_POSTGRES ?= postgres
 test-newest: venv-newest
 	$(MAKE) --no-print-directory test-newest-sqlite test-newest-postgres
 
@@ -74,7 +76,8 @@ test-newest-sqlite: venv-newest
 	$(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider
 
 test-newest-postgres: venv-newest
-	DATABASE_URL=$(POSTGRES_URL) $(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider
+	DATABASE_URL=$(POSTGRES_URL) $(VENV_NEWEST)/bin/python -m pytest -p no:cacheprovider \
+		$(if $(NEWEST_POSTGRES),-m "$(NEWEST_POSTGRES)")
 
 ## The quick suite on the oldest Python and Django.
 test-oldest: venv-oldest
