@@ -135,7 +135,10 @@ def _signed_value(token: str) -> tuple[str, bool]:
     """The value a signed token carries ("" when the signature is wrong) and whether it expired."""
     if token.count(".") == 2:
         try:
-            return _timestamp_signer().unsign(token, max_age=conf.CALLBACK_TOKEN_MAX_AGE), False
+            max_age = conf.CALLBACK_TOKEN_MAX_AGE
+            return _timestamp_signer().unsign(
+                token, max_age=None if max_age is None else timedelta(seconds=max_age)
+            ), False
         except signing.SignatureExpired:
             try:  # the signature is right, only the age is wrong: say so in the log
                 return _timestamp_signer().unsign(token), True
@@ -337,6 +340,7 @@ def record_report(
     """
     forced = ""
     learn = False
+    message: Message | None
     if message_pk is not None:
         message, forced, learn = _match_message_token(message_pk, parsed.provider_id)
     else:

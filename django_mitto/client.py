@@ -708,7 +708,7 @@ class MittoClient:
         return response
 
 
-class _Answer(dict):  # type: ignore[type-arg]
+class _Answer(dict[str, Any]):
     """A parsed answer (keys lower-cased) that also keeps its body, cleaned and trimmed."""
 
     raw: str = ""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
 
 from . import encoding as enc
@@ -37,19 +40,180 @@ class Status(models.TextChoices):
     UNKNOWN = "unknown", _("Unknown (may have been sent)")
 
 
-#: States no later report may change.
-FINAL_STATUSES = frozenset(
-    {Status.DELIVERED, Status.UNDELIVERED, Status.EXPIRED, Status.REJECTED, Status.FAILED}
+#: The dashboard's groups of statuses, bottom to top in a stacked bar.
+DELIVERED_GROUP = "delivered"
+IN_FLIGHT_GROUP = "in_flight"
+FAILED_GROUP = "failed"
+
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+def _check_colour(value: str, name: str) -> None:
+    # Colours are written into the admin's style sheet: only plain hex gets there.
+    if not _COLOUR.match(value):
+        raise ValueError(f"{name} must be a colour like #12ab34, not {value!r}")
+
+
+@dataclass(frozen=True)
+class StatusGroup:
+    """One of the dashboard's groups of statuses: its name and its colour on every chart."""
+
+    key: str
+    label: str | Promise
+    colour: str
+
+    def __post_init__(self) -> None:
+        _check_colour(self.colour, f"the colour of group {self.key!r}")
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """The statuses in this group, in the order ``Status`` declares them."""
+        return tuple(s for s in Status if STATUS_INFO[s].group == self.key)
+
+
+@dataclass(frozen=True)
+class StatusInfo:
+    """What a status means, for the delivery-report rules, the dashboard and the admin."""
+
+    #: The name shown for it (``Status``'s label).
+    label: str | Promise
+    #: How far along a message is: a status only ever moves to a higher rank.
+    rank: int
+    #: Final: no later report may change it.
+    final: bool
+    #: The key of its group in ``STATUS_GROUPS``.
+    group: str
+    #: Mitto accepted the message (or may have), so its parts count as used.
+    parts_used: bool
+    #: The message is on its way by itself: pages showing it keep refreshing.
+    on_its_way: bool
+    #: The background of its badge in lists and timelines.
+    colour: str
+    #: Its segment on the dashboard's and batch page's bars (a shade of its group's colour).
+    chart_colour: str
+
+    def __post_init__(self) -> None:
+        _check_colour(self.colour, f"the colour of status {self.label!s}")
+        _check_colour(self.chart_colour, f"the chart colour of status {self.label!s}")
+
+
+#: The groups, in the order the charts stack them (Okabe-Ito colours: told apart with any
+#: colour vision).
+STATUS_GROUPS: tuple[StatusGroup, ...] = (
+    StatusGroup(DELIVERED_GROUP, _("Delivered"), "#009e73"),
+    StatusGroup(IN_FLIGHT_GROUP, _("In flight"), "#56b4e9"),
+    StatusGroup(FAILED_GROUP, _("Failed"), "#d55e00"),
 )
 
-#: How far along a message is; a status only ever moves to a higher rank.
-STATUS_RANK: dict[str, int] = {
-    Status.QUEUED: 0,
-    Status.SENDING: 1,
-    Status.UNKNOWN: 2,
-    Status.SENT: 3,
-    **{s: 4 for s in FINAL_STATUSES},
+#: Every status and what it means: the one place to change when a status is added or changed.
+STATUS_INFO: dict[str, StatusInfo] = {
+    Status.QUEUED: StatusInfo(
+        label=Status.QUEUED.label,
+        rank=0,
+        final=False,
+        group=IN_FLIGHT_GROUP,
+        parts_used=False,
+        on_its_way=True,
+        colour="#79838c",
+        chart_colour="#56b4e9",
+    ),
+    Status.SENDING: StatusInfo(
+        label=Status.SENDING.label,
+        rank=1,
+        final=False,
+        group=IN_FLIGHT_GROUP,
+        parts_used=False,
+        on_its_way=True,
+        colour="#417690",
+        chart_colour="#56b4e9",
+    ),
+    Status.SENT: StatusInfo(
+        label=Status.SENT.label,
+        rank=3,
+        final=False,
+        group=IN_FLIGHT_GROUP,
+        parts_used=True,
+        on_its_way=True,
+        colour="#2a7ab0",
+        chart_colour="#56b4e9",
+    ),
+    Status.DELIVERED: StatusInfo(
+        label=Status.DELIVERED.label,
+        rank=4,
+        final=True,
+        group=DELIVERED_GROUP,
+        parts_used=True,
+        on_its_way=False,
+        colour="#2e7d32",
+        chart_colour="#009e73",
+    ),
+    Status.UNDELIVERED: StatusInfo(
+        label=Status.UNDELIVERED.label,
+        rank=4,
+        final=True,
+        group=FAILED_GROUP,
+        parts_used=True,
+        on_its_way=False,
+        colour="#c05621",
+        chart_colour="#d55e00",
+    ),
+    Status.EXPIRED: StatusInfo(
+        label=Status.EXPIRED.label,
+        rank=4,
+        final=True,
+        group=FAILED_GROUP,
+        parts_used=True,
+        on_its_way=False,
+        colour="#8d6e63",
+        chart_colour="#e69f00",
+    ),
+    Status.REJECTED: StatusInfo(
+        label=Status.REJECTED.label,
+        rank=4,
+        final=True,
+        group=FAILED_GROUP,
+        parts_used=True,
+        on_its_way=False,
+        colour="#ba2121",
+        chart_colour="#cc79a7",
+    ),
+    # Mitto refused the request: nothing was sent, nothing is billed.
+    Status.FAILED: StatusInfo(
+        label=Status.FAILED.label,
+        rank=4,
+        final=True,
+        group=FAILED_GROUP,
+        parts_used=False,
+        on_its_way=False,
+        colour="#ba2121",
+        chart_colour="#a03c00",
+    ),
+    # The request may or may not have reached Mitto: waits for a person, counted as billed.
+    Status.UNKNOWN: StatusInfo(
+        label=Status.UNKNOWN.label,
+        rank=2,
+        final=False,
+        group=IN_FLIGHT_GROUP,
+        parts_used=True,
+        on_its_way=False,
+        colour="#b7791f",
+        chart_colour="#56b4e9",
+    ),
 }
+
+# A status without its entry would break the admin pages far from the cause: say so here.
+if set(STATUS_INFO) != set(Status):  # pragma: no cover - a mistake in this file
+    raise ImproperlyConfigured(
+        "django_mitto.models.STATUS_INFO must describe every Status and nothing else; "
+        f"missing: {sorted(set(Status) - set(STATUS_INFO))}, "
+        f"unknown: {sorted(set(STATUS_INFO) - set(Status))}"
+    )
+
+#: States no later report may change.
+FINAL_STATUSES = frozenset(s for s, info in STATUS_INFO.items() if info.final)
+
+#: How far along a message is; a status only ever moves to a higher rank.
+STATUS_RANK: dict[str, int] = {s: info.rank for s, info in STATUS_INFO.items()}
 
 
 class Batch(models.Model):
@@ -254,8 +418,8 @@ class Message(models.Model):
             except ValidationError as exc:
                 errors["text"] = exc
         checked = {"reference": self.reference, "validity": self.validity, "pid": self.pid}
-        for name, exc in validators.check_fields(checked).items():
-            errors.setdefault(name, exc)
+        for name, problem in validators.check_fields(checked).items():
+            errors.setdefault(name, problem)
         if errors:
             raise ValidationError(errors)
 

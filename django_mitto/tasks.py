@@ -117,4 +117,4 @@ else:  # pragma: no cover
                 'pip install "django-mitto[celery]".'
             )
 
-    send_message_task = send_batch_task = _MissingCelery()  # type: ignore[assignment]
+    send_message_task = send_batch_task = _MissingCelery()

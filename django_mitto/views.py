@@ -44,8 +44,8 @@ logger = logging.getLogger("django_mitto.callbacks")
 try:  # Django 5.1+
     from django.contrib.auth.decorators import login_not_required
 except ImportError:  # pragma: no cover - older Django
-
-    def login_not_required(view: Any) -> Any:
+    # A looser signature than Django's decorator, which mypy (reading 5.1+ stubs) compares.
+    def login_not_required(view: Any) -> Any:  # type: ignore[misc]
         return view
 
 
@@ -200,7 +200,9 @@ class DeliveryReportView(APIView):
             if body is None and not query:
                 return _ready()
             fields = {**resolve_aliases(query), **resolve_aliases(body or {})}
-            payload = {"query": query} if body is None else {"query": query, "body": body}
+            payload: dict[str, Any] = (
+                {"query": query} if body is None else {"query": query, "body": body}
+            )
             if check.message_pk is not None or check.batch_pk is not None:
                 # Which URL it came to ("batch 3"), never the token: a report stored unmatched
                 # on a batch URL is matched within that batch later.

@@ -89,6 +89,11 @@ MITTO_TASK_BACKEND = os.environ.get("MITTO_TASK_BACKEND", "inline")
 MITTO_BULK_CHUNK_SIZE = int(os.environ.get("MITTO_BULK_CHUNK_SIZE", "500"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_IGNORE_RESULT = True
+# A queue of this test run's own, so that two runs sharing a Redis never take each other's tasks
+# (the worker the tests start is given the name).
+CELERY_TASK_DEFAULT_QUEUE = (
+    os.environ.get("MITTO_TEST_CELERY_QUEUE") or f"mitto-tests-{os.getpid()}"
+)
 MITTO_DEFAULT_SENDER = "DjangoMitto"
 MITTO_CALLBACK_SECRET = "callback-secret"
 MITTO_TIMEOUT = 5.0

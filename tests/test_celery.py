@@ -19,7 +19,7 @@ from tests.conftest import require_part
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parent.parent
-BROKER = "redis://127.0.0.1:6379/15"
+BROKER = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 
 
 def redis_available() -> bool:
@@ -39,7 +39,8 @@ def worker(mitto_sandbox, settings):
     require_part(redis_available(), f"Redis is not reachable at {BROKER}")
     import redis
 
-    redis.Redis.from_url(BROKER).flushdb()
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    redis.Redis.from_url(BROKER).delete(queue)  # only this run's queue: others may share Redis
     from tests.celery_app import app  # noqa: F401  (the app the tasks are sent with)
 
     settings.MITTO_TASK_BACKEND = "celery"
@@ -52,6 +53,7 @@ def worker(mitto_sandbox, settings):
         "MITTO_API_KEY": settings.MITTO_API_KEY,
         "MITTO_TASK_BACKEND": "celery",
         "CELERY_BROKER_URL": BROKER,
+        "MITTO_TEST_CELERY_QUEUE": queue,
         "MITTO_BULK_CHUNK_SIZE": "10",
         "PYTHONPATH": str(ROOT),
     }

@@ -23,6 +23,7 @@ def test_default_test_settings_pass_every_check(configured) -> None:
     assert check_settings() == []
 
 
+@pytest.mark.django_db  # Django 6.1+ checks the database too (JSONField support)
 def test_check_command_runs_clean(configured) -> None:
     call_command("check", "--fail-level", "WARNING")
 

@@ -174,6 +174,7 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.demo
 def test_demo_runs_the_round_trip_and_stops_on_ctrl_c(tmp_path) -> None:
     """The demo command's servers: the admin answers, an order's SMS turns delivered, Ctrl-C
     stops everything."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,7 +15,23 @@ import pytest
 
 from django_mitto import __version__
 
+pytestmark = pytest.mark.packaging
+
 ROOT = Path(__file__).resolve().parent.parent
+#: What a checkout holds besides its sources: venvs, caches, build output, test artifacts.
+NOT_SOURCE = (
+    ".git",
+    ".venv*",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+    ".hypothesis",
+    ".tox",
+    "build",
+    "dist",
+    "*.egg-info",
+    "test-artifacts",
+)
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +40,12 @@ def dists(tmp_path_factory) -> dict[str, list[str]]:
     # Byte-compiling in the build is what an ordinary install does; PYTHONDONTWRITEBYTECODE
     # would only add a "byte-compiling is disabled" notice to the output checked below.
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    # Built from a copy of the tree: the build writes into its source (egg-info), and another
+    # test run (another Python) may be building from this checkout at the same time.
+    source = tmp_path_factory.mktemp("source") / "django-mitto"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     build = subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(ROOT)],
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(source)],
         check=True,
         capture_output=True,
         text=True,

@@ -24,25 +24,34 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import services
 from ..exceptions import MittoConfigurationError, MittoError
-from ..models import FINAL_STATUSES, Batch, Message, Status
+from ..models import STATUS_INFO, STATUS_RANK, Batch, Message, Status
 from . import dashboard, usage
 from .bulk import BulkSendForm
 
 __all__ = ["BatchAdmin", "BatchProgress"]
 
-#: Statuses that count as progress on a batch: handed to Mitto (sent) or settled (final).
-PROGRESSED_STATUSES = frozenset({Status.SENT, *FINAL_STATUSES})
-#: While a batch has messages in these statuses its page keeps refreshing itself.
-PENDING_STATUSES = frozenset({Status.QUEUED, Status.SENDING, Status.SENT})
-#: The order of the statuses on the batch's progress bar, settled ones first.
-BAR_ORDER = (
-    Status.DELIVERED,
-    Status.UNDELIVERED,
-    Status.EXPIRED,
-    Status.REJECTED,
-    Status.FAILED,
-    Status.SENT,
-)
+
+def progressed_statuses() -> list[str]:
+    """Statuses that count as progress on a batch: surely handed to Mitto (sent) or settled."""
+    return [s for s, info in STATUS_INFO.items() if info.rank >= STATUS_RANK[Status.SENT]]
+
+
+def pending_statuses() -> list[str]:
+    """While a batch has messages in these statuses its page keeps refreshing itself."""
+    return [s for s, info in STATUS_INFO.items() if info.on_its_way]
+
+
+def bar_order() -> list[str]:
+    """The statuses on the batch's progress bar, settled ones first, in declared order."""
+    progressed = progressed_statuses()
+    settled: list[str] = [s for s in Status if s in progressed and STATUS_INFO[s].final]
+    return settled + [s for s in Status if s in progressed and s not in settled]
+
+
+#: The same, as read when this module was imported.
+PROGRESSED_STATUSES = frozenset(progressed_statuses())
+PENDING_STATUSES = frozenset(pending_statuses())
+BAR_ORDER = tuple(bar_order())
 
 #: Seconds between two refreshes of a batch page while messages are on their way...
 REFRESH_FAST = 5
@@ -101,19 +110,19 @@ class BatchProgress:
 
     @property
     def progressed(self) -> int:
-        return self.count(*PROGRESSED_STATUSES)
+        return self.count(*progressed_statuses())
 
     @property
     def finished(self) -> int:
-        return self.count(*FINAL_STATUSES)
+        return self.count(*(s for s, info in STATUS_INFO.items() if info.final))
 
     @property
     def delivered(self) -> int:
-        return self.count(Status.DELIVERED)
+        return self.count(*(s for s in STATUS_INFO if dashboard.group_of(s) == dashboard.DELIVERED))
 
     @property
     def pending(self) -> int:
-        return self.count(*PENDING_STATUSES)
+        return self.count(*pending_statuses())
 
     @property
     def unknown(self) -> int:
@@ -137,7 +146,7 @@ class BatchProgress:
 
     @property
     def parts_used(self) -> int:
-        return sum(n for s, n in self.parts.items() if s in dashboard.ACCEPTED_STATUSES)
+        return sum(n for s, n in self.parts.items() if dashboard.parts_count_as_used(s))
 
     @property
     def parts_total(self) -> int:
@@ -150,25 +159,27 @@ class BatchProgress:
         return [
             {
                 "status": status.value,
-                "label": status.label,
+                "label": STATUS_INFO[status].label,
                 "count": self.counts.get(status, 0),
                 "share": dashboard.format_percent(
                     dashboard.percent(self.counts.get(status, 0), total)
                 ),
-                "group": dashboard.STATUS_GROUP[status],
+                "group": STATUS_INFO[status].group,
             }
             for status in Status
         ]
 
     @property
     def bar(self) -> list[dashboard.Share]:
-        return dashboard.share_bar(self.counts, BAR_ORDER, whole=self.total)
+        return dashboard.share_bar(self.counts, bar_order(), whole=self.total)
 
     def refresh_seconds(self, now: datetime.datetime | None = None) -> int | None:
         """How often the batch page reloads itself; ``None`` once nothing is pending."""
         if not self.pending:
             return None
-        if self.count(Status.QUEUED, Status.SENDING) or self.created_at is None:
+        # Some have not left yet (on their way, not yet accepted by Mitto): refresh fast.
+        unsent = [s for s, info in STATUS_INFO.items() if info.on_its_way and not info.parts_used]
+        if self.count(*unsent) or self.created_at is None:
             return REFRESH_FAST
         age = (now or timezone.now()) - self.created_at
         if age < FAST_FOR:
@@ -194,7 +205,7 @@ class BatchAdmin(admin.ModelAdmin):
     list_select_related = ["created_by"]
     search_fields = ["text", "sender"]
     date_hierarchy = "created_at"
-    fields = [
+    fields = readonly_fields = (
         "sender",
         "text",
         "encoding",
@@ -204,8 +215,7 @@ class BatchAdmin(admin.ModelAdmin):
         "created_by",
         "created_at",
         "completed_at",
-    ]
-    readonly_fields = fields
+    )
     change_list_template = "admin/django_mitto/batch/change_list.html"
     change_form_template = "admin/django_mitto/batch/change_form.html"
     send_template = "admin/django_mitto/batch/send.html"
@@ -240,7 +250,7 @@ class BatchAdmin(admin.ModelAdmin):
             .get_queryset(request)
             .annotate(
                 message_count=_message_count(),
-                progressed_count=_message_count(Q(status__in=PROGRESSED_STATUSES)),
+                progressed_count=_message_count(Q(status__in=progressed_statuses())),
             )
         )
 
@@ -371,7 +381,8 @@ class BatchAdmin(admin.ModelAdmin):
             "subtitle": None,
             "opts": opts,
             "form": form,
-            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),
+            # AdminForm lays out any form; the stubs ask for a ModelForm.
+            "adminform": helpers.AdminForm(form, fieldsets, {}, model_admin=self),  # type: ignore[arg-type]
             "hidden_fields": [form[name] for name in hidden],
             "preview": form.preview,
             "can_send": form.preview is not None and not form.errors and form.is_bound,

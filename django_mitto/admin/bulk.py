@@ -552,7 +552,7 @@ class BulkSendForm(forms.Form):
         return self.cleaned_data.get("csv_data") or "", self.cleaned_data.get("csv_name") or ""
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         if "csv_file" in self.errors or "csv_data" in self.errors:
             return data
         entries = parse_pasted(data.get("numbers") or "", self.region)
@@ -637,7 +637,7 @@ class BulkSendForm(forms.Form):
 
     def carry(self) -> None:
         """Put the CSV text and the preview's digest into the data the form is shown with."""
-        data = self.data.copy()
+        data = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict: the form is bound
         # When the form stopped before reading the numbers (a bad new file), keep the old ones.
         csv_text, csv_name = self._carried_csv or (
             data.get("csv_data", ""),

@@ -28,7 +28,16 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from ..models import FINAL_STATUSES, Message, Status
+from ..models import (
+    DELIVERED_GROUP,
+    FAILED_GROUP,
+    IN_FLIGHT_GROUP,
+    STATUS_GROUPS,
+    STATUS_INFO,
+    Message,
+    Status,
+    StatusGroup,
+)
 
 __all__ = [
     "DELIVERED",
@@ -42,43 +51,38 @@ __all__ = [
     "percent",
 ]
 
-DELIVERED = "delivered"
-IN_FLIGHT = "in_flight"
-FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class StatusGroup:
-    key: str
-    label: str | Promise
-    statuses: tuple[str, ...]
-
+DELIVERED = DELIVERED_GROUP
+IN_FLIGHT = IN_FLIGHT_GROUP
+FAILED = FAILED_GROUP
 
 #: The three colours of every picture, bottom to top in a stacked bar.
-GROUPS: tuple[StatusGroup, ...] = (
-    StatusGroup(DELIVERED, _("Delivered"), (Status.DELIVERED,)),
-    StatusGroup(
-        IN_FLIGHT, _("In flight"), (Status.QUEUED, Status.SENDING, Status.SENT, Status.UNKNOWN)
-    ),
-    StatusGroup(
-        FAILED,
-        _("Failed"),
-        (Status.UNDELIVERED, Status.EXPIRED, Status.REJECTED, Status.FAILED),
-    ),
-)
-#: status value -> group key
-STATUS_GROUP: dict[str, str] = {s: g.key for g in GROUPS for s in g.statuses}
+GROUPS: tuple[StatusGroup, ...] = STATUS_GROUPS
+#: status value -> group key (as declared; the pages read ``STATUS_INFO`` when they draw)
+STATUS_GROUP: dict[str, str] = {s: info.group for s, info in STATUS_INFO.items()}
 #: Statuses whose messages Mitto accepted, so whose parts count as used.
-ACCEPTED_STATUSES = frozenset(
-    {
-        Status.SENT,
-        Status.UNKNOWN,
-        Status.DELIVERED,
-        Status.UNDELIVERED,
-        Status.EXPIRED,
-        Status.REJECTED,
-    }
-)
+ACCEPTED_STATUSES = frozenset(s for s, info in STATUS_INFO.items() if info.parts_used)
+
+
+def group_of(status: str) -> str | None:
+    """The key of the dashboard group ``status`` belongs to (``None`` for a stray value)."""
+    info = STATUS_INFO.get(status)
+    return info.group if info is not None else None
+
+
+def parts_count_as_used(status: str) -> bool:
+    info = STATUS_INFO.get(status)
+    return info is not None and info.parts_used
+
+
+def is_final(status: str) -> bool:
+    info = STATUS_INFO.get(status)
+    return info is not None and info.final
+
+
+def final_statuses() -> list[str]:
+    """The final statuses in the order ``Status`` declares them."""
+    return [s for s in Status if STATUS_INFO[s].final]
+
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -184,15 +188,15 @@ class Dashboard:
         return sum(self.status_counts.values())
 
     def group_total(self, key: str) -> int:
-        return sum(n for s, n in self.status_counts.items() if STATUS_GROUP.get(s) == key)
+        return sum(n for s, n in self.status_counts.items() if group_of(s) == key)
 
     @property
     def delivered(self) -> int:
-        return self.status_counts.get(Status.DELIVERED, 0)
+        return self.group_total(DELIVERED)
 
     @property
     def finished(self) -> int:
-        return sum(n for s, n in self.status_counts.items() if s in FINAL_STATUSES)
+        return sum(n for s, n in self.status_counts.items() if is_final(s))
 
     @property
     def in_flight(self) -> int:
@@ -248,13 +252,15 @@ class Dashboard:
                 day = day.date()
             status, n = row["status"], row["n"]
             status_counts[status] = status_counts.get(status, 0) + n
-            if status in ACCEPTED_STATUSES:
+            if parts_count_as_used(status):
                 parts_used += row["parts"] or 0
             bucket = by_day.get(day)
-            if bucket is not None and status in STATUS_GROUP:
-                bucket.counts[STATUS_GROUP[status]] += n
+            group = group_of(status)
+            if bucket is not None and group is not None:
+                bucket.counts[group] += n
 
-        failed = [s for g in GROUPS if g.key == FAILED for s in g.statuses]
+        delivered = [s for s in Status if group_of(s) == DELIVERED]
+        failed = [s for s in Status if group_of(s) == FAILED]
         operators = [
             Operator(
                 mcc=row["mcc"],
@@ -267,7 +273,7 @@ class Dashboard:
             .values("mcc", "mnc")
             .annotate(
                 n=Count("id"),
-                delivered=Count("id", filter=Q(status=Status.DELIVERED)),
+                delivered=Count("id", filter=Q(status__in=delivered)),
                 failed=Count("id", filter=Q(status__in=failed)),
             )
             .order_by("-n", "mcc", "mnc")[:TOP_OPERATORS]
@@ -535,12 +541,12 @@ def share_bar(
         if not n:
             continue
         w = width * n / whole
-        label = Status(status).label
+        label = STATUS_INFO[status].label
         share = format_percent(percent(n, whole))
         shares.append(
             Share(
                 key=status,
-                group=STATUS_GROUP[status],
+                group=STATUS_INFO[status].group,
                 label=label,
                 count=n,
                 share=share,
@@ -554,14 +560,9 @@ def share_bar(
     return shares
 
 
-#: The final statuses in the order the outcome bar shows them.
-OUTCOME_ORDER = (
-    Status.DELIVERED,
-    Status.UNDELIVERED,
-    Status.EXPIRED,
-    Status.REJECTED,
-    Status.FAILED,
-)
+#: The final statuses in the order the outcome bar shows them (as declared; the page reads
+#: ``final_statuses()`` when it draws).
+OUTCOME_ORDER = tuple(final_statuses())
 
 
 # -- the view ------------------------------------------------------------------------------------
@@ -589,7 +590,7 @@ def dashboard_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
         "day_choices": [7, 30, 90],
         "daily": daily_chart(data.days),
         "operators": operator_chart(data.operators),
-        "outcomes": share_bar(data.status_counts, OUTCOME_ORDER),
+        "outcomes": share_bar(data.status_counts, final_statuses()),
         "groups": GROUPS,
         "delivery_rate": format_percent(data.delivery_rate),
         "conversion_rate": format_percent(data.conversion_rate),

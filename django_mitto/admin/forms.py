@@ -100,7 +100,9 @@ class MessageComposeForm(forms.ModelForm):
         if not self.initial.get("sender"):
             self.initial["sender"] = conf.DEFAULT_SENDER
         # What is typed is what is sent: keep leading and trailing spaces and line breaks.
-        self.fields["text"].strip = False
+        text_field = self.fields["text"]
+        if isinstance(text_field, forms.CharField):  # as made from the model's TextField
+            text_field.strip = False
         self.fields["recipient"].widget.attrs.setdefault("placeholder", "+41791234567")
         self.fields["udh"].widget.attrs.setdefault("spellcheck", "false")
 
@@ -135,7 +137,7 @@ class MessageComposeForm(forms.ModelForm):
         return udh
 
     def clean(self) -> dict[str, Any]:
-        cleaned = super().clean()
+        cleaned = super().clean() or self.cleaned_data
         text = cleaned.get("text")
         encoding = cleaned.get("encoding")
         if text and encoding:
@@ -149,5 +151,6 @@ class MessageComposeForm(forms.ModelForm):
         # Message.clean() runs the same validators again. On a field this form refused it would
         # add a second, misleading error about the value left out, so the model's checks run
         # only once the form itself has found nothing wrong.
-        if not self._errors:
-            super()._post_clean()
+        # _errors and _post_clean() are Django's private form hooks, absent from the type stubs.
+        if not self._errors:  # type: ignore[attr-defined]
+            super()._post_clean()  # type: ignore[misc]

@@ -12,7 +12,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 from django import forms
 from django.conf import settings
@@ -23,10 +23,9 @@ from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connections, transaction
-from django.db.models import Case, F, Max, Min, QuerySet, TextField, Value, When
+from django.db.models import Case, F, Field, Max, Min, QuerySet, TextField, Value, When
 from django.db.models.functions import Concat
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.functional import cached_property
@@ -40,6 +39,9 @@ from ..models import Batch, DeliveryReport, Message, Status
 from ..signals import announce, message_failed
 from .conversion import mark_converted
 from .forms import MessageComposeForm
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import _FieldsetSpec
 
 __all__ = [
     "BatchListFilter",
@@ -133,7 +135,8 @@ class EstimatedCountPaginator(Paginator):
         if not self.count_is_estimate:
             return super().page(number)
         bottom = (number - 1) * self.per_page
-        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)
+        # Paginator's own page factory (private, so not in the type stubs).
+        return self._get_page(self.object_list[bottom : bottom + self.per_page], number, self)  # type: ignore[attr-defined]
 
 
 class _DateHierarchyQuerySet(QuerySet):
@@ -157,7 +160,12 @@ class _DateHierarchyQuerySet(QuerySet):
         return result
 
     def datetimes(
-        self, field_name: str, kind: str, order: str = "ASC", tzinfo: Any = None, **kwargs: Any
+        self,
+        field_name: str,
+        kind: Literal["year", "month", "week", "day", "hour", "minute", "second"],
+        order: Literal["ASC", "DESC"] = "ASC",
+        tzinfo: Any = None,
+        **kwargs: Any,
     ) -> Any:
         query = self.query
         if (
@@ -196,9 +204,10 @@ class _DateHierarchyQuerySet(QuerySet):
         a matching row early, and lose badly when the rows are stored in date order.
         """
         connection = connections[self.db]
-        field = self.model._meta.get_field(field_name)
+        field = cast(Field, self.model._meta.get_field(field_name))  # a date field, not a relation
         sql, params = self.order_by().values(field_name).query.get_compiler(self.db).as_sql()
-        column = "mitto_probe." + connection.ops.quote_name(field.column)
+        # A concrete field always has a column.
+        column = "mitto_probe." + connection.ops.quote_name(cast(str, field.column))
         probe = (
             f"(SELECT MIN({column}) FROM ({sql}) AS mitto_probe"
             f" WHERE {column} >= %s AND {column} < %s)"
@@ -236,7 +245,7 @@ def _bucket_starts(first: dt.datetime, last: dt.datetime, kind: str) -> list[dt.
         "month": lambda: _make(first.year, first.month),
         "day": lambda: _make(first.year, first.month, first.day),
     }[kind]()
-    starts = []
+    starts: list[dt.datetime] = []
     while start <= last and len(starts) <= _DateHierarchyQuerySet.max_buckets:
         starts.append(start)
         start = _next_bucket(start, kind)
@@ -422,7 +431,9 @@ def _csv_value(name: str, value: Any) -> Any:
 
 def _csv_lines(rows: Iterable[tuple[Any, ...]]) -> Iterator[str]:
     writer = csv.writer(_Echo())
-    yield writer.writerow([str(Message._meta.get_field(name).verbose_name) for name in CSV_FIELDS])
+    yield writer.writerow(
+        [str(cast(Field, Message._meta.get_field(name)).verbose_name) for name in CSV_FIELDS]
+    )
     for row in rows:
         yield writer.writerow([_csv_value(name, value) for name, value in zip(CSV_FIELDS, row)])
 
@@ -441,7 +452,7 @@ _NATIONAL_PHONE_LIKE = re.compile(r"\(?[0-9][0-9 ()./-]{5,20}")
 class BigTableAdminMixin:
     """Changelist settings for tables that grow without bound: no full COUNT, no facets."""
 
-    paginator = EstimatedCountPaginator
+    paginator: ClassVar[type[EstimatedCountPaginator]] = EstimatedCountPaginator
     show_full_result_count = False
     if hasattr(admin, "ShowFacets"):  # Django 5.0+: facet counts would COUNT per filter choice
         show_facets = admin.ShowFacets.NEVER
@@ -495,7 +506,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     #: "Send again" refuses a selection bigger than this (use send_bulk() for more).
     send_again_limit = 1000
 
-    add_fieldsets = [
+    add_fieldsets: _FieldsetSpec = [
         (None, {"fields": ["recipient", "sender", "text", "encoding"]}),
         (_("Options"), {"fields": ["reference", "test", "flash", "validity"]}),
         (
@@ -507,7 +518,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
             },
         ),
     ]
-    change_fieldsets = [
+    change_fieldsets: _FieldsetSpec = [
         (
             None,
             {"fields": ["recipient", "sender", "text", "encoding", ("text_length", "segments")]},
@@ -607,7 +618,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
             return False
         return super().has_change_permission(request)
 
-    def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> list[Any]:
+    def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> _FieldsetSpec:
         return self.add_fieldsets if obj is None else self.change_fieldsets
 
     def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None) -> list[str]:
@@ -640,7 +651,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         change: bool = False,
         form_url: str = "",
         obj: Message | None = None,
-    ) -> TemplateResponse:
+    ) -> HttpResponse:
         if obj is not None and obj.pk:
             reports = DeliveryReport.objects.filter(message=obj).order_by("received_at", "pk")
             context["timeline"] = build_timeline(obj, reports)
@@ -845,7 +856,7 @@ class DeliveryReportAdmin(BigTableAdminMixin, admin.ModelAdmin):
         "fields_seen",
         "payload",
     ]
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     @admin.display(description=_("fields received"))
     def fields_seen(self, report: DeliveryReport) -> str:

@@ -27,7 +27,7 @@ class UsagePeriodForm(forms.Form):
     end = forms.DateField(label=_("To"), widget=forms.DateInput(attrs={"type": "date"}))
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or self.cleaned_data
         start, end = data.get("start"), data.get("end")
         if start and end:
             if end < start:
