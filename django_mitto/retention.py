@@ -2,8 +2,8 @@
 
 The purge is a list of :class:`PurgeStep`, one per model and group of fields (:data:`STEPS`).
 Each step picks the rows older than its age and changes (or deletes) them a batch at a time:
-the next batch's last primary key is found first, without a lock, then one ``UPDATE`` or
-``DELETE`` over that primary-key range runs in its own short transaction. A batch holds row
+the next batch's primary keys are read first, without a lock, then one ``UPDATE`` or
+``DELETE`` over the range up to the last of them runs in its own short transaction. A batch holds row
 locks on at most ``batch_size`` rows, never a table lock, and only for as long as that one
 statement takes; messages keep being sent and reports applied while the purge runs.
 
@@ -213,12 +213,13 @@ def _run_step(
     last: Any = None
     while True:
         remaining = queryset if last is None else queryset.filter(pk__gt=last)
-        # Where this batch ends, read without a lock: the batch is then one range of keys.
-        bound = list(
-            remaining.order_by("pk").values_list("pk", flat=True)[batch_size - 1 : batch_size]
-        )
-        upper = bound[0] if bound else None
-        batch = remaining if upper is None else remaining.filter(pk__lte=upper)
+        # The keys of the next batch, read without a lock; the change then takes the range
+        # up to the last of them, so each statement touches at most ``batch_size`` rows.
+        keys = list(remaining.order_by("pk").values_list("pk", flat=True)[:batch_size])
+        if not keys:
+            break
+        upper = keys[-1]
+        batch = remaining.filter(pk__lte=upper)
         batch_started = time.monotonic()
         with transaction.atomic(using=using):
             if step.before is not None:
@@ -231,16 +232,16 @@ def _run_step(
             else:
                 changed = batch.update(**step.values(now))
         took = time.monotonic() - batch_started
-        if changed or upper is not None:
-            result.batches += 1
+        result.batches += 1
         result.rows += changed
         result.longest_batch = max(result.longest_batch, took)
         result.seconds = time.monotonic() - started
-        if progress is not None and changed:
+        if progress is not None:
             progress(result)
-        if upper is None:
+        if len(keys) < batch_size:
             break
         last = upper
+    result.seconds = time.monotonic() - started
 
 
 def purge(
