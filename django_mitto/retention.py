@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from django.apps import apps
 from django.db import models, router, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Q, QuerySet, signals
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -227,6 +227,12 @@ def _run_step(
             if step.values is None:
                 # delete() rather than a raw DELETE: relations to the rows (another app's
                 # foreign key to a message, say) are handled as their on_delete says.
+                if not (
+                    signals.pre_delete.has_listeners(model)
+                    or signals.post_delete.has_listeners(model)
+                ):
+                    # Nobody looks at the deleted rows: load their keys only, not every field.
+                    batch = batch.only("pk")
                 _total, per_model = batch.delete()
                 changed = per_model.get(model._meta.label, 0)
             else:

@@ -357,3 +357,49 @@ def test_admin_csv_export_of_redacted_messages(admin_client: Any) -> None:
     )
     content = b"".join(response.streaming_content).decode()
     assert f"{Message.REDACTED_RECIPIENT},delivered,id-{old.pk}" in content
+
+
+# -- the schedule examples of the README ---------------------------------------------------------
+
+
+def readme_block(marker: str) -> str:
+    """The README's code block containing ``marker``, dedented."""
+    import textwrap
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    for block in readme.split(".. code-block:: python\n\n")[1:]:
+        lines = []
+        for line in block.splitlines():
+            if line and not line.startswith("    "):
+                break
+            lines.append(line)
+        code = textwrap.dedent("\n".join(lines))
+        if marker in code:
+            return code
+    raise AssertionError(f"no README block with {marker!r}")
+
+
+def test_readme_celery_beat_example_purges() -> None:
+    pytest.importorskip("celery")
+    old = make(100)
+    namespace: dict[str, Any] = {"__name__": "shop.tasks"}
+    exec(readme_block("CELERY_BEAT_SCHEDULE"), namespace)
+    assert namespace["CELERY_BEAT_SCHEDULE"]["purge-sms"]["task"] == namespace["purge_sms"].name
+    namespace["purge_sms"]()
+    old.refresh_from_db()
+    assert old.recipient == Message.REDACTED_RECIPIENT
+
+
+def test_readme_tasks_example_purges_and_books_the_next_run(settings: Any) -> None:
+    pytest.importorskip("django_tasks")
+    settings.TASKS = {"default": {"BACKEND": "django_tasks.backends.dummy.DummyBackend"}}
+    old = make(100)
+    namespace: dict[str, Any] = {"__name__": "shop.tasks"}
+    exec(readme_block("@task()"), namespace)
+    purge_sms = namespace["purge_sms"]
+    assert purge_sms.call() == 2  # the message and its report
+    old.refresh_from_db()
+    assert old.recipient == Message.REDACTED_RECIPIENT
+    (booked,) = purge_sms.get_backend().results
+    assert booked.task.run_after > timezone.now() + datetime.timedelta(hours=23)
