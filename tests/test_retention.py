@@ -216,6 +216,35 @@ def test_deletion_removes_reports_and_messages_past_the_delete_age() -> None:
     assert result.count("batches.delete") == 1
 
 
+def test_a_newer_report_of_a_deleted_message_is_kept_and_detached() -> None:
+    gone = make(400)
+    late = DeliveryReport.objects.create(
+        message=gone, provider_id=gone.provider_id, status="DELIVERED", method="POST"
+    )
+    retention.purge(now=NOW)
+    late.refresh_from_db()
+    assert late.message_id is None
+    assert not Message.objects.filter(pk=gone.pk).exists()
+
+
+def test_delete_receivers_still_see_whole_messages() -> None:
+    from django.db.models.signals import post_delete
+
+    gone = make(400, recipient="+4915123456789")
+    seen: list[tuple[str, str]] = []
+
+    def receiver(sender: Any, instance: Message, **kwargs: Any) -> None:
+        seen.append((instance.recipient, instance.text))
+
+    post_delete.connect(receiver, sender=Message)
+    try:
+        retention.purge(now=NOW)
+    finally:
+        post_delete.disconnect(receiver, sender=Message)
+    assert seen == [("+4915123456789", "Your code is 123456")]
+    assert not Message.objects.filter(pk=gone.pk).exists()
+
+
 def test_a_key_set_to_none_turns_its_part_off(settings: Any) -> None:
     settings.MITTO_RETENTION = {"redact_after_days": 90}
     old = make(400)
