@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 from django.apps import apps
 from django.db import models, router, transaction
-from django.db.models import Q, QuerySet, signals
+from django.db.models import F, Q, QuerySet, Value, signals
+from django.db.models.functions import Replace
 from django.utils import timezone
 from django.utils.functional import Promise
 from django.utils.translation import gettext_lazy as _
@@ -80,7 +81,14 @@ def _store_countries(batch: QuerySet) -> None:
 def _redacted_message(now: datetime.datetime) -> dict[str, Any]:
     from .models import Message
 
-    return {"recipient": Message.REDACTED_RECIPIENT, "text": "", "redacted_at": now}
+    return {
+        "recipient": Message.REDACTED_RECIPIENT,
+        "text": "",
+        # A refused number is quoted in the error ("+4179... is not a valid phone number"):
+        # the right-hand side reads the row as it was, so this replaces the old recipient.
+        "error": Replace(F("error"), F("recipient"), Value(Message.REDACTED_RECIPIENT)),
+        "redacted_at": now,
+    }
 
 
 def _redacted_report(now: datetime.datetime) -> dict[str, Any]:

@@ -99,6 +99,17 @@ def test_old_message_is_redacted_and_keeps_its_statistics() -> None:
     assert result.count("reports.redact") == 1
 
 
+def test_a_number_quoted_in_the_error_is_redacted_too() -> None:
+    refused = make(100, recipient="+4179123")
+    Message.objects.filter(pk=refused.pk).update(
+        status=Status.FAILED, error="recipient: +4179123 is not a valid phone number."
+    )
+    retention.purge(now=NOW)
+    refused.refresh_from_db()
+    assert refused.error == "recipient: [redacted] is not a valid phone number."
+    assert refused.status == Status.FAILED
+
+
 def test_newer_messages_are_left_alone() -> None:
     new = make(89)
     before = snapshot()
