@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.urls import NoReverseMatch, reverse
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, retention_problem
 
 _MISSING = object()
 
@@ -177,6 +177,15 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             "E013",
             "MITTO_CALLBACK_TOKEN_MAX_AGE must be a number of seconds, or None for no expiry.",
             f"Leave it unset for {DEFAULTS['MITTO_CALLBACK_TOKEN_MAX_AGE']} (seven days).",
+        )
+
+    problem = retention_problem(_setting("MITTO_RETENTION"))
+    if problem:
+        error(
+            "E014",
+            problem,
+            'For example {"redact_after_days": 90, "delete_after_days": 365}, or None (the '
+            "default) to keep every message.",
         )
 
     if isinstance(base, str) and base and _is_http_url(base):

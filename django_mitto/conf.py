@@ -8,6 +8,7 @@ with the default applied, and :meth:`MittoSettings.require_api_key` raises at us
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -34,7 +35,22 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_BULK_CHUNK_SIZE": 500,
     "MITTO_MAX_PARTS": 10,
     "MITTO_ACCOUNT_NAME": "",
+    # Off: nothing is redacted or deleted until a project chooses how long to keep messages.
+    "MITTO_RETENTION": None,
 }
+
+#: The keys ``MITTO_RETENTION`` takes; a key left out turns its part off (batch_size: 2000).
+RETENTION_KEYS = ("redact_after_days", "delete_after_days", "batch_size")
+RETENTION_BATCH_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class Retention:
+    """``MITTO_RETENTION`` read: days before redaction and deletion (None: never), batch size."""
+
+    redact_after_days: int | None
+    delete_after_days: int | None
+    batch_size: int = RETENTION_BATCH_SIZE
 
 
 class MittoSettings:
@@ -134,6 +150,61 @@ class MittoSettings:
     def ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
         return str(self._get("MITTO_ACCOUNT_NAME") or "")
+
+    @property
+    def RETENTION(self) -> Retention | None:
+        """``MITTO_RETENTION`` as a :class:`Retention`, or None when it is not set (the default).
+
+        The system check ``django_mitto.E014`` reports a malformed value; used anyway, it
+        raises :class:`MittoConfigurationError`.
+        """
+        value = self._get("MITTO_RETENTION")
+        if value is None:
+            return None
+        problem = retention_problem(value)
+        if problem:
+            raise MittoConfigurationError(problem)
+        return Retention(
+            redact_after_days=value.get("redact_after_days"),
+            delete_after_days=value.get("delete_after_days"),
+            batch_size=value.get("batch_size") or RETENTION_BATCH_SIZE,
+        )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def retention_problem(value: Any) -> str:
+    """What is wrong with a ``MITTO_RETENTION`` value, naming the key; ``""`` when it is fine."""
+    if value is None:
+        return ""
+    if not isinstance(value, dict):
+        return (
+            f"MITTO_RETENTION must be a dict or None, not {type(value).__name__}, "
+            'for example {"redact_after_days": 90, "delete_after_days": 365}.'
+        )
+    for key in value:
+        if key not in RETENTION_KEYS:
+            return (
+                f"MITTO_RETENTION has an unknown key {key!r}; the keys are "
+                + ", ".join(RETENTION_KEYS)
+                + "."
+            )
+    for key in RETENTION_KEYS:
+        item = value.get(key)
+        if item is not None and not _is_count(item):
+            return (
+                f"MITTO_RETENTION[{key!r}] must be a positive whole number or None, not {item!r}."
+            )
+    redact, delete = value.get("redact_after_days"), value.get("delete_after_days")
+    if redact is not None and delete is not None and delete < redact:
+        return (
+            f"MITTO_RETENTION['delete_after_days'] ({delete}) is less than "
+            f"MITTO_RETENTION['redact_after_days'] ({redact}): messages would be deleted "
+            "before they are redacted."
+        )
+    return ""
 
 
 conf = MittoSettings()

@@ -19,6 +19,7 @@ from django.utils.translation import gettext_lazy as _
 
 from . import encoding as enc
 from . import validators
+from .countries import country_of
 
 
 class Encoding(models.TextChoices):
@@ -343,6 +344,23 @@ class Message(models.Model):
         blank=True,
         help_text=_("When the recipient acted on the message, as reported to Mitto."),
     )
+    # Kept when the recipient is redacted, so usage per country still adds up.
+    country = models.CharField(
+        _("country"),
+        max_length=3,
+        blank=True,
+        help_text=_("ISO 3166-1 alpha-3 country of the recipient, ??? when it has none."),
+    )
+    redacted_at = models.DateTimeField(
+        _("redacted at"),
+        null=True,
+        blank=True,
+        help_text=_("When the recipient and text were removed (MITTO_RETENTION)."),
+    )
+
+    #: What a redacted message's ``recipient`` holds: never a number the validators produce
+    #: (they always give ``+`` and digits), so it cannot be sent to or mistaken for one.
+    REDACTED_RECIPIENT = "[redacted]"
 
     class Meta:
         verbose_name = _("message")
@@ -431,14 +449,20 @@ class Message(models.Model):
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def is_redacted(self) -> bool:
+        return self.redacted_at is not None
+
     def measure(self) -> None:
-        """Normalise the recipient, resolve ``Auto``, count characters and parts (no I/O).
+        """Normalise the recipient, note its country, resolve ``Auto``, count characters and parts.
 
         A value that does not parse is left as it is: the send refuses it and records why,
         so nothing is dropped silently.
         """
         with contextlib.suppress(ValidationError):
             self.recipient = validators.normalize_recipient(self.recipient)
+        if not self.country and isinstance(self.recipient, str):
+            self.country = country_of(self.recipient)
         try:
             info = enc.analyze(self.text, self.encoding)
         except (enc.EncodingError, TypeError):

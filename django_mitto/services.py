@@ -33,6 +33,7 @@ from . import encoding as enc
 from . import validators
 from .client import MittoClient, SendResult, clean_text
 from .conf import conf
+from .countries import country_of
 from .exceptions import (
     MittoAPIError,
     MittoConfigurationError,
@@ -294,6 +295,7 @@ def send_bulk(
                     batch=batch,
                     sender=sender,
                     recipient=number,
+                    country=country_of(number),
                     text=text,
                     encoding=info.encoding,
                     reference=ref or "",
@@ -906,12 +908,11 @@ def local_usage(start: dt.date, end: dt.date) -> dict[str, tuple[int, int]]:
     """Messages and parts Mitto accepted from here between two UTC dates, per country.
 
     Counted: messages with a Mitto id whose ``sent_at`` falls in the period, test calls
-    excluded (Mitto charges nothing for them). The country is that of the recipient
-    (ISO 3166-1 alpha-3, ``???`` for a number that belongs to no country). One query, grouped
-    by recipient.
+    excluded (Mitto charges nothing for them). The country is the one stored with the message
+    (ISO 3166-1 alpha-3, ``???`` for a number that belongs to no country), or that of the
+    recipient for a message saved before countries were stored; a redacted message keeps its
+    country. One query, grouped by recipient and country.
     """
-    from .countries import country_of
-
     since, until = _period(start, end)
     if not settings.USE_TZ:
         since, until = since.replace(tzinfo=None), until.replace(tzinfo=None)
@@ -919,12 +920,12 @@ def local_usage(start: dt.date, end: dt.date) -> dict[str, tuple[int, int]]:
         Message.objects.filter(test=False, sent_at__gte=since, sent_at__lt=until)
         .exclude(provider_id="")
         .order_by()
-        .values("recipient")
+        .values("recipient", "country")
         .annotate(n=Count("id"), parts=Sum("segments"))
     )
     totals: dict[str, tuple[int, int]] = {}
     for row in rows:
-        country = country_of(row["recipient"])
+        country = row["country"] or country_of(row["recipient"])
         messages, parts = totals.get(country, (0, 0))
         totals[country] = (messages + row["n"], parts + (row["parts"] or 0))
     return totals

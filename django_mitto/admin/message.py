@@ -521,7 +521,15 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     change_fieldsets: _FieldsetSpec = [
         (
             None,
-            {"fields": ["recipient", "sender", "text", "encoding", ("text_length", "segments")]},
+            {
+                "fields": [
+                    ("recipient", "country"),
+                    "sender",
+                    "text",
+                    "encoding",
+                    ("text_length", "segments"),
+                ]
+            },
         ),
         (
             _("Status"),
@@ -554,7 +562,15 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         ),
         (
             _("Dates"),
-            {"fields": ["created_at", "sent_at", "status_changed_at", "converted_at"]},
+            {
+                "fields": [
+                    "created_at",
+                    "sent_at",
+                    "status_changed_at",
+                    "converted_at",
+                    "redacted_at",
+                ]
+            },
         ),
     ]
 
@@ -565,6 +581,8 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description=_("text"))
     def text_preview(self, obj: Message) -> str:
+        if obj.redacted_at is not None:
+            return str(_("(redacted)"))
         return obj.short_text
 
     @admin.display(description=_("status"), ordering="status")
@@ -708,6 +726,15 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         # New rows are created together; each is sent once they are all committed.
         with transaction.atomic():
             for original in originals:
+                if original.redacted_at is not None:
+                    # Its number and text are gone (MITTO_RETENTION): nothing left to send.
+                    problems.append(
+                        str(
+                            _("message %(pk)s: redacted, its recipient and text are gone")
+                            % {"pk": original.pk}
+                        )
+                    )
+                    continue
                 try:
                     services.send_sms(
                         original.recipient,
