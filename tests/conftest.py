@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -45,6 +46,21 @@ def make_message(settings: Any, db: None) -> Callable[..., Any]:
         return message
 
     return make
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Give each test process its own SQLite file, forked ones included.
+
+    The settings name the file after the process that imported them; `make mutation` runs the
+    tests in processes forked from that one, two at a time, which must not share a database.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
+        database["TEST"]["NAME"] = name
 
 
 def pytest_report_header(config: pytest.Config) -> str:
