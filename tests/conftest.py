@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,6 +62,30 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     if database["ENGINE"].endswith("sqlite3"):
         name = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
         database["TEST"]["NAME"] = name
+
+
+@pytest.fixture
+def full_backlog_url() -> Iterator[str]:
+    """An ``http://127.0.0.1:<port>`` URL where connecting times out (no traffic leaves loopback).
+
+    The port listens but never accepts, and its backlog is already full: the kernel drops the
+    next connection attempt, so the client sees a real connect timeout.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*fillers, server]:
+            sock.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -464,3 +464,23 @@ def test_client_reads_missing_arguments_from_settings(settings) -> None:
 )
 def test_parse_timestamp(value, expected) -> None:
     assert parse_timestamp(value) == expected
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+
+def test_connect_timeout_is_marked_never_reached_mitto(full_backlog_url) -> None:
+    with pytest.raises(MittoTransportError) as info:
+        make_client(full_backlog_url, timeout=0.3).send("41791234567", "Hi", sender="Shop")
+    # A real connect timeout, as requests reports it.
+    assert isinstance(info.value.__cause__, requests.exceptions.ConnectTimeout)
+    assert info.value.request_sent is False
+    assert str(info.value) == "POST /sms: ConnectTimeout (the request never reached Mitto)."
+
+
+def test_connect_timeout_of_a_bulk_send_is_marked_never_reached_mitto(full_backlog_url) -> None:
+    client = make_client(full_backlog_url, timeout=0.3)
+    with pytest.raises(MittoTransportError) as info:
+        client.send_bulk(["41791234567", "41791234568"], "Hi", sender="Shop")
+    assert info.value.request_sent is False
+    assert str(info.value) == "POST /smsbulk: ConnectTimeout (the request never reached Mitto)."

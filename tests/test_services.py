@@ -420,3 +420,117 @@ def test_too_long_options_are_refused_naming_the_field(mitto_sandbox, kwargs, fi
         services.send_bulk(["+41791234567"], "Hi", references=["r" * 256])
     assert "references" in info.value.message_dict
     assert Message.objects.count() == 0
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The pauses the inline backend takes between attempts (not actually waited)."""
+    from django_mitto import tasks
+
+    seen: list[float] = []
+    monkeypatch.setattr(tasks.time, "sleep", seen.append)
+    return seen
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_bulk_chunk_refused_with_429_or_503_is_retried_then_sent(
+    mitto_sandbox, waits, fault
+) -> None:
+    mitto_sandbox.add_fault(fault, times=1)
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    messages = list(batch.messages.order_by("pk"))
+    assert [(m.status, m.attempts) for m in messages] == [("sent", 2), ("sent", 2)]
+    assert all(m.provider_id for m in messages)
+    assert len(waits) == 1
+    # The refused request was not recorded: Mitto got the messages once.
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == ["41791234567", "41791234568"]
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_bulk_chunk_whose_connection_is_refused_is_retried_then_fails(settings, waits) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:9"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    messages = list(batch.messages.order_by("pk"))
+    assert [(m.status, m.attempts) for m in messages] == [("failed", 3), ("failed", 3)]
+    assert all("never reached Mitto" in m.error for m in messages)
+    assert len(waits) == 2
+
+
+def test_bulk_send_carries_its_signed_batch_callback_url(mitto_sandbox, settings) -> None:
+    from django_mitto import callbacks
+
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    bodies = {repr(m["body"]) for m in mitto_sandbox.messages}
+    assert len(bodies) == 1  # one request for the two recipients
+    callback = mitto_sandbox.messages[0]["body"]["callback"]
+    token = callbacks.batch_token(batch)
+    assert callback == f"https://shop.example.com/mitto/callback/{token}/"
+    assert callbacks.check_token(token) == callbacks.TokenCheck(True, batch_pk=batch.pk)
+
+
+def test_message_already_sending_is_not_sent_again(mitto_sandbox, make_message) -> None:
+    message = make_message(status=Message.Status.SENDING)
+    returned = services.send_message(message.pk)
+    assert returned.status == Message.Status.SENDING
+    assert mitto_sandbox.messages == []
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (Message.Status.SENDING, 0)
+
+
+def test_batch_messages_already_sending_are_not_sent_again(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch = Batch.objects.create(sender="Shop", text="Hi", total=2)
+    busy = Message.objects.create(batch=batch, recipient="+41791234567", text="Hi", sender="Shop")
+    queued = Message.objects.create(batch=batch, recipient="+41791234568", text="Hi", sender="Shop")
+    Message.objects.filter(pk=busy.pk).update(status=Message.Status.SENDING)
+    services.send_batch(batch.pk)
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+    busy.refresh_from_db()
+    queued.refresh_from_db()
+    assert (busy.status, busy.attempts) == (Message.Status.SENDING, 0)
+    assert (queued.status, queued.attempts) == (Message.Status.SENT, 1)
+
+
+def test_connect_timeout_is_retried_as_never_sent_then_fails(
+    settings, waits, full_backlog_url, captured_signals
+) -> None:
+    settings.MITTO_API_URL = full_backlog_url
+    settings.MITTO_TIMEOUT = 0.3
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (Message.Status.FAILED, 3)
+    assert message.error == (
+        "POST /sms: ConnectTimeout (the request never reached Mitto). Gave up after 3 attempts."
+    )
+    assert len(waits) == 2
+    assert len(captured_signals["failed"]) == 1
+
+
+def test_bulk_connect_timeout_is_retried_as_never_sent_then_fails(
+    settings, waits, full_backlog_url
+) -> None:
+    settings.MITTO_API_URL = full_backlog_url
+    settings.MITTO_TIMEOUT = 0.3
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert list(batch.messages.values_list("status", "attempts")) == [("failed", 3)] * 2
+
+
+def test_a_chunk_claims_only_the_rows_still_queued(mitto_sandbox, settings) -> None:
+    # send_batch reads the queued ids, then claims them: a worker may have claimed some between
+    # the two, and the claim itself must leave those alone.
+    settings.MITTO_SEND_ON_SAVE = False
+    batch = Batch.objects.create(sender="Shop", text="Hi", total=2)
+    taken = Message.objects.create(batch=batch, recipient="+41791234567", text="Hi", sender="Shop")
+    free = Message.objects.create(batch=batch, recipient="+41791234568", text="Hi", sender="Shop")
+    Message.objects.filter(pk=taken.pk).update(status=Message.Status.SENDING)
+    services._send_chunk(batch, [taken.pk, free.pk])
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+    assert list(batch.messages.order_by("pk").values_list("status", "attempts")) == [
+        (Message.Status.SENDING, 0),
+        (Message.Status.SENT, 1),
+    ]
