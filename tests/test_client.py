@@ -408,15 +408,32 @@ def test_api_key_never_appears_in_repr_errors_or_logs(sandbox, canned, caplog) -
     client = make_client(sandbox.url)
     texts = [repr(client)]
     sandbox.add_fault("timeout", seconds=2)
-    for call in (
-        lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
-        lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
-        lambda: MittoClient(
-            KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False
-        ).send("41791234567", "Hi", sender="Shop"),
+    for call, error, message in (
+        (
+            lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
+            MittoTransportError,
+            "POST /sms: ReadTimeout (Mitto may have received the request).",
+        ),
+        (
+            lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
+            MittoAPIError,
+            "Mitto answered HTTP 500 with a body that is not valid JSON: 'no reply prepared'",
+        ),
+        (
+            lambda: MittoClient(
+                KEY,
+                api_url="http://127.0.0.1:9",
+                timeout=1,
+                response_format="json",
+                test_mode=False,
+            ).send("41791234567", "Hi", sender="Shop"),
+            MittoTransportError,
+            "POST /sms: ConnectionError (the request never reached Mitto).",
+        ),
     ):
-        with pytest.raises(Exception) as info:
+        with pytest.raises(error) as info:
             call()
+        assert str(info.value) == message
         texts += [str(info.value), repr(info.value), str(info.value.__cause__)]
     texts += [record.getMessage() for record in caplog.records]
     assert all(KEY not in text for text in texts)
