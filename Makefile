@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PORT ?= 8000
 SANDBOX_PORT ?= 5800
+# `make mutation`: processes at a time, and the modules (default: all; see tests/mutation.py).
+MUTATION_JOBS ?= 2
+MUTATION_MODULES ?=
 
-.PHONY: venv demo test test-sqlite test-postgres lint bench clean
+.PHONY: venv demo test test-sqlite test-postgres lint bench mutation clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,5 +41,14 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/bench_sandbox.py
 
+## Mutation testing of the modules that hold the rules (slow: not part of `make test`).
+## Prints the score per module; docs/mutants.md explains each surviving mutant.
+mutation: $(VENV)/.mutation-installed
+	$(BIN)/python tests/mutation.py --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
+
+$(VENV)/.mutation-installed: $(BIN)/activate
+	$(BIN)/pip install --quiet -e ".[test,mutation]"
+	touch $@
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .coverage htmlcov
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .coverage htmlcov mutants
