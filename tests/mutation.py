@@ -7,8 +7,8 @@ small change at a time and runs only the tests that cover the changed function. 
 *killed* when a test fails (or hangs until its timeout); one that *survived* is a change no test
 noticed: docs/mutants.md lists those of the last run with why each is harmless.
 
-Results stay in ``mutants/`` (a rerun only retries what changed); ``mutants/scores.txt`` gets
-the table printed at the end.
+Each run checks every mutant of the modules it is given again; ``mutants/scores.txt`` gets the
+table printed at the end.
 """
 
 from __future__ import annotations
