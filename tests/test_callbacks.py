@@ -732,3 +732,42 @@ def test_every_configured_secret_is_compared_in_constant_time(
     compared.clear()
     assert not callbacks.check_token("guess").valid
     assert sorted(compared) == [(b"new-secret", b"guess"), (b"old-secret", b"guess")]
+
+
+def test_report_fields_are_cut_to_their_column_sizes(db: None) -> None:
+    parsed = report(
+        "p" * 70,
+        "s" * 40,
+        error_code="e" * 40,
+        reference="r" * 300,
+        recipient="4" * 40,
+        mcc="2281",
+        mnc="0123",
+    )
+    stored = callbacks.record_report(parsed, method="PROPFINDX", remote_addr="10.0.0.1")
+    stored.refresh_from_db()
+    assert stored.provider_id == "p" * 64
+    assert stored.status == "s" * 32
+    assert stored.error_code == "e" * 32
+    assert stored.reference == "r" * 255
+    assert stored.recipient == "4" * 32
+    assert (stored.mcc, stored.mnc) == ("228", "012")
+    assert stored.method == "PROPFIND"
+    assert stored.outcome == Outcome.UNMATCHED
+
+
+def test_allowed_ranges_may_be_written_with_host_bits_and_junk_is_skipped(settings: Any) -> None:
+    settings.MITTO_CALLBACK_ALLOWED_IPS = ["bogus", None, "10.1.2.3/8", "192.0.2.1"]
+    assert callbacks.address_allowed("10.200.0.1")
+    assert callbacks.address_allowed("192.0.2.1")
+    assert not callbacks.address_allowed("192.0.2.2")
+
+
+def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None:
+    from django.core import signing
+
+    signer = signing.Signer(salt="django_mitto.callback", sep=".")
+    for value in ("mabc", "m", "m-1", "x12"):
+        assert callbacks.check_token(signer.sign(value)) == callbacks.TokenCheck(False)
+    settings.MITTO_CALLBACK_SECRET = ""
+    assert callbacks.check_token(signer.sign("b12")) == callbacks.TokenCheck(True, batch_pk=12)
