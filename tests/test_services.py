@@ -534,3 +534,128 @@ def test_a_chunk_claims_only_the_rows_still_queued(mitto_sandbox, settings) -> N
         (Message.Status.SENDING, 0),
         (Message.Status.SENT, 1),
     ]
+
+
+def _errors(call, *args, **kwargs) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as info:
+        call(*args, **kwargs)
+    return info.value.message_dict
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        (
+            {"reference": "r" * 256},
+            "reference",
+            "reference has 256 characters; at most 255 are allowed.",
+        ),
+        ({"udh": "AB" * 141}, "udh", "udh has 282 characters; at most 280 are allowed."),
+        ({"validity": -1}, "validity", "validity must be a non-negative integer."),
+        ({"validity": True}, "validity", "validity must be a non-negative integer."),
+        ({"pid": "1"}, "pid", "pid must be a non-negative integer."),
+        ({"pid": 256}, "pid", "pid must be at most 255."),
+    ],
+)
+def test_option_errors_name_the_limit(mitto_sandbox, kwargs, field, message) -> None:
+    assert _errors(services.send_sms, "+41791234567", "Hi", **kwargs) == {field: [message]}
+    assert Message.objects.count() == 0
+
+
+def test_options_at_their_limits_are_sent(mitto_sandbox) -> None:
+    message = services.send_sms(
+        "+41791234567", "Hi", reference="r" * 255, udh="AB" * 140, validity=0, pid=255
+    )
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    body = mitto_sandbox.messages[0]["body"]
+    assert (len(body["reference"]), len(body["udh"]), body["pid"]) == (255, 280, 255)
+
+
+def test_every_option_reaches_mitto_and_the_message(mitto_sandbox) -> None:
+    message = services.send_sms(
+        "+41791234567",
+        "Hi",
+        sender="Shop",
+        encoding="Unicode",
+        reference="order-9",
+        udh="050003CC0201",
+        validity=60,
+        pid=64,
+        flash=1,
+        test=1,
+        metadata={"order": 9},
+    )
+    message.refresh_from_db()
+    body = mitto_sandbox.messages[0]["body"]
+    assert {k: body.get(k) for k in ("from", "type", "reference", "udh", "validity", "pid")} == {
+        "from": "Shop",
+        "type": "Unicode",
+        "reference": "order-9",
+        "udh": "050003CC0201",
+        "validity": 60,
+        "pid": 64,
+    }
+    assert (body.get("flash"), body.get("test")) == (True, True)
+    assert (message.flash, message.test, message.metadata) == (True, True, {"order": 9})
+    assert "callback" not in body
+
+
+def test_unset_options_are_left_out_and_the_default_sender_used(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    body = mitto_sandbox.messages[0]["body"]
+    assert sorted(body) == ["from", "text", "to", "type"]
+    assert body["from"] == message.sender == "DjangoMitto"
+    assert (message.flash, message.test, message.metadata, message.reference) == (
+        False,
+        False,
+        {},
+        "",
+    )
+
+
+def test_bulk_errors_name_each_bad_recipient_and_the_reference_rules(mitto_sandbox) -> None:
+    assert _errors(services.send_bulk, [], "Hi") == {"recipients": ["Give at least one recipient."]}
+    errors = _errors(services.send_bulk, ["+41791234567", "+41 12"], "Hi")
+    assert errors == {
+        "recipients": ["Invalid recipients: +41 12: +41 12 is not a valid phone number."]
+    }
+    many = _errors(services.send_bulk, [f"+41 {n}" for n in range(22)], "Hi")["recipients"][0]
+    assert many.count("is not") == 20
+    assert many.endswith(" …")
+    assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["a", "b"]) == {
+        "references": ["references must have one item per recipient."]
+    }
+    assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["r" * 256]) == {
+        "references": ["Each reference has at most 255 characters."]
+    }
+    assert Batch.objects.count() == 0
+
+
+def test_bulk_batch_records_its_options(mitto_sandbox) -> None:
+    batch = services.send_bulk(
+        ["+41791234567"], "Hi", reference="promo", udh="0A0B", validity=30, flash=True, test=True
+    )
+    assert batch.options == {"udh": "0A0B", "validity": 30, "flash": True, "reference": "promo"}
+    assert (batch.test, batch.total, batch.encoding, batch.sender) == (
+        True,
+        1,
+        "GSM",
+        "DjangoMitto",
+    )
+    message = batch.messages.get()
+    assert (message.text_length, message.segments, message.udh, message.validity) == (
+        2,
+        1,
+        "0A0B",
+        30,
+    )
+    body = mitto_sandbox.messages[0]["body"]
+    assert (body["reference"], body["udh"], body["validity"], body["flash"], body["test"]) == (
+        "promo",
+        "0A0B",
+        30,
+        True,
+        True,
+    )
