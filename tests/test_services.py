@@ -659,3 +659,62 @@ def test_bulk_batch_records_its_options(mitto_sandbox) -> None:
         True,
         True,
     )
+
+
+def test_bulk_answer_items_are_matched_by_number_whatever_their_order(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(
+        Reply(
+            body={
+                "responseCode": 0,
+                "responseText": "SMS sent",
+                "messages": [
+                    {"id": "id-3", "to": "41791234563", "messageParts": 2},
+                    {"id": "id-1", "to": "41791234561", "timestamp": "2024-05-31T12:00:00Z"},
+                    {"id": "", "to": "41791234562"},
+                ],
+            }
+        )
+    )
+    numbers = ["+41791234561", "+41791234562", "+41791234563"]
+    batch = services.send_bulk(numbers, "Hi")
+    rows = {
+        m.recipient: (m.status, m.provider_id, m.segments, m.error, m.response_text)
+        for m in batch.messages.all()
+    }
+    assert rows == {
+        "+41791234561": ("sent", "id-1", 1, "", "SMS sent"),
+        "+41791234562": (
+            "unknown",
+            "",
+            1,
+            "Mitto's bulk answer had no id for this recipient.",
+            "",
+        ),
+        "+41791234563": ("sent", "id-3", 2, "", "SMS sent"),
+    }
+    first = batch.messages.get(recipient="+41791234561")
+    assert first.sent_at.isoformat() == "2024-05-31T12:00:00+00:00"
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, captured_signals) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    rows = set(batch.messages.values_list("status", "response_code", "response_text", "error"))
+    assert rows == {
+        (
+            "failed",
+            6,
+            "Invalid sender",
+            "Mitto refused the message: responseCode 6 (Invalid sender), HTTP 400.",
+        )
+    }
+    assert sorted(pk for pk, _ in captured_signals["failed"]) == sorted(
+        batch.messages.values_list("pk", flat=True)
+    )
+    assert len(canned.requests) == 1
