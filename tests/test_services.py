@@ -718,3 +718,18 @@ def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, capture
         batch.messages.values_list("pk", flat=True)
     )
     assert len(canned.requests) == 1
+
+
+def test_queued_message_that_became_invalid_fails_with_each_reason(
+    mitto_sandbox, make_message, captured_signals
+) -> None:
+    message = make_message(status=Message.Status.QUEUED, sender="A", udh="XYZ")
+    returned = services.send_message(message.pk)
+    assert returned.status == Message.Status.FAILED
+    assert returned.error == (
+        "sender: A sender is 3 to 11 letters and digits (or a number of 3 to 14 digits); "
+        "“A” is not.; udh: The UDH is hexadecimal bytes (an even number of 0-9, A-F)."
+    )
+    assert returned.attempts == 1
+    assert mitto_sandbox.messages == []
+    assert captured_signals["failed"] == [(message.pk, None)]
