@@ -71,7 +71,16 @@ def test_impossible_number_is_not_valid() -> None:
 
 @pytest.mark.parametrize(
     "sender",
-    ["Shp", "DjangoMitto", "My Shop", "A.B-C_D&E+F", "123", "12345678901234", "+41791234567"],
+    [
+        "Shp",
+        "DjangoMitto",
+        "My Shop",
+        "A.B-C_D&E+F",
+        "X12345",  # letters then digits: alphanumeric, not a short number
+        "123",
+        "12345678901234",
+        "+41791234567",
+    ],
 )
 def test_valid_senders_pass(sender: str) -> None:
     assert validators.validate_sender(sender) is None
