@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PORT ?= 8000
 SANDBOX_PORT ?= 5800
+# `make mutation`: processes at a time, and the modules (default: all; see tests/mutation.py).
+MUTATION_JOBS ?= 2
+MUTATION_MODULES ?=
 
 # The newest and the oldest supported Python and Django, each in a venv of its own. The
 # interpreter is the first of these that runs (a pyenv shim for a version not selected does not).
@@ -21,7 +24,7 @@ QUICK = not postgres and not browser and not celery and not packaging and not de
 
 .PHONY: venv venv-newest venv-oldest demo test test-sqlite test-postgres test-quick \
 	test-newest test-newest-sqlite test-newest-postgres test-oldest test-all lint typecheck bench \
-	clean
+	mutation clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +101,15 @@ lint: venv
 
 bench: venv
 	$(BIN)/python bench/bench_sandbox.py
+
+## Mutation testing of the modules that hold the rules (slow: not part of `make test`).
+## Prints the score per module; docs/mutants.md explains each surviving mutant.
+mutation: $(VENV)/.mutation-installed
+	$(BIN)/python tests/mutation.py --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
+
+$(VENV)/.mutation-installed: $(BIN)/activate
+	$(BIN)/pip install --quiet -e ".[test,mutation]"
+	touch $@
 
 clean:
 	rm -rf $(VENV) $(VENV_NEWEST) $(VENV_OLDEST) build dist *.egg-info .pytest_cache .coverage htmlcov .mypy_cache

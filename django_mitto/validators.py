@@ -46,7 +46,9 @@ def normalize_recipient(value: str, region: str | None = None) -> str:
     """
     if value is not None:
         validate_str(value)
-        _validate_characters(value, _BAD_IN_FIELD)
+        # Surrounding whitespace (a tab or line break pasted from a spreadsheet) is dropped
+        # below; a control character inside the number, or a NUL anywhere, is refused.
+        _validate_characters(value.strip(), _BAD_IN_FIELD)
     raw = (value or "").strip()
     if not raw:
         raise ValidationError(_("Enter a recipient phone number."), code="required")

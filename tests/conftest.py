@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -45,6 +47,45 @@ def make_message(settings: Any, db: None) -> Callable[..., Any]:
         return message
 
     return make
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """Give each test process its own SQLite file, forked ones included.
+
+    The settings name the file after the process that imported them; `make mutation` runs the
+    tests in processes forked from that one, two at a time, which must not share a database.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        name = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
+        database["TEST"]["NAME"] = name
+
+
+@pytest.fixture
+def full_backlog_url() -> Iterator[str]:
+    """An ``http://127.0.0.1:<port>`` URL where connecting times out (no traffic leaves loopback).
+
+    The port listens but never accepts, and its backlog is already full: the kernel drops the
+    next connection attempt, so the client sees a real connect timeout.
+    """
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        for sock in [*fillers, server]:
+            sock.close()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -98,6 +98,9 @@ MITTO_DEFAULT_SENDER = "DjangoMitto"
 MITTO_CALLBACK_SECRET = "callback-secret"
 MITTO_TIMEOUT = 5.0
 
+# The admin tests log a user in for nearly every test: a deliberately slow hash would dominate.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -682,10 +682,16 @@ def test_batch_list_shows_progress_without_a_query_per_row(
 
 @pytest.mark.django_db
 def test_batch_list_can_be_sorted_by_progress(admin_client: Any) -> None:
-    make_batch({Status.DELIVERED: 1})
+    # Settled (sent or final) messages per batch: 3, 1, 2.
+    three = make_batch({Status.DELIVERED: 2, Status.SENT: 1, Status.QUEUED: 1})
+    one = make_batch({Status.FAILED: 1, Status.SENDING: 2})
+    two = make_batch({Status.UNDELIVERED: 1, Status.EXPIRED: 1, Status.UNKNOWN: 1})
     url = reverse("admin:django_mitto_batch_changelist")
-    response = admin_client.get(url + "?o=7")
-    assert response.status_code == 200
+    ascending = admin_client.get(url + "?o=7")  # column 7 is "progress"
+    assert ascending.status_code == 200
+    assert [b.pk for b in ascending.context["cl"].result_list] == [one.pk, two.pk, three.pk]
+    descending = admin_client.get(url + "?o=-7")
+    assert [b.pk for b in descending.context["cl"].result_list] == [three.pk, two.pk, one.pk]
 
 
 # -- in a real browser ---------------------------------------------------------------------------

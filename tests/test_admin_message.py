@@ -931,3 +931,44 @@ def test_search_for_a_national_number_without_a_region_is_a_text_search(
     )
     page = admin_client.get(CHANGELIST_URL, {"q": "079 123 45 67"}).content.decode()
     assert f"/admin/django_mitto/message/{wanted.pk}/change/" in page
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+#: The free-text columns of "Export as CSV" (by header) and the Message field each shows.
+CSV_TEXT_COLUMNS = {
+    "Mitto id": "provider_id",
+    "reference": "reference",
+    "delivery status (raw)": "delivery_status",
+    "error code": "error_code",
+}
+
+
+def export_rows(client: Any, messages: list[Message]) -> list[dict[str, str]]:
+    response = run_action(client, "export_csv", messages)
+    assert response.status_code == 200
+    reader = csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode()))
+    return list(reader)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("prefix", ["=", "+", "-", "@"])
+def test_export_escapes_a_formula_prefix_in_every_free_text_column(admin_client, prefix) -> None:
+    (message,) = make(
+        **{field: f"{prefix}1+2|{field}" for field in CSV_TEXT_COLUMNS.values()},
+        recipient="+41791234567",
+    )
+    (row,) = export_rows(admin_client, [message])
+    for header, field in CSV_TEXT_COLUMNS.items():
+        assert row[header] == f"'{prefix}1+2|{field}", header
+    # A phone number is not free text: it keeps its +.
+    assert row["recipient"] == "+41791234567"
+
+
+@pytest.mark.django_db
+def test_export_leaves_other_text_as_it_is(admin_client) -> None:
+    (message,) = make(
+        provider_id="id-1", reference="order =1", delivery_status="DELIVRD", error_code="0"
+    )
+    (row,) = export_rows(admin_client, [message])
+    assert [row[header] for header in CSV_TEXT_COLUMNS] == ["id-1", "order =1", "DELIVRD", "0"]

@@ -633,3 +633,149 @@ def test_status_change_signal_carries_the_updated_message(
     finally:
         message_status_changed.disconnect(receiver)
     assert seen == [(Status.UNDELIVERED, "UNDELIV", Outcome.APPLIED)]
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+#: README's "Status words" table, written out: a word dropped from or added to the code fails.
+README_STATUS_WORDS = {
+    "delivrd": "delivered",
+    "delivered": "delivered",
+    "undeliv": "undelivered",
+    "undelivered": "undelivered",
+    "undeliverable": "undelivered",
+    "expired": "expired",
+    "rejectd": "rejected",
+    "rejected": "rejected",
+    "deleted": "failed",
+    "failed": "failed",
+    "acceptd": "sent",
+    "enroute": "sent",
+    "unknown": "sent",
+    "sent": "sent",
+    "buffered": "sent",
+    "accepted": "sent",
+    "submitted": "sent",
+}
+
+
+def test_status_table_is_the_readme_table_word_for_word() -> None:
+    assert callbacks.STATUS_WORDS == README_STATUS_WORDS
+    for word, status in README_STATUS_WORDS.items():
+        assert callbacks.map_status(word.upper()) == status
+
+
+def test_client_address_is_the_last_entry_of_a_forwarded_list(settings: Any) -> None:
+    settings.MITTO_CALLBACK_IP_HEADER = "X-Forwarded-For"
+    # The caller wrote the first entries; the proxy in front of Django appended the last one.
+    meta = {"REMOTE_ADDR": "127.0.0.1", "HTTP_X_FORWARDED_FOR": "10.0.0.1, 192.0.2.7"}
+    assert callbacks.client_address(meta) == "192.0.2.7"
+    meta["HTTP_X_FORWARDED_FOR"] = "10.0.0.1,10.0.0.2 ,  203.0.113.9  "
+    assert callbacks.client_address(meta) == "203.0.113.9"
+
+
+def test_a_prepended_allowed_address_does_not_open_the_callback(
+    settings: Any, client: Any, make_message: Callable[..., Message]
+) -> None:
+    settings.MITTO_CALLBACK_IP_HEADER = "X-Forwarded-For"
+    settings.MITTO_CALLBACK_ALLOWED_IPS = ["10.0.0.0/8"]
+    message = make_message(provider_id="abc")
+    url = reverse("django_mitto:callback", kwargs={"token": SECRET})
+    query = {"id": "abc", "status": "delivered"}
+    spoofed = client.get(url, query, HTTP_X_FORWARDED_FOR="10.0.0.1, 192.0.2.7")
+    assert spoofed.status_code == 403
+    message.refresh_from_db()
+    assert message.status == Status.SENT
+    allowed = client.get(url, query, HTTP_X_FORWARDED_FOR="192.0.2.7, 10.0.0.1")
+    assert allowed.status_code == 200
+    message.refresh_from_db()
+    assert message.status == Status.DELIVERED
+
+
+@pytest.mark.parametrize(
+    ("word", "settled"),
+    [("DELIVRD", Status.DELIVERED), ("UNDELIV", Status.UNDELIVERED), ("ACCEPTD", Status.SENT)],
+)
+def test_report_settles_a_message_whose_send_outcome_was_unknown(
+    make_message,
+    signals: SignalLog,
+    django_capture_on_commit_callbacks,
+    word: str,
+    settled: str,
+) -> None:
+    # unknown < sent < final: the report is the proof the send went through.
+    message = make_message(provider_id="abc", status=Status.UNKNOWN)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("abc", word), message_pk=message.pk)
+    assert stored.outcome == Outcome.APPLIED
+    message.refresh_from_db()
+    assert message.status == settled
+    assert signals.changed == [(message.pk, Status.UNKNOWN, settled)]
+
+
+def test_unknown_ranks_between_sending_and_sent() -> None:
+    from django_mitto.models import STATUS_RANK
+
+    ranks = [STATUS_RANK[s] for s in ("queued", "sending", "unknown", "sent", "delivered")]
+    assert ranks == sorted(set(ranks))
+
+
+def test_every_configured_secret_is_compared_in_constant_time(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hmac
+
+    settings.MITTO_CALLBACK_SECRET = ["new-secret", "old-secret"]
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    assert callbacks.check_token("old-secret").valid
+    # Both secrets, even after a match: the time taken must not tell which one matched.
+    assert sorted(compared) == [(b"new-secret", b"old-secret"), (b"old-secret", b"old-secret")]
+    compared.clear()
+    assert not callbacks.check_token("guess").valid
+    assert sorted(compared) == [(b"new-secret", b"guess"), (b"old-secret", b"guess")]
+
+
+def test_report_fields_are_cut_to_their_column_sizes(db: None) -> None:
+    parsed = report(
+        "p" * 70,
+        "s" * 40,
+        error_code="e" * 40,
+        reference="r" * 300,
+        recipient="4" * 40,
+        mcc="2281",
+        mnc="0123",
+    )
+    stored = callbacks.record_report(parsed, method="PROPFINDX", remote_addr="10.0.0.1")
+    stored.refresh_from_db()
+    assert stored.provider_id == "p" * 64
+    assert stored.status == "s" * 32
+    assert stored.error_code == "e" * 32
+    assert stored.reference == "r" * 255
+    assert stored.recipient == "4" * 32
+    assert (stored.mcc, stored.mnc) == ("228", "012")
+    assert stored.method == "PROPFIND"
+    assert stored.outcome == Outcome.UNMATCHED
+
+
+def test_allowed_ranges_may_be_written_with_host_bits_and_junk_is_skipped(settings: Any) -> None:
+    settings.MITTO_CALLBACK_ALLOWED_IPS = ["bogus", None, "10.1.2.3/8", "192.0.2.1"]
+    assert callbacks.address_allowed("10.200.0.1")
+    assert callbacks.address_allowed("192.0.2.1")
+    assert not callbacks.address_allowed("192.0.2.2")
+
+
+def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None:
+    from django.core import signing
+
+    signer = signing.Signer(salt="django_mitto.callback", sep=".")
+    for value in ("mabc", "m", "m-1", "x12"):
+        assert callbacks.check_token(signer.sign(value)) == callbacks.TokenCheck(False)
+    settings.MITTO_CALLBACK_SECRET = ""
+    assert callbacks.check_token(signer.sign("b12")) == callbacks.TokenCheck(True, batch_pk=12)

@@ -408,15 +408,32 @@ def test_api_key_never_appears_in_repr_errors_or_logs(sandbox, canned, caplog) -
     client = make_client(sandbox.url)
     texts = [repr(client)]
     sandbox.add_fault("timeout", seconds=2)
-    for call in (
-        lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
-        lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
-        lambda: MittoClient(
-            KEY, api_url="http://127.0.0.1:9", timeout=1, response_format="json", test_mode=False
-        ).send("41791234567", "Hi", sender="Shop"),
+    for call, error, message in (
+        (
+            lambda: make_client(sandbox.url, timeout=0.2).send("41791234567", "Hi", sender="Shop"),
+            MittoTransportError,
+            "POST /sms: ReadTimeout (Mitto may have received the request).",
+        ),
+        (
+            lambda: make_client(canned.url).send("41791234567", "Hi", sender="Shop"),
+            MittoAPIError,
+            "Mitto answered HTTP 500 with a body that is not valid JSON: 'no reply prepared'",
+        ),
+        (
+            lambda: MittoClient(
+                KEY,
+                api_url="http://127.0.0.1:9",
+                timeout=1,
+                response_format="json",
+                test_mode=False,
+            ).send("41791234567", "Hi", sender="Shop"),
+            MittoTransportError,
+            "POST /sms: ConnectionError (the request never reached Mitto).",
+        ),
     ):
-        with pytest.raises(Exception) as info:
+        with pytest.raises(error) as info:
             call()
+        assert str(info.value) == message
         texts += [str(info.value), repr(info.value), str(info.value.__cause__)]
     texts += [record.getMessage() for record in caplog.records]
     assert all(KEY not in text for text in texts)
@@ -632,3 +649,76 @@ def test_server_error_is_a_refusal_only_with_a_validation_code(canned, status, c
         make_client(canned.url).send("41791234567", "Hi", sender="Shop")
     assert info.value.refused is refused
     assert info.value.response_code == code
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+
+def test_connect_timeout_is_marked_never_reached_mitto(full_backlog_url) -> None:
+    with pytest.raises(MittoTransportError) as info:
+        make_client(full_backlog_url, timeout=0.3).send("41791234567", "Hi", sender="Shop")
+    # A real connect timeout, as requests reports it.
+    assert isinstance(info.value.__cause__, requests.exceptions.ConnectTimeout)
+    assert info.value.request_sent is False
+    assert str(info.value) == "POST /sms: ConnectTimeout (the request never reached Mitto)."
+
+
+def test_connect_timeout_of_a_bulk_send_is_marked_never_reached_mitto(full_backlog_url) -> None:
+    client = make_client(full_backlog_url, timeout=0.3)
+    with pytest.raises(MittoTransportError) as info:
+        client.send_bulk(["41791234567", "41791234568"], "Hi", sender="Shop")
+    assert info.value.request_sent is False
+    assert str(info.value) == "POST /smsbulk: ConnectTimeout (the request never reached Mitto)."
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"), [("3", 3.0), ("0.5", 0.5), ("-5", 0.0), ("soon", None), ("", None)]
+)
+def test_retry_after_is_read_as_seconds_never_negative(canned, header, expected) -> None:
+    headers = {"Retry-After": header} if header else {}
+    canned.reply(Reply(429, {"responseCode": 1, "responseText": "Slow down"}, headers=headers))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.retry_after == expected
+    assert info.value.retryable is True
+
+
+def test_authentication_error_says_what_to_check(canned) -> None:
+    canned.reply(Reply(401, "Unauthorized", content_type="text/plain"))
+    with pytest.raises(MittoAuthenticationError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto refused the API key (HTTP 401) on POST /sms: check MITTO_API_KEY and that this "
+        "server's IP address is whitelisted at Mitto."
+    )
+    assert (info.value.status_code, info.value.response_text) == (401, "Unauthorized")
+
+
+def test_redirect_error_names_where_it_pointed(canned) -> None:
+    canned.reply(Reply(301, "", headers={"Location": "https://rest.example.com/sms"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 301 (a redirect to 'https://rest.example.com/sms'); "
+        "set MITTO_API_URL to the final address."
+    )
+    assert info.value.status_code == 301
+
+
+def test_refusal_message_names_code_text_and_status(canned) -> None:
+    canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid receiver"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto refused the message: responseCode 8 (Invalid receiver), HTTP 400."
+    )
+    assert (info.value.response_code, info.value.status_code) == (8, 400)
+    assert info.value.refused is True
+
+
+def test_repr_names_url_and_format_only() -> None:
+    client = make_client("http://127.0.0.1:9/", response_format="XML")
+    assert repr(client) == "<MittoClient http://127.0.0.1:9 format=xml>"
+    assert client.timeout == 5.0
+    assert client.session.headers["Accept"] == "application/xml"
+    assert client.session.headers["User-Agent"] == f"django-mitto/{__version__}"

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
 import requests
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.utils import timezone
 
 from django_mitto import services
 from django_mitto.models import Batch, Message
@@ -830,6 +832,33 @@ def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned, caplog) 
     assert not batch.messages.filter(status="sending").exists()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("2 of 6 SMS sent without a usable Mitto id" in w for w in warnings)
+
+
+# -- rules a one-line change would break ----------------------------------------------------------
+
+
+@pytest.fixture
+def waits(monkeypatch) -> list[float]:
+    """The pauses the inline backend takes between attempts (not actually waited)."""
+    from django_mitto import tasks
+
+    seen: list[float] = []
+    monkeypatch.setattr(tasks.time, "sleep", seen.append)
+    return seen
+
+
+@pytest.mark.parametrize("fault", ["429", "503"])
+def test_bulk_chunk_refused_with_429_or_503_is_retried_then_sent(
+    mitto_sandbox, waits, fault
+) -> None:
+    mitto_sandbox.add_fault(fault, times=1)
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    messages = list(batch.messages.order_by("pk"))
+    assert [(m.status, m.attempts) for m in messages] == [("sent", 2), ("sent", 2)]
+    assert all(m.provider_id for m in messages)
+    assert len(waits) == 1
+    # The refused request was not recorded: Mitto got the messages once.
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == ["41791234567", "41791234568"]
     batch.refresh_from_db()
     assert batch.completed_at is not None
 
@@ -840,3 +869,294 @@ def test_bulk_server_error_with_internal_error_code_is_unknown(canned) -> None:
     canned.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
     batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
     assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}
+
+
+def test_bulk_chunk_whose_connection_is_refused_is_retried_then_fails(settings, waits) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:9"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    messages = list(batch.messages.order_by("pk"))
+    assert [(m.status, m.attempts) for m in messages] == [("failed", 3), ("failed", 3)]
+    assert all("never reached Mitto" in m.error for m in messages)
+    assert len(waits) == 2
+
+
+def test_bulk_send_carries_its_signed_batch_callback_url(mitto_sandbox, settings) -> None:
+    from django_mitto import callbacks
+
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    bodies = {repr(m["body"]) for m in mitto_sandbox.messages}
+    assert len(bodies) == 1  # one request for the two recipients
+    callback = mitto_sandbox.messages[0]["body"]["callback"]
+    token = callbacks.batch_token(batch)
+    assert callback == f"https://shop.example.com/mitto/callback/{token}/"
+    assert callbacks.check_token(token) == callbacks.TokenCheck(True, batch_pk=batch.pk)
+
+
+def test_message_already_sending_is_not_sent_again(mitto_sandbox, make_message) -> None:
+    message = make_message(status=Message.Status.SENDING)
+    returned = services.send_message(message.pk)
+    assert returned.status == Message.Status.SENDING
+    assert mitto_sandbox.messages == []
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (Message.Status.SENDING, 0)
+
+
+def test_batch_messages_already_sending_are_not_sent_again(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch = Batch.objects.create(sender="Shop", text="Hi", total=2)
+    busy = Message.objects.create(batch=batch, recipient="+41791234567", text="Hi", sender="Shop")
+    queued = Message.objects.create(batch=batch, recipient="+41791234568", text="Hi", sender="Shop")
+    Message.objects.filter(pk=busy.pk).update(status=Message.Status.SENDING)
+    services.send_batch(batch.pk)
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+    busy.refresh_from_db()
+    queued.refresh_from_db()
+    assert (busy.status, busy.attempts) == (Message.Status.SENDING, 0)
+    assert (queued.status, queued.attempts) == (Message.Status.SENT, 1)
+
+
+def test_connect_timeout_is_retried_as_never_sent_then_fails(
+    settings, waits, full_backlog_url, captured_signals
+) -> None:
+    settings.MITTO_API_URL = full_backlog_url
+    settings.MITTO_TIMEOUT = 0.3
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (Message.Status.FAILED, 3)
+    assert message.error == (
+        "POST /sms: ConnectTimeout (the request never reached Mitto). Gave up after 3 attempts."
+    )
+    assert len(waits) == 2
+    assert len(captured_signals["failed"]) == 1
+
+
+def test_bulk_connect_timeout_is_retried_as_never_sent_then_fails(
+    settings, waits, full_backlog_url
+) -> None:
+    settings.MITTO_API_URL = full_backlog_url
+    settings.MITTO_TIMEOUT = 0.3
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert list(batch.messages.values_list("status", "attempts")) == [("failed", 3)] * 2
+
+
+def test_a_chunk_claims_only_the_rows_still_queued(mitto_sandbox, settings) -> None:
+    # send_batch reads the queued ids, then claims them: a worker may have claimed some between
+    # the two, and the claim itself must leave those alone.
+    settings.MITTO_SEND_ON_SAVE = False
+    batch = Batch.objects.create(sender="Shop", text="Hi", total=2)
+    taken = Message.objects.create(batch=batch, recipient="+41791234567", text="Hi", sender="Shop")
+    free = Message.objects.create(batch=batch, recipient="+41791234568", text="Hi", sender="Shop")
+    Message.objects.filter(pk=taken.pk).update(status=Message.Status.SENDING)
+    services._send_chunk(batch, [taken.pk, free.pk])
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+    assert list(batch.messages.order_by("pk").values_list("status", "attempts")) == [
+        (Message.Status.SENDING, 0),
+        (Message.Status.SENT, 1),
+    ]
+
+
+def _errors(call, *args, **kwargs) -> dict[str, list[str]]:
+    with pytest.raises(ValidationError) as info:
+        call(*args, **kwargs)
+    return info.value.message_dict
+
+
+VALIDITY_RANGE = "The validity is a whole number of minutes from 1 to 2880 (48 hours)."
+PID_RANGE = "The protocol id is a whole number from 0 to 255."
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"reference": "r" * 256}, "reference", "256 characters; at most 255 are allowed."),
+        ({"udh": "AB" * 141}, "udh", "282 characters; at most 280 are allowed."),
+        ({"validity": 0}, "validity", VALIDITY_RANGE),
+        ({"validity": 2881}, "validity", VALIDITY_RANGE),
+        ({"validity": True}, "validity", VALIDITY_RANGE),
+        ({"pid": "1"}, "pid", PID_RANGE),
+        ({"pid": 256}, "pid", PID_RANGE),
+        ({"pid": -1}, "pid", PID_RANGE),
+    ],
+)
+def test_option_errors_name_the_limit(mitto_sandbox, kwargs, field, message) -> None:
+    assert _errors(services.send_sms, "+41791234567", "Hi", **kwargs) == {field: [message]}
+    assert Message.objects.count() == 0
+
+
+def test_options_at_their_limits_are_sent(mitto_sandbox) -> None:
+    message = services.send_sms(
+        "+41791234567", "Hi", reference="r" * 255, udh="AB" * 140, validity=2880, pid=255
+    )
+    message.refresh_from_db()
+    assert message.status == Message.Status.SENT
+    body = mitto_sandbox.messages[0]["body"]
+    assert (len(body["reference"]), len(body["udh"]), body["validity"], body["pid"]) == (
+        255,
+        280,
+        2880,
+        255,
+    )
+
+
+def test_every_option_reaches_mitto_and_the_message(mitto_sandbox) -> None:
+    message = services.send_sms(
+        "+41791234567",
+        "Hi",
+        sender="Shop",
+        encoding="Unicode",
+        reference="order-9",
+        udh="050003CC0201",
+        validity=60,
+        pid=64,
+        flash=1,
+        test=1,
+        metadata={"order": 9},
+    )
+    message.refresh_from_db()
+    body = mitto_sandbox.messages[0]["body"]
+    assert {k: body.get(k) for k in ("from", "type", "reference", "udh", "validity", "pid")} == {
+        "from": "Shop",
+        "type": "Unicode",
+        "reference": "order-9",
+        "udh": "050003CC0201",
+        "validity": 60,
+        "pid": 64,
+    }
+    assert (body.get("flash"), body.get("test")) == (True, True)
+    assert (message.flash, message.test, message.metadata) == (True, True, {"order": 9})
+    assert "callback" not in body
+
+
+def test_unset_options_are_left_out_and_the_default_sender_used(mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    body = mitto_sandbox.messages[0]["body"]
+    assert sorted(body) == ["from", "text", "to", "type"]
+    assert body["from"] == message.sender == "DjangoMitto"
+    assert (message.flash, message.test, message.metadata, message.reference) == (
+        False,
+        False,
+        {},
+        "",
+    )
+
+
+def test_bulk_errors_name_each_bad_recipient_and_the_reference_rules(mitto_sandbox) -> None:
+    assert _errors(services.send_bulk, [], "Hi") == {"recipients": ["Give at least one recipient."]}
+    errors = _errors(services.send_bulk, ["+41791234567", "+41 12"], "Hi")
+    assert errors == {
+        "recipients": ["Invalid recipients: +41 12: +41 12 is not a valid phone number."]
+    }
+    many = _errors(services.send_bulk, [f"+41 {n}" for n in range(22)], "Hi")["recipients"][0]
+    assert many.count("is not") == 20
+    assert many.endswith(" …")
+    assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["a", "b"]) == {
+        "references": ["references must have one item per recipient."]
+    }
+    assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["r" * 256]) == {
+        "references": ["Invalid references: #1: 256 characters; at most 255 are allowed."]
+    }
+    assert Batch.objects.count() == 0
+
+
+def test_bulk_batch_records_its_options(mitto_sandbox) -> None:
+    batch = services.send_bulk(
+        ["+41791234567"], "Hi", reference="promo", udh="0A0B", validity=30, flash=True, test=True
+    )
+    assert batch.options == {"udh": "0A0B", "validity": 30, "flash": True, "reference": "promo"}
+    assert (batch.test, batch.total, batch.encoding, batch.sender) == (
+        True,
+        1,
+        "GSM",
+        "DjangoMitto",
+    )
+    message = batch.messages.get()
+    assert (message.text_length, message.segments, message.udh, message.validity) == (
+        2,
+        1,
+        "0A0B",
+        30,
+    )
+    body = mitto_sandbox.messages[0]["body"]
+    assert (body["reference"], body["udh"], body["validity"], body["flash"], body["test"]) == (
+        "promo",
+        "0A0B",
+        30,
+        True,
+        True,
+    )
+
+
+def test_bulk_answer_items_are_matched_by_number_whatever_their_order(canned) -> None:
+    from tests.canned import Reply
+
+    # Mitto's clock, a little behind ours (a timestamp days away is not believed).
+    stamp = (timezone.now() - dt.timedelta(minutes=5)).replace(microsecond=0)
+    canned.reply(
+        Reply(
+            body={
+                "responseCode": 0,
+                "responseText": "SMS sent",
+                "messages": [
+                    {"id": "id-3", "to": "41791234563", "messageParts": 2},
+                    {"id": "id-1", "to": "41791234561", "timestamp": f"{stamp:%Y-%m-%dT%H:%M:%S}Z"},
+                    {"id": "", "to": "41791234562"},
+                ],
+            }
+        )
+    )
+    numbers = ["+41791234561", "+41791234562", "+41791234563"]
+    batch = services.send_bulk(numbers, "Hi")
+    rows = {
+        m.recipient: (m.status, m.provider_id, m.segments, m.error, m.response_text)
+        for m in batch.messages.all()
+    }
+    # The item with an empty id was accepted: sent, but flagged as unmatchable by id.
+    flagged = rows["+41791234562"]
+    assert flagged[:3] == ("sent", "", 1) and flagged[4] == "SMS sent"
+    assert "no message id" in flagged[3]
+    assert rows == {
+        "+41791234561": ("sent", "id-1", 1, "", "SMS sent"),
+        "+41791234562": flagged,
+        "+41791234563": ("sent", "id-3", 2, "", "SMS sent"),
+    }
+    first = batch.messages.get(recipient="+41791234561")
+    assert first.sent_at == stamp
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, captured_signals) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    rows = set(batch.messages.values_list("status", "response_code", "response_text", "error"))
+    assert rows == {
+        (
+            "failed",
+            6,
+            "Invalid sender",
+            "Mitto refused the message: responseCode 6 (Invalid sender), HTTP 400.",
+        )
+    }
+    assert sorted(pk for pk, _ in captured_signals["failed"]) == sorted(
+        batch.messages.values_list("pk", flat=True)
+    )
+    assert len(canned.requests) == 1
+
+
+def test_queued_message_that_became_invalid_fails_with_each_reason(
+    mitto_sandbox, make_message, captured_signals
+) -> None:
+    message = make_message(status=Message.Status.QUEUED, sender="A", udh="XYZ")
+    returned = services.send_message(message.pk)
+    assert returned.status == Message.Status.FAILED
+    assert returned.error == (
+        "sender: A sender is 3 to 11 letters and digits (or a number of 3 to 14 digits); "
+        "“A” is not.; udh: The UDH is hexadecimal bytes (an even number of 0-9, A-F)."
+    )
+    assert returned.attempts == 1
+    assert mitto_sandbox.messages == []
+    assert captured_signals["failed"] == [(message.pk, None)]
