@@ -8,6 +8,7 @@ with the default applied, and :meth:`MittoSettings.require_api_key` raises at us
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -34,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_BULK_CHUNK_SIZE": 500,
     "MITTO_MAX_PARTS": 10,
     "MITTO_ACCOUNT_NAME": "",
+    "MITTO_REPLY_WINDOW": 7 * 24 * 3600,
+    "MITTO_OPT_OUT_KEYWORDS": ["STOP", "STOPP", "ARRET", "UNSUBSCRIBE"],
 }
 
 
@@ -134,6 +137,22 @@ class MittoSettings:
     def ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
         return str(self._get("MITTO_ACCOUNT_NAME") or "")
+
+    @property
+    def REPLY_WINDOW(self) -> timedelta:
+        """How long after a message a reply from its recipient is taken as an answer to it."""
+        value = self._get("MITTO_REPLY_WINDOW")
+        if isinstance(value, timedelta):
+            return value
+        return timedelta(seconds=float(value or 0))
+
+    @property
+    def OPT_OUT_KEYWORDS(self) -> list[str]:
+        """The first words of a reply that opt its sender out (compared folded)."""
+        value = self._get("MITTO_OPT_OUT_KEYWORDS") or []
+        if isinstance(value, str):
+            value = [value]
+        return [str(word) for word in value if word]
 
 
 conf = MittoSettings()

@@ -2,5 +2,6 @@
 
 from .batch import BatchAdmin
 from .message import DeliveryReportAdmin, MessageAdmin
+from .optout import OptOutAdmin
 
-__all__ = ["BatchAdmin", "DeliveryReportAdmin", "MessageAdmin"]
+__all__ = ["BatchAdmin", "DeliveryReportAdmin", "MessageAdmin", "OptOutAdmin"]

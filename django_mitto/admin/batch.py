@@ -431,6 +431,16 @@ class BatchAdmin(admin.ModelAdmin):
                 "parts": dashboard.format_count(preview.total_parts),
             },
         )
+        if preview.opted_out:
+            messages.warning(
+                request,
+                ngettext(
+                    "%(count)s number opted out and was left out.",
+                    "%(count)s numbers opted out and were left out.",
+                    len(preview.opted_out),
+                )
+                % {"count": dashboard.format_count(len(preview.opted_out))},
+            )
         return self._redirect_to(batch)
 
     def _redirect_to(self, batch: Batch) -> HttpResponseRedirect:
