@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import Any
 
-from django_mitto.sandbox import Sandbox, extras
+from django_mitto.sandbox import Sandbox, extras, inbound
 
 DEFAULT_PORT = 5800
 
@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", "-q", action="store_true", help="do not log requests and reports to stderr"
     )
     extras.add_arguments(parser)
+    inbound.add_arguments(parser)
     return parser
 
 
@@ -112,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         extras.configure(sandbox, args)
+        inbound.configure(sandbox, args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
