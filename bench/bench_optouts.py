@@ -97,6 +97,12 @@ def main() -> None:
     parser.add_argument("--opt-outs", type=int, default=1_000_000)
     parser.add_argument("--numbers", type=int, default=100_000)
     parser.add_argument(
+        "--chunk-size", type=int, default=None, help="numbers per query (default: the library's)"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="reuse the opt-outs already in the database"
+    )
+    parser.add_argument(
         "--sqlite", default=os.path.join(tempfile.gettempdir(), "mitto-bench-optouts.sqlite3")
     )
     args = parser.parse_args()
@@ -110,8 +116,11 @@ def main() -> None:
 
     call_command("migrate", verbosity=0)
     print(f"database: {connection.vendor}")
-    seconds = fill(args.opt_outs)
-    print(f"{args.opt_outs:,} opt-outs inserted in {seconds:.1f} s")
+    if args.chunk_size:
+        optouts.CHUNK_SIZE = args.chunk_size
+    if not args.keep:
+        seconds = fill(args.opt_outs)
+        print(f"{args.opt_outs:,} opt-outs inserted in {seconds:.1f} s")
 
     # Every tenth number is an opted-out one (spread over the table), the others are not.
     checked = [

@@ -17,10 +17,12 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -59,9 +61,13 @@ def opted_out_numbers(numbers: Iterable[str], account: str = DEFAULT_ACCOUNT) ->
     """Which of ``numbers`` (E.164) opted out of ``account``: one query per chunk of numbers."""
     wanted = sorted(set(numbers))
     found: set[str] = set()
+    postgres = connection.vendor == "postgresql"
     for chunk in _chunks(wanted, chunk_size()):
+        # On PostgreSQL the chunk travels as one array: the planner then probes the unique
+        # index per number (a long IN list of literals tempts it into a sequential scan).
+        values: Any = RawSQL("SELECT unnest(%s::varchar[])", (chunk,)) if postgres else chunk
         found.update(
-            OptOut.objects.filter(account=account, number__in=chunk).values_list(
+            OptOut.objects.filter(account=account, number__in=values).values_list(
                 "number", flat=True
             )
         )
