@@ -382,3 +382,11 @@ def test_the_sandbox_command_line_takes_the_inbound_options() -> None:
     }
     with pytest.raises(ValueError, match="inbound_url"):
         inbound.configure(sandbox, build_parser().parse_args(["--inbound-url", "ftp://x"]))
+
+
+def test_mitto_sandbox_command_points_replies_at_this_project(settings: Any) -> None:
+    from django_mitto.management.commands.mitto_sandbox import default_callback_url
+
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    assert default_callback_url("inbound") == "https://shop.example.com/mitto/inbound/old-secret/"
+    assert default_callback_url() == "https://shop.example.com/mitto/callback/old-secret/"

@@ -16,13 +16,16 @@ def default_port() -> int:
     return 5800
 
 
-def default_callback_url() -> str:
-    """The account-wide callback URL of this project (MITTO_CALLBACK_BASE_URL + first secret)."""
+def default_callback_url(name: str = "callback") -> str:
+    """The account-wide callback URL of this project (MITTO_CALLBACK_BASE_URL + first secret).
+
+    ``name="inbound"`` gives the URL replies go to.
+    """
     secrets = conf.CALLBACK_SECRETS
     if not conf.CALLBACK_BASE_URL or not secrets:
         return ""
     try:
-        path = reverse("django_mitto:callback", kwargs={"token": secrets[0]})
+        path = reverse(f"django_mitto:{name}", kwargs={"token": secrets[0]})
     except NoReverseMatch:
         return ""
     return conf.CALLBACK_BASE_URL + path
@@ -54,6 +57,15 @@ class Command(BaseCommand):
         parser.add_argument("--duplicate-reports", action="store_true")
         parser.add_argument("--reorder-reports", action="store_true")
         parser.add_argument("--report-test-messages", action="store_true")
+        parser.add_argument(
+            "--inbound-url",
+            default=None,
+            help="where replies are pushed; default: MITTO_CALLBACK_BASE_URL + the inbound path "
+            "with the first MITTO_CALLBACK_SECRET",
+        )
+        parser.add_argument(
+            "--auto-reply", default=None, metavar="TEXT", help="answer every delivered message"
+        )
         parser.add_argument("--quiet", action="store_true")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -73,6 +85,15 @@ class Command(BaseCommand):
         )
         if callback:
             argv += ["--callback-url", callback]
+        inbound = (
+            options["inbound_url"]
+            if options["inbound_url"] is not None
+            else default_callback_url("inbound")
+        )
+        if inbound:
+            argv += ["--inbound-url", inbound]
+        if options["auto_reply"]:
+            argv += ["--auto-reply", options["auto_reply"]]
         for flag in (
             "intermediate",
             "duplicate_reports",
