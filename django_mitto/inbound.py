@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -61,21 +62,26 @@ def resolve_inbound_aliases(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class _ReplyText(serializers.CharField):
+    """A reply's text as the phone sent it, minus what a database cannot store (PostgreSQL
+    refuses NUL and lone surrogates): each becomes U+FFFD rather than losing the reply."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if isinstance(data, str):
+            data = _UNSTORABLE.sub("\ufffd", data)
+        return super().to_internal_value(data)
+
+
 class InboundSerializer(serializers.Serializer):
     """Validates one reply (already mapped to canonical names)."""
 
     sender = _Text(32)
     recipient = _Text(32)
-    text = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    text = _ReplyText(required=False, allow_blank=True, trim_whitespace=False)
     id = _Text(64)
-
-    def validate_text(self, value: str) -> str:
-        try:
-            validators.validate_text_characters(value)
-        except ValidationError:
-            # Keep what the phone sent, minus what no database can store.
-            value = value.replace("\x00", "\ufffd")
-        return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if not attrs.get("sender"):

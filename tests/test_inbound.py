@@ -390,3 +390,13 @@ def test_mitto_sandbox_command_points_replies_at_this_project(settings: Any) -> 
     settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
     assert default_callback_url("inbound") == "https://shop.example.com/mitto/inbound/old-secret/"
     assert default_callback_url() == "https://shop.example.com/mitto/callback/old-secret/"
+
+
+@pytest.mark.django_db
+def test_a_text_with_nul_or_a_lone_surrogate_is_stored_with_replacement_characters(
+    api: APIClient,
+) -> None:
+    body = '{"from": "+41791234567", "text": "a\\u0000b\\ud800c"}'
+    response = api.generic("POST", inbound_url(), body, content_type="application/json")
+    assert response.status_code == 200, response.content
+    assert InboundMessage.objects.get().text == "a\ufffdb\ufffdc"
