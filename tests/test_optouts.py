@@ -255,6 +255,7 @@ def test_bulk_preview_lists_opted_out_numbers_apart_and_the_send_skips_them(
         "+41791234563",
     ]
     assert "1 number opted out and was left out." in response.content.decode()
+    assert "1 recipient opted out and was left out." in response.content.decode()
     assert len(mitto_sandbox.messages) == 2
 
 

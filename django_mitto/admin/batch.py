@@ -399,6 +399,10 @@ class BatchAdmin(admin.ModelAdmin):
                     test=preview.test,
                     created_by=request.user,
                 )
+                if preview.opted_out:
+                    # The preview left them out already: the batch records them all the same.
+                    batch.opted_out += len(preview.opted_out)
+                    Batch.objects.filter(pk=batch.pk).update(opted_out=batch.opted_out)
         except ValidationError as exc:
             if batch is not None:
                 raise
