@@ -3,8 +3,8 @@
 * :func:`opted_out_numbers` tells which of many numbers opted out, in chunks of
   ``number IN (...)`` lookups: the number of queries depends on how many numbers are checked,
   never on how many opt-outs are stored.
-* :func:`add_opt_out` records one (idempotent); :func:`import_csv` and :func:`export_csv` move
-  them in and out as CSV.
+* :func:`add_opt_out` records one (idempotent), :func:`add_opt_outs` many; :func:`export_csv`
+  writes them as CSV.
 * :func:`is_opt_out_keyword` tells whether a reply's first word asks to opt out.
 """
 
@@ -15,7 +15,7 @@ import io
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +34,8 @@ logger = logging.getLogger("django_mitto")
 
 __all__ = [
     "add_opt_out",
+    "add_opt_outs",
     "export_csv",
-    "import_csv",
     "is_opt_out_keyword",
     "opted_out_numbers",
     "reject_if_opted_out",
@@ -201,38 +201,33 @@ class ImportResult:
     invalid: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def import_csv(
-    text: str, *, account: str = DEFAULT_ACCOUNT, note: str = "", region: str | None = None
+def add_opt_outs(
+    numbers: Sequence[str],
+    *,
+    source: str = OptOut.Source.IMPORT,
+    account: str = DEFAULT_ACCOUNT,
+    note: str = "",
+    region: str | None = None,
 ) -> ImportResult:
-    """Add the numbers of a CSV text (first column, or the column named ``number``/``phone``...).
+    """Add many numbers at once (an import): chunked lookups and ``bulk_create``.
 
-    A header row is recognised; an invalid number is reported with its line and left out;
-    a number already opted out is counted, not changed. Inserted in chunks with
-    ``bulk_create(ignore_conflicts=True)``.
+    An invalid number is reported (its 1-based position, as written, why) and left out; a
+    number already opted out is counted, not changed.
     """
-    from .admin.bulk import CsvError, parse_csv
-
     result = ImportResult()
-    try:
-        entries, _layout = parse_csv(text)
-    except CsvError as exc:
-        raise ValidationError({"csv_file": str(exc)}) from None
-    numbers: list[str] = []
-    for entry in entries:
+    valid: list[str] = []
+    for position, raw in enumerate(numbers, start=1):
         try:
-            numbers.append(validators.normalize_recipient(entry.raw, region))
+            valid.append(validators.normalize_recipient(raw, region))
         except ValidationError as exc:
-            result.invalid.append((entry.position, entry.raw, " ".join(exc.messages)))
-    unique = sorted(set(numbers))
+            result.invalid.append((position, raw, " ".join(exc.messages)))
+    unique = sorted(set(valid))
     already = opted_out_numbers(unique, account)
     new = [number for number in unique if number not in already]
     size = chunk_size()
     for chunk in _chunks(new, size):
         OptOut.objects.bulk_create(
-            [
-                OptOut(number=n, account=account, source=OptOut.Source.IMPORT, note=note)
-                for n in chunk
-            ],
+            [OptOut(number=n, account=account, source=source, note=note) for n in chunk],
             ignore_conflicts=True,
         )
     result.added = len(new)

@@ -199,6 +199,9 @@ def test_admin_import_adds_valid_numbers_and_lists_the_rest(admin_client: Any) -
     page = response.content.decode()
     assert "1 opt-out added, 1 already there." in page
     assert "hello is not a phone number" in page
+    assert [(line, raw) for line, raw, _reason in response.context["result"].invalid] == [
+        (4, "hello")
+    ]
     added = OptOut.objects.get(number="+41791234562")
     assert (added.source, added.note) == (OptOut.Source.IMPORT, "shop list")
     assert OptOut.objects.count() == 2
@@ -264,3 +267,29 @@ def test_bulk_preview_with_only_opted_out_numbers_is_an_error(admin_client: Any)
     opt_out("+41791234562")
     response = preview(admin_client, numbers="+41791234562")
     assert "Every valid number opted out" in str(response.context["form"].errors["numbers"])
+
+
+@pytest.mark.django_db
+def test_add_opt_outs_adds_many_and_reports_each_invalid_number() -> None:
+    opt_out("+41791234561")
+    result = optouts.add_opt_outs(
+        ["+41791234561", "0041791234562", "nope", "+41791234562"],
+        source=OptOut.Source.API,
+        note="CRM sync",
+    )
+    assert (result.added, result.existing) == (1, 1)
+    assert [(position, raw) for position, raw, _reason in result.invalid] == [(3, "nope")]
+    added = OptOut.objects.get(number="+41791234562")
+    assert (added.source, added.note) == (OptOut.Source.API, "CRM sync")
+
+
+@pytest.mark.django_db
+def test_add_opt_out_is_idempotent_and_names_the_field_of_a_bad_number() -> None:
+    first, created = optouts.add_opt_out("+41 79 123 45 67", note="phone call")
+    again, created_again = optouts.add_opt_out("0041791234567", source=OptOut.Source.ADMIN)
+    assert (created, created_again) == (True, False)
+    assert first.pk == again.pk
+    assert again.source == OptOut.Source.API
+    with pytest.raises(ValidationError) as info:
+        optouts.add_opt_out("hello")
+    assert list(info.value.message_dict) == ["number"]

@@ -16,7 +16,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import optouts
 from ..models import DEFAULT_ACCOUNT, OptOut
-from .bulk import MAX_CSV_BYTES, CsvError, decode_csv
+from .bulk import MAX_CSV_BYTES, CsvError, decode_csv, parse_csv
 
 
 class OptOutForm(forms.ModelForm):
@@ -106,14 +106,20 @@ class OptOutAdmin(admin.ModelAdmin):
             form = OptOutImportForm(request.POST, request.FILES)
             if form.is_valid():
                 try:
-                    result = optouts.import_csv(
-                        form.cleaned_data["csv_file"],
+                    entries, _layout = parse_csv(form.cleaned_data["csv_file"])
+                except CsvError as exc:
+                    form.add_error("csv_file", ValidationError(str(exc), code="invalid"))
+                else:
+                    result = optouts.add_opt_outs(
+                        [entry.raw for entry in entries],
                         account=form.cleaned_data["account"],
                         note=form.cleaned_data["note"],
                     )
-                except ValidationError as exc:
-                    form.add_error("csv_file", exc.message_dict.get("csv_file"))
-                else:
+                    # Report invalid rows by their line in the file, not their rank.
+                    result.invalid = [
+                        (entries[rank - 1].position, raw, reason)
+                        for rank, raw, reason in result.invalid
+                    ]
                     messages.success(
                         request,
                         ngettext(
