@@ -235,3 +235,44 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             "(a signed callback URL per message).",
         )
     return errors
+
+
+def check_reply_settings(
+    app_configs: Sequence[Any] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """``MITTO_REPLY_WINDOW`` and ``MITTO_OPT_OUT_KEYWORDS`` (opt-outs and replies)."""
+    from datetime import timedelta
+
+    errors: list[CheckMessage] = []
+    window = _setting("MITTO_REPLY_WINDOW")
+    if isinstance(window, timedelta):
+        seconds: float | None = window.total_seconds()
+    elif isinstance(window, (int, float)) and not isinstance(window, bool):
+        seconds = float(window)
+    else:
+        seconds = None
+    if seconds is None or seconds < 0 or seconds != seconds:
+        errors.append(
+            Error(
+                "MITTO_REPLY_WINDOW must be a number of seconds or a timedelta, not negative.",
+                hint="For example timedelta(days=7) (the default), or 0 to link no reply.",
+                id="django_mitto.E020",
+            )
+        )
+    keywords = _setting("MITTO_OPT_OUT_KEYWORDS")
+    if (
+        isinstance(keywords, str)
+        or not isinstance(keywords, (list, tuple))
+        or not all(
+            isinstance(word, str) and word.strip() and len(word.split()) == 1 for word in keywords
+        )
+    ):
+        errors.append(
+            Error(
+                "MITTO_OPT_OUT_KEYWORDS must be a list of single words.",
+                hint='For example ["STOP", "STOPP", "ARRET", "UNSUBSCRIBE"] (the default), '
+                "or [] to add no opt-out from replies.",
+                id="django_mitto.E021",
+            )
+        )
+    return errors

@@ -9,6 +9,7 @@ with the default applied, and :meth:`MittoSettings.require_api_key` raises at us
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -37,6 +38,8 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_ACCOUNT_NAME": "",
     # Off: nothing is redacted or deleted until a project chooses how long to keep messages.
     "MITTO_RETENTION": None,
+    "MITTO_REPLY_WINDOW": 7 * 24 * 3600,
+    "MITTO_OPT_OUT_KEYWORDS": ["STOP", "STOPP", "ARRET", "UNSUBSCRIBE"],
 }
 
 #: The keys ``MITTO_RETENTION`` takes; a key left out turns its part off (batch_size: 2000).
@@ -150,6 +153,22 @@ class MittoSettings:
     def ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
         return str(self._get("MITTO_ACCOUNT_NAME") or "")
+
+    @property
+    def REPLY_WINDOW(self) -> timedelta:
+        """How long after a message a reply from its recipient is taken as an answer to it."""
+        value = self._get("MITTO_REPLY_WINDOW")
+        if isinstance(value, timedelta):
+            return value
+        return timedelta(seconds=float(value or 0))
+
+    @property
+    def OPT_OUT_KEYWORDS(self) -> list[str]:
+        """The first words of a reply that opt its sender out (compared folded)."""
+        value = self._get("MITTO_OPT_OUT_KEYWORDS") or []
+        if isinstance(value, str):
+            value = [value]
+        return [str(word) for word in value if word]
 
     @property
     def RETENTION(self) -> Retention | None:

@@ -233,6 +233,11 @@ class Batch(models.Model):
     )
     test = models.BooleanField(_("test"), default=False)
     total = models.PositiveIntegerField(_("recipients"), default=0)
+    opted_out = models.PositiveIntegerField(
+        _("opted out"),
+        default=0,
+        help_text=_("Recipients left out because they opted out."),
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         verbose_name=_("created by"),
@@ -546,3 +551,88 @@ class DeliveryReport(models.Model):
             elif "=" in raw and "\n" not in raw:
                 names.update(key for key, _value in parse_qsl(raw, keep_blank_values=True))
         return sorted(names)[:100]
+
+
+#: The account name stored on opt-outs and replies until accounts are configurable.
+DEFAULT_ACCOUNT = "default"
+
+
+class OptOut(models.Model):
+    """A number that asked to receive no more messages (from one account)."""
+
+    class Source(models.TextChoices):
+        ADMIN = "admin", _("Admin")
+        IMPORT = "import", _("Import")
+        KEYWORD = "keyword", _("Inbound keyword")
+        API = "api", _("API")
+
+    number = models.CharField(
+        _("number"), max_length=20, help_text=_("In E.164, for example +41791234567.")
+    )
+    account = models.CharField(_("account"), max_length=64, default=DEFAULT_ACCOUNT)
+    source = models.CharField(
+        _("source"), max_length=8, choices=Source.choices, default=Source.ADMIN
+    )
+    note = models.TextField(_("note"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("opt-out")
+        verbose_name_plural = _("opt-outs")
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["number", "account"], name="mitto_optout_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+    def clean(self) -> None:
+        try:
+            self.number = validators.normalize_recipient(self.number)
+        except ValidationError as exc:
+            raise ValidationError({"number": exc}) from None
+
+
+class InboundMessage(models.Model):
+    """One reply (MO message) Mitto pushed to this site, kept with its raw payload."""
+
+    class Outcome(models.TextChoices):
+        STORED = "stored", _("Stored")
+        # Kept raw: no sender, or a field that could not be read.
+        UNPARSED = "unparsed", _("Unparsed")
+
+    sender = models.CharField(_("from"), max_length=32, blank=True, db_index=True)
+    recipient = models.CharField(
+        _("to"), max_length=32, blank=True, help_text=_("Our number or sender ID.")
+    )
+    text = models.TextField(_("text"), blank=True)
+    account = models.CharField(_("account"), max_length=64, default=DEFAULT_ACCOUNT)
+    provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=12, choices=Outcome.choices, default=Outcome.STORED
+    )
+    in_reply_to = models.ForeignKey(
+        Message,
+        verbose_name=_("in reply to"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="replies",
+    )
+    opted_out = models.BooleanField(
+        _("opt-out keyword"), default=False, help_text=_("The text asked to receive no more.")
+    )
+    method = models.CharField(_("method"), max_length=8, blank=True)
+    remote_addr = models.GenericIPAddressField(_("client address"), null=True, blank=True)
+    payload = models.JSONField(_("payload"), default=dict)
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("reply")
+        verbose_name_plural = _("replies")
+        ordering = ["-received_at", "-pk"]
+
+    def __str__(self) -> str:
+        text = self.text if len(self.text) <= 40 else self.text[:39] + "…"
+        return f"{self.sender or '?'}: {text}"

@@ -15,9 +15,18 @@ def send_new_message(
 ) -> None:
     """post_save receiver: dispatch a newly created ``queued`` message after commit.
 
-    Loading fixtures (``raw``) sends nothing; a rolled-back save sends nothing.
+    Loading fixtures (``raw``) sends nothing; a rolled-back save sends nothing. A message to a
+    number that opted out ends ``rejected`` at once and is never sent (``send_sms`` checked
+    it already, or was told to ignore the opt-out).
     """
-    if not created or raw or instance.status != Status.QUEUED or not conf.SEND_ON_SAVE:
+    if not created or raw or instance.status != Status.QUEUED:
+        return
+    if not getattr(instance, "_mitto_opt_out_checked", False):
+        from .optouts import reject_if_opted_out
+
+        if reject_if_opted_out(instance):
+            return
+    if not conf.SEND_ON_SAVE:
         return
     from .tasks import enqueue_message
 

@@ -111,6 +111,13 @@ STEPS: list[PurgeStep] = [
         age=DELETE,
     ),
     PurgeStep(
+        name="inbound.delete",
+        label=_("inbound messages deleted"),
+        model="django_mitto.InboundMessage",
+        date_field="received_at",
+        age=DELETE,
+    ),
+    PurgeStep(
         name="messages.delete",
         label=_("messages deleted"),
         model="django_mitto.Message",
@@ -142,6 +149,15 @@ STEPS: list[PurgeStep] = [
         age=REDACT,
         pending=~Q(payload={}) | ~Q(recipient=""),
         values=_redacted_report,
+    ),
+    PurgeStep(
+        name="inbound.redact",
+        label=_("inbound messages redacted (sender, text and raw payload)"),
+        model="django_mitto.InboundMessage",
+        date_field="received_at",
+        age=REDACT,
+        pending=~Q(payload={}) | ~Q(sender="") | ~Q(text=""),
+        values=lambda now: {"sender": "", "text": "", "payload": {}},
     ),
 ]
 

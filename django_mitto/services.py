@@ -139,6 +139,7 @@ def send_sms(
     test: bool | None = None,
     metadata: dict[str, Any] | None = None,
     region: str | None = None,
+    ignore_opt_out: bool = False,
 ) -> Message:
     """Validate, create and send one SMS; return its :class:`Message`.
 
@@ -148,12 +149,23 @@ def send_sms(
     ``queued``, since the send has not happened yet; call ``message.refresh_from_db()`` later
     to see the outcome. Invalid input raises :class:`~django.core.exceptions.ValidationError`
     keyed by field name; nothing is created.
+    A number that opted out is refused on ``recipient``, unless ``ignore_opt_out=True`` (for
+    a transactional message; logged).
     """
+    from . import optouts
+
     errors: dict[str, Any] = {}
+    opted_out = False
     try:
         recipient = validators.normalize_recipient(recipient, region)
     except ValidationError as exc:
         errors["recipient"] = exc
+    else:
+        opted_out = optouts.is_opted_out(recipient)
+        if opted_out and not ignore_opt_out:
+            errors["recipient"] = ValidationError(
+                optouts.opt_out_reason(recipient), code="opted_out"
+            )
     sender, encoding, _info = _clean_options(
         reference=reference,
         sender=sender,
@@ -180,7 +192,15 @@ def send_sms(
         test=conf.TEST_MODE if test is None else bool(test),
         metadata=metadata or {},
     )
+    # Checked above (or knowingly skipped): the save hook need not look again.
+    message._mitto_opt_out_checked = True  # type: ignore[attr-defined]
     message.save()
+    if opted_out:
+        logger.warning(
+            "SMS %s to %s sent although the number opted out (ignore_opt_out=True)",
+            message.pk,
+            recipient,
+        )
     if not conf.SEND_ON_SAVE:
         # The post_save hook is off: this explicit call still sends.
         from .tasks import enqueue_message
@@ -208,6 +228,7 @@ def send_bulk(
     test: bool | None = None,
     region: str | None = None,
     created_by: Any = None,
+    ignore_opt_out: bool = False,
 ) -> Batch:
     """Create a :class:`Batch` with one message per recipient and send it through ``/smsbulk``.
 
@@ -216,6 +237,10 @@ def send_bulk(
     as ``recipients``) gives each message its own reference; otherwise all get ``reference``.
     Messages are inserted with ``bulk_create`` and sent in chunks of ``MITTO_BULK_CHUNK_SIZE``
     after the transaction commits.
+
+    Numbers that opted out are left out (logged); ``batch.opted_out`` counts them and
+    ``batch.opted_out_numbers`` lists them on the returned object. ``ignore_opt_out=True``
+    sends to them too (a transactional message; logged).
     """
     errors: dict[str, Any] = {}
     numbers: list[str] = []
@@ -273,6 +298,20 @@ def send_bulk(
         raise ValidationError(errors)
     assert info is not None
     is_test = conf.TEST_MODE if test is None else bool(test)
+    from . import optouts
+
+    refs = list(references) if references is not None else [reference or ""] * len(numbers)
+    blocked = optouts.opted_out_numbers(numbers)
+    skipped = 0
+    if blocked and ignore_opt_out:
+        logger.warning(
+            "Bulk send to %d number(s) that opted out (ignore_opt_out=True)", len(blocked)
+        )
+    elif blocked:
+        kept = [(number, ref) for number, ref in zip(numbers, refs) if number not in blocked]
+        skipped = len(numbers) - len(kept)
+        numbers, refs = [n for n, _r in kept], [r for _n, r in kept]
+        logger.info("Bulk send: %d recipient(s) left out, they opted out", skipped)
     options = {
         k: v
         for k, v in {"udh": udh, "validity": validity, "pid": pid, "flash": flash}.items()
@@ -286,9 +325,9 @@ def send_bulk(
             options={**options, "reference": reference} if reference else options,
             test=is_test,
             total=len(numbers),
+            opted_out=skipped,
             created_by=created_by,
         )
-        refs = list(references) if references is not None else [reference or ""] * len(numbers)
         Message.objects.bulk_create(
             [
                 Message(
@@ -315,6 +354,7 @@ def send_bulk(
 
         # bulk_create sends no post_save: this path enqueues itself.
         transaction.on_commit(lambda: enqueue_batch(batch.pk))
+    batch.opted_out_numbers = [] if ignore_opt_out else sorted(blocked)  # type: ignore[attr-defined]
     return batch
 
 

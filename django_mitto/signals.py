@@ -29,6 +29,11 @@ message_status_changed = Signal()
 #: ``report`` (the DeliveryReport), ``message`` (or None when it matches no message yet).
 delivery_report_received = Signal()
 
+#: A reply (MO message) was received and stored. Arguments: ``sender`` (the InboundMessage
+#: class), ``inbound`` (the :class:`~django_mitto.models.InboundMessage`), ``message`` (the
+#: Message it answers, or None when it cannot be told).
+message_received = Signal()
+
 
 def announce(signal: Signal, sender: Any, **kwargs: Any) -> None:
     """Send ``signal`` to every receiver; one that raises is logged and stops nothing else."""

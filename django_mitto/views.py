@@ -40,6 +40,7 @@ from .callbacks import (
 from .serializers import REPORT_FIELDS, DeliveryReportSerializer, resolve_aliases
 
 logger = logging.getLogger("django_mitto.callbacks")
+inbound_logger = logging.getLogger("django_mitto.inbound")
 
 try:  # Django 5.1+
     from django.contrib.auth.decorators import login_not_required
@@ -140,6 +141,8 @@ class DeliveryReportView(APIView):
     token or address. Django's request log never sees the path, which holds the token.
     """
 
+    #: What the view takes, as its log lines name it.
+    what = "Delivery report"
     authentication_classes: list[Any] = []
     permission_classes: list[Any] = []
     parser_classes = [_JSONParser, FormParser, MultiPartParser]
@@ -163,7 +166,7 @@ class DeliveryReportView(APIView):
             return super().handle_exception(exc)
         # Anything unforeseen (the database down...): logged here without the path, and answered
         # 503 so that Mitto tries again later rather than dropping the report.
-        logger.error("Delivery report could not be handled", exc_info=exc)
+        logger.error("%s could not be handled", self.what, exc_info=exc)
         return Response(
             {"detail": "Temporarily unavailable."},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
@@ -334,3 +337,79 @@ def _forbidden() -> Response:
 
 def _ready() -> Response:
     return Response({"status": "ok", "detail": "Ready for delivery reports."})
+
+
+# -- replies ---------------------------------------------------------------------------------------
+
+
+class InboundMessageView(DeliveryReportView):
+    """Takes the replies (MO messages) Mitto pushes, at ``inbound/<token>/``.
+
+    The same rules as :class:`DeliveryReportView`: the token is one of
+    ``MITTO_CALLBACK_SECRET`` (a per-message token is refused), GET or POST, JSON or a form,
+    field names in any case and with their aliases, the body winning over the query string.
+    A request that is not a reply is stored ``unparsed`` and answered 400; a reply 200.
+    """
+
+    what = "Reply"
+
+    def _handle(self, request: Request, token: str) -> Response:
+        from .inbound import (
+            EXPECTED_INBOUND_FIELDS,
+            INBOUND_FIELDS,
+            InboundSerializer,
+            record_inbound,
+            resolve_inbound_aliases,
+        )
+
+        address = client_address(request.META)
+        check = check_token(token)
+        # Only the account-wide secret: a signed token belongs to one message's reports.
+        if not check.valid or check.label != "account secret" or not address_allowed(address):
+            inbound_logger.warning("Reply refused from %s", address or "?")
+            return _forbidden()
+        if request.method == "HEAD":
+            return Response({"status": "ok", "detail": "Ready for replies."})
+        method = request.method or ""
+        try:
+            query, body = self._read(request)
+            if body is None and not query:
+                return Response({"status": "ok", "detail": "Ready for replies."})
+            fields = {**resolve_inbound_aliases(query), **resolve_inbound_aliases(body or {})}
+            payload = {"query": query} if body is None else {"query": query, "body": body}
+            received = {**query, **(body or {})}
+            if not INBOUND_FIELDS.intersection(str(key).lower() for key in received):
+                message = _(
+                    "No reply field found (received: %(received)s). Expected: %(expected)s."
+                ) % {"received": _names(received), "expected": EXPECTED_INBOUND_FIELDS}
+                raise _Unparsed({"fields": [message]}, **payload)
+            serializer = InboundSerializer(data=fields)
+            if not serializer.is_valid():
+                raise _Unparsed(serializer.errors, _fields=fields, **payload)
+        except _Unparsed as unparsed:
+            return self._store_unparsed(unparsed, check, method, address)
+        inbound = record_inbound(
+            dict(serializer.validated_data), _clean(payload), method=method, remote_addr=address
+        )
+        return Response({"status": "ok", "outcome": inbound.outcome, "id": inbound.pk})
+
+    def _store_unparsed(
+        self, unparsed: _Unparsed, check: TokenCheck, method: str, address: str
+    ) -> Response:
+        from .inbound import store_unparsed_inbound
+
+        payload = dict(unparsed.payload)
+        fields = payload.pop("_fields", None)
+        inbound = store_unparsed_inbound(
+            _clean(payload), method=method, remote_addr=address, fields=fields
+        )
+        inbound_logger.warning(
+            "Reply %s from %s could not be read (%s); stored as unparsed",
+            inbound.pk,
+            address or "?",
+            ", ".join(sorted(unparsed.errors)),
+        )
+        return Response(
+            {"errors": unparsed.errors, "outcome": inbound.outcome},
+            status=status.HTTP_400_BAD_REQUEST,
+        )

@@ -132,6 +132,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "--reply-shape", "ids", "--intermediate", "--duplicate-reports", "--reorder-reports",
         "--report-test-messages", "--mcc", "310", "--mnc", "260", "--quiet",
         "--conversion-disabled", "--usage-shape", "object", "--usage-price", "0.07",
+        "--inbound-url", "http://x.test/in/", "--auto-reply", "Thanks",
     )  # fmt: skip
     assert vars(args) == {
         "host": "::1",
@@ -152,6 +153,8 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "conversion_disabled": True,
         "usage_shape": "object",
         "usage_price": "0.07",
+        "inbound_url": "http://x.test/in/",
+        "auto_reply": "Thanks",
     }
 
 

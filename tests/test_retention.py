@@ -260,7 +260,7 @@ def test_a_key_set_to_none_turns_its_part_off(settings: Any) -> None:
     settings.MITTO_RETENTION = {"redact_after_days": 90}
     old = make(400)
     result = retention.purge(now=NOW)
-    assert [s.name for s in result.steps] == ["messages.redact", "reports.redact"]
+    assert [s.name for s in result.steps] == ["messages.redact", "reports.redact", "inbound.redact"]
     old.refresh_from_db()
     assert old.recipient == Message.REDACTED_RECIPIENT
 
@@ -443,3 +443,37 @@ def test_readme_tasks_example_purges_and_books_the_next_run(settings: Any) -> No
     assert old.recipient == Message.REDACTED_RECIPIENT
     (booked,) = purge_sms.get_backend().results
     assert booked.task.run_after > timezone.now() + datetime.timedelta(hours=23)
+
+
+# -- replies ------------------------------------------------------------------------------------
+
+
+def _reply(days_old: float, text: str = "STOP please") -> Any:
+    from django_mitto.models import InboundMessage
+
+    reply = InboundMessage.objects.create(
+        sender="+41791234567",
+        recipient="+41780000000",
+        text=text,
+        payload={"body": {"from": "41791234567", "text": text}},
+    )
+    InboundMessage.objects.filter(pk=reply.pk).update(
+        received_at=NOW - datetime.timedelta(days=days_old)
+    )
+    return reply
+
+
+def test_old_replies_are_redacted_and_older_ones_deleted() -> None:
+    from django_mitto.models import InboundMessage
+
+    recent, old, ancient = _reply(10), _reply(100), _reply(400)
+    result = retention.purge(now=NOW)
+    assert not InboundMessage.objects.filter(pk=ancient.pk).exists()
+    old.refresh_from_db()
+    assert (old.sender, old.text, old.payload) == ("", "", {})
+    assert old.recipient == "+41780000000"  # our own number: not personal data
+    recent.refresh_from_db()
+    assert (recent.sender, recent.text) == ("+41791234567", "STOP please")
+    assert result.count("inbound.redact") == 1
+    assert result.count("inbound.delete") == 1
+    assert retention.purge(now=NOW).count("inbound.redact") == 0

@@ -410,6 +410,10 @@ class BatchAdmin(admin.ModelAdmin):
                     test=preview.test,
                     created_by=request.user,
                 )
+                if preview.opted_out:
+                    # The preview left them out already: the batch records them all the same.
+                    batch.opted_out += len(preview.opted_out)
+                    Batch.objects.filter(pk=batch.pk).update(opted_out=batch.opted_out)
         except ValidationError as exc:
             if batch is not None:
                 raise
@@ -442,6 +446,16 @@ class BatchAdmin(admin.ModelAdmin):
                 "parts": dashboard.format_count(preview.total_parts),
             },
         )
+        if preview.opted_out:
+            messages.warning(
+                request,
+                ngettext(
+                    "%(count)s number opted out and was left out.",
+                    "%(count)s numbers opted out and were left out.",
+                    len(preview.opted_out),
+                )
+                % {"count": dashboard.format_count(len(preview.opted_out))},
+            )
         return self._redirect_to(batch)
 
     def _redirect_to(self, batch: Batch) -> HttpResponseRedirect:

@@ -291,6 +291,8 @@ class BulkPreview:
     csv_layout: CsvLayout | None = None
     csv_name: str = ""
     notes: list[str] = field(default_factory=list)
+    #: Valid numbers that opted out: left out of the send.
+    opted_out: list[Recipient] = field(default_factory=list)
 
     @property
     def numbers(self) -> list[str]:
@@ -583,7 +585,21 @@ class BulkSendForm(forms.Form):
             )
             return data
         preview = analyze_entries(entries, self.region)
-        if not preview.recipients:
+        from ..optouts import opted_out_numbers
+
+        blocked = opted_out_numbers(preview.numbers)
+        if blocked:
+            preview.opted_out = [r for r in preview.recipients if r.number in blocked]
+            preview.recipients = [r for r in preview.recipients if r.number not in blocked]
+        if not preview.recipients and preview.opted_out:
+            self.add_error(
+                numbers_field,
+                ValidationError(
+                    _("Every valid number opted out: there is no one to send to."),
+                    code="all_opted_out",
+                ),
+            )
+        elif not preview.recipients:
             self.add_error(
                 numbers_field,
                 ValidationError(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from types import FrameType
 from typing import Any
 
-from django_mitto.sandbox import REPLY_SHAPES, Sandbox, extras
+from django_mitto.sandbox import REPLY_SHAPES, Sandbox, extras, inbound
 
 DEFAULT_PORT = 5800
 
@@ -152,6 +152,20 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> list[argp
         default=extras.DEFAULTS["usage_price"],
         help=f"cost of one part in /usage/bycountry (default {extras.DEFAULTS['usage_price']})",
     )
+    # Replies (MO messages) pushed to the project (django_mitto.sandbox.inbound).
+    option(
+        "--inbound-url",
+        dest="inbound_url",
+        default=None,
+        help="URL the replies (MO messages) are pushed to",
+    )
+    option(
+        "--auto-reply",
+        dest="auto_reply",
+        default=None,
+        metavar="TEXT",
+        help="answer every delivered message with this reply (needs --inbound-url)",
+    )
     return actions
 
 
@@ -204,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         extras.configure(sandbox, args)
+        inbound.configure(sandbox, args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

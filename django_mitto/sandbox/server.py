@@ -70,6 +70,7 @@ from xml.sax.saxutils import escape as _xml_escape
 from django_mitto import __version__
 from django_mitto.sandbox import extras as _extras
 from django_mitto.sandbox import faults as _faults
+from django_mitto.sandbox import inbound as _inbound
 from django_mitto.sandbox.validation import (
     RESPONSE_TEXTS,
     ValidationFailure,
@@ -374,8 +375,12 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
         try:
             route = API_ROUTES.get(key)
             if route is not None:
-                return self._api(method, key, query, headers, keep_alive, *route)
+                keep = self._api(method, key, query, headers, keep_alive, *route)
+                _inbound.after_send(self.server.sandbox)
+                return keep
             body = self._read_body(headers)
+            if key in _inbound.ROUTES:
+                return _inbound.handle(self, method, key, body, headers, keep_alive)
             if key in _extras.ROUTES:
                 return _extras.handle(self, method, key, body, headers, keep_alive)
             if key == "/_sandbox" or key.startswith("/_sandbox/"):

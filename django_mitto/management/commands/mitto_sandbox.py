@@ -28,8 +28,9 @@ def default_site() -> str:
     return conf.CALLBACK_BASE_URL or DEFAULT_SITE
 
 
-def callback_url_for_site(site: str) -> tuple[str, str]:
-    """The account-wide callback URL on ``site`` (the first ``MITTO_CALLBACK_SECRET`` as token).
+def callback_url_for_site(site: str, name: str = "callback") -> tuple[str, str]:
+    """The account-wide callback URL on ``site`` (the first ``MITTO_CALLBACK_SECRET`` as token);
+    ``name="inbound"`` gives the URL replies go to.
 
     Returns ``(url, "")``, or ``("", why)`` when no URL can be made.
     """
@@ -37,15 +38,16 @@ def callback_url_for_site(site: str) -> tuple[str, str]:
     if not secrets:
         return "", _("MITTO_CALLBACK_SECRET is not set")
     try:
-        path = reverse("django_mitto:callback", kwargs={"token": secrets[0]})
+        path = reverse(f"django_mitto:{name}", kwargs={"token": secrets[0]})
     except NoReverseMatch:
         return "", _('django_mitto.urls is not included in the URLconf (path("mitto/", ...))')
     return site.rstrip("/") + path, ""
 
 
-def default_callback_url() -> str:
-    """The account-wide callback URL of this project on :func:`default_site`."""
-    return callback_url_for_site(default_site())[0]
+def default_callback_url(name: str = "callback") -> str:
+    """The account-wide callback URL of this project on :func:`default_site` (``"inbound"``:
+    the URL replies go to)."""
+    return callback_url_for_site(default_site(), name)[0]
 
 
 def _same_place(url: str, other: str) -> bool:
@@ -130,6 +132,8 @@ class Command(BaseCommand):
                         )
                     )
             options["callback_url"] = callback or None
+        if options["inbound_url"] is None:
+            options["inbound_url"] = callback_url_for_site(site, "inbound")[0] or None
 
         host = options["host"]
         port = options["port"]
@@ -141,6 +145,10 @@ class Command(BaseCommand):
         self.stdout.write(_("API key:      %(key)s") % {"key": _masked(options["api_key"])})
         self.stdout.write(
             _("Callback URL: %(url)s") % {"url": self._redacted(callback) if callback else "-"}
+        )
+        inbound = options["inbound_url"]
+        self.stdout.write(
+            _("Inbound URL:  %(url)s") % {"url": self._redacted(inbound) if inbound else "-"}
         )
         if port and not _same_place(conf.API_URL, api_url):
             self.stderr.write(
