@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="port of the Django server")
     parser.add_argument("--sandbox-port", type=int, default=5800, help="port of the sandbox")
     parser.add_argument("--username", default="admin")
+    parser.add_argument(
+        "--auto-reply",
+        metavar="TEXT",
+        default="",
+        help="the sandbox answers every delivered message with this reply (two-way SMS)",
+    )
     parser.add_argument("--no-wait", action="store_true", help="start, check, and stop (for tests)")
     args = parser.parse_args(argv)
 
@@ -70,8 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         f"u.set_password({password!r}); u.save()",
         env=env,
     )
+    reply = ["--auto-reply", args.auto_reply] if args.auto_reply else []
     sandbox = manage(
-        "mitto_sandbox", "--port", str(args.sandbox_port), "--quiet", env=env, background=True
+        "mitto_sandbox",
+        "--port",
+        str(args.sandbox_port),
+        "--quiet",
+        *reply,
+        env=env,
+        background=True,
     )
     server = manage("runserver", f"127.0.0.1:{args.port}", "--noreload", env=env, background=True)
     processes = [sandbox, server]
@@ -97,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
             f"  sandbox: http://127.0.0.1:{args.sandbox_port}/_sandbox/messages\n"
             "  Add a Message (or an Order) in the admin; it turns 'delivered' a few seconds later.\n"
             "  Recipients ending in 7, 8, 9 end undelivered, expired, rejected.\n"
+            "  A reply from a phone (STOP opts it out):\n"
+            f'    curl -d \'{{"from": "+41791234567", "text": "STOP"}}\' '
+            f"http://127.0.0.1:{args.sandbox_port}/_sandbox/inbound\n"
             "  Press Ctrl-C to stop.\n",
             flush=True,
         )
