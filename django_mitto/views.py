@@ -205,6 +205,10 @@ class DeliveryReportView(APIView):
                 # Which URL it came to ("batch 3"), never the token: a report stored unmatched
                 # on a batch URL is matched within that batch later.
                 payload["scope"] = check.label
+            if check.account:
+                # Whose secret it came on: a report stored unmatched is applied later only to
+                # a message of that account.
+                payload["account"] = check.account
             received = {**query, **(body or {})}
             if not REPORT_FIELDS.intersection(str(key).lower() for key in received):
                 message = _(
@@ -224,6 +228,7 @@ class DeliveryReportView(APIView):
                 remote_addr=address,
                 message_pk=check.message_pk,
                 batch_pk=check.batch_pk,
+                account=check.account,
             )
         except MessageGone:
             logger.warning(
@@ -296,6 +301,8 @@ class DeliveryReportView(APIView):
         fields = payload.pop("_fields", None)
         if check.message_pk is not None or check.batch_pk is not None:
             payload["scope"] = check.label
+        if check.account:
+            payload["account"] = check.account
         report = store_unparsed(_clean(payload), method=method, remote_addr=address, fields=fields)
         logger.warning(
             "Delivery report %s from %s could not be read (%s); stored as unparsed",
