@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from ..conf import conf
 from ..exceptions import MittoConfigurationError, MittoError
 from ..models import FINAL_STATUSES, Batch, Message, Status
 from . import dashboard, usage
@@ -216,6 +218,23 @@ class BatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
         return False
 
+    # -- the account, shown and filtered only when there are several
+
+    def get_fields(self, request: HttpRequest, obj: Batch | None = None) -> Sequence[Any]:
+        fields = super().get_fields(request, obj)
+        return ["account", *fields] if conf.SEVERAL_ACCOUNTS else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Batch | None = None) -> Sequence[Any]:
+        return self.get_fields(request, obj)
+
+    def get_list_filter(self, request: HttpRequest) -> Sequence[Any]:
+        filters = super().get_list_filter(request)
+        return ["account", *filters] if conf.SEVERAL_ACCOUNTS else filters
+
+    def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
+        columns = super().get_list_display(request)
+        return [*columns, "account"] if conf.SEVERAL_ACCOUNTS else columns
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Adding a batch is sending one, which creates messages too: both add permissions."""
         if not super().has_add_permission(request):
@@ -360,9 +379,12 @@ class BatchAdmin(admin.ModelAdmin):
         recipients = ["numbers", "csv_file"]
         if form["csv_data"].value():
             recipients.append("csv_clear")
+        message_fields = ["sender", "text", "encoding", "test", "reference"]
+        if "account" in form.fields:
+            message_fields.insert(0, "account")
         fieldsets = [
             (_("Recipients"), {"fields": recipients}),
-            (_("Message"), {"fields": ["sender", "text", "encoding", "test", "reference"]}),
+            (_("Message"), {"fields": message_fields}),
         ]
         hidden = ["csv_data", "csv_name", "digest"]
         context = {
@@ -398,6 +420,7 @@ class BatchAdmin(admin.ModelAdmin):
                     references=preview.references,
                     test=preview.test,
                     created_by=request.user,
+                    account=preview.account,
                 )
         except ValidationError as exc:
             if batch is not None:

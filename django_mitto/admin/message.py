@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -463,6 +463,14 @@ class BigTableAdminMixin:
         )
 
 
+def with_account_field(fieldsets: list[Any]) -> list[Any]:
+    """``fieldsets`` with ``account`` first in the first one, when there are several accounts."""
+    if not conf.SEVERAL_ACCOUNTS:
+        return fieldsets
+    (name, options), *rest = fieldsets
+    return [(name, {**options, "fields": ["account", *options["fields"]]}), *rest]
+
+
 @admin.register(Message)
 class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     """Send one SMS, follow every message to its last report, resend, settle, export."""
@@ -608,12 +616,22 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         return super().has_change_permission(request)
 
     def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> list[Any]:
-        return self.add_fieldsets if obj is None else self.change_fieldsets
+        fieldsets = self.add_fieldsets if obj is None else self.change_fieldsets
+        return with_account_field(fieldsets)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None) -> list[str]:
         if obj is None:
             return []
-        return flatten_fieldsets(self.change_fieldsets)
+        return flatten_fieldsets(with_account_field(self.change_fieldsets))
+
+    def get_list_filter(self, request: HttpRequest) -> Sequence[Any]:
+        filters = super().get_list_filter(request)
+        # A filter with one choice is noise: only with several accounts.
+        return ["account", *filters] if conf.SEVERAL_ACCOUNTS else filters
+
+    def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
+        columns = super().get_list_display(request)
+        return [*columns, "account"] if conf.SEVERAL_ACCOUNTS else columns
 
     def get_form(
         self, request: HttpRequest, obj: Message | None = None, change: bool = False, **kwargs: Any
@@ -710,6 +728,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
                         flash=original.flash,
                         test=original.test,
                         metadata=original.metadata,
+                        account=original.account,
                     )
                 except ValidationError as exc:
                     problems.append(f"{original.recipient}: {'; '.join(exc.messages)}")
