@@ -29,6 +29,7 @@ from ..exceptions import MittoConfigurationError, MittoError
 from ..models import FINAL_STATUSES, Batch, Message, Status
 from . import dashboard, usage
 from .bulk import BulkSendForm
+from .message import AccountListFilter
 
 __all__ = ["BatchAdmin", "BatchProgress"]
 
@@ -229,7 +230,7 @@ class BatchAdmin(admin.ModelAdmin):
 
     def get_list_filter(self, request: HttpRequest) -> Sequence[Any]:
         filters = super().get_list_filter(request)
-        return ["account", *filters] if conf.SEVERAL_ACCOUNTS else filters
+        return [AccountListFilter, *filters] if conf.SEVERAL_ACCOUNTS else filters
 
     def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
         columns = super().get_list_display(request)

@@ -246,6 +246,25 @@ def _bucket_starts(first: dt.datetime, last: dt.datetime, kind: str) -> list[dt.
 # -- list filter ------------------------------------------------------------------------------------
 
 
+class AccountListFilter(admin.SimpleListFilter):
+    """Filter by Mitto account: the configured accounts, read from the settings (no query)."""
+
+    title = _("account")
+    parameter_name = "account"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[Any, str]]:
+        choices = [(name, name) for name in conf.accounts()]
+        value = self.value()
+        # An account removed from the settings still has its messages: the URL can name it.
+        if value and value not in conf.accounts():
+            choices.append((value, value))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        value = self.value()
+        return queryset.filter(account=value) if value else None
+
+
 class BatchListFilter(admin.SimpleListFilter):
     """Filter by batch: offers the latest batches only; any batch id works in the URL."""
 
@@ -627,7 +646,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     def get_list_filter(self, request: HttpRequest) -> Sequence[Any]:
         filters = super().get_list_filter(request)
         # A filter with one choice is noise: only with several accounts.
-        return ["account", *filters] if conf.SEVERAL_ACCOUNTS else filters
+        return [AccountListFilter, *filters] if conf.SEVERAL_ACCOUNTS else filters
 
     def get_list_display(self, request: HttpRequest) -> Sequence[Any]:
         columns = super().get_list_display(request)
