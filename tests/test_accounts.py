@@ -608,3 +608,19 @@ def test_admin_dashboard_per_account(
     assert admin_client_logged.get(url + "?account=default").context["dashboard"].total == 1
     settings.MITTO_ACCOUNTS = {}
     assert 'id="mitto-accounts"' not in admin_client_logged.get(url).content.decode()
+
+
+@pytest.mark.django_db
+def test_admin_usage_page_per_account(
+    admin_client_logged: Client, two_sandboxes: tuple[Sandbox, Sandbox], sms: Any, settings: Any
+) -> None:
+    settings.MITTO_ACCOUNT_NAME = "main"
+    sms("+41791234561", "Spring sale", account="marketing")
+    sms("+41791234562", "Your code")
+    sms("+41791234563", "Your code")
+    url = "/admin/django_mitto/batch/usage/"
+    assert admin_client_logged.get(url).context["report"].local_messages == 2
+    response = admin_client_logged.get(url + "?account=marketing")
+    assert '<select name="account"' in response.content.decode()
+    report = response.context["report"]
+    assert (report.local_messages, report.mitto_messages) == (1, 1)
