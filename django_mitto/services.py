@@ -66,7 +66,8 @@ def get_client(account: str = DEFAULT_ACCOUNT) -> MittoClient:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                if len(_clients) >= 8:  # settings keep changing (tests): do not pile up pools
+                # Settings keep changing (tests): do not pile up pools beyond one per account.
+                if len(_clients) >= 8 + len(conf.accounts()):
                     for old in _clients.values():
                         old.close()
                     _clients.clear()

@@ -624,3 +624,16 @@ def test_admin_usage_page_per_account(
     assert '<select name="account"' in response.content.decode()
     report = response.context["report"]
     assert (report.local_messages, report.mitto_messages) == (1, 1)
+
+
+@pytest.mark.django_db
+def test_mitto_send_takes_an_account(
+    two_sandboxes: tuple[Sandbox, Sandbox], django_capture_on_commit_callbacks: Any, capsys: Any
+) -> None:
+    default, marketing = two_sandboxes
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("mitto_send", "--to", "+41791234561", "--text", "Sale", "--account", "marketing")
+    assert Message.objects.get().account == "marketing"
+    assert len(marketing.messages) == 1 and default.messages == []
+    with pytest.raises(CommandError, match=r"account: .*default, marketing"):
+        call_command("mitto_send", "--to", "+41791234561", "--text", "Sale", "--account", "x")
