@@ -4,6 +4,10 @@ Each property reads ``django.conf.settings`` on every access, so ``override_sett
 settings changed at run time are always seen. Nothing is read at import time. Type errors are
 reported by the system checks in :mod:`django_mitto.checks`; properties return the raw value
 with the default applied, and :meth:`MittoSettings.require_api_key` raises at use time.
+
+Several Mitto accounts: ``conf.accounts()`` names them and ``conf.account(name)`` returns an
+:class:`Account` with that account's settings (``MITTO_ACCOUNTS``, the flat settings being the
+``default`` account). The account properties of ``conf`` itself are the ``default`` account's.
 """
 
 from __future__ import annotations
