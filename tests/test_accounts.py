@@ -632,7 +632,9 @@ def test_mitto_send_takes_an_account(
 ) -> None:
     default, marketing = two_sandboxes
     with django_capture_on_commit_callbacks(execute=True):
-        call_command("mitto_send", "--to", "+41791234561", "--text", "Sale", "--account", "marketing")
+        call_command(
+            "mitto_send", "--to", "+41791234561", "--text", "Sale", "--account", "marketing"
+        )
     assert Message.objects.get().account == "marketing"
     assert len(marketing.messages) == 1 and default.messages == []
     with pytest.raises(CommandError, match=r"account: .*default, marketing"):
