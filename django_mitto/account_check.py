@@ -18,7 +18,7 @@ from django.utils.translation import gettext as _
 
 from . import encoding
 from .client import MittoClient, ProbeResult
-from .conf import conf
+from .conf import DEFAULT_ACCOUNT, conf
 from .exceptions import MittoAPIError, MittoAuthenticationError, MittoError
 
 __all__ = ["DEFAULT_NUMBER", "CheckReport", "Finding", "run_check"]
@@ -72,11 +72,12 @@ def _shown_path() -> str:
     return _callback_path("__token__").replace("__token__", HIDDEN)
 
 
-def _check_callbacks(report: CheckReport, timeout: float) -> None:
+def _check_callbacks(report: CheckReport, timeout: float, account: str = DEFAULT_ACCOUNT) -> None:
     from .callbacks import message_token
 
-    base = conf.CALLBACK_BASE_URL
-    secrets = conf.CALLBACK_SECRETS
+    acc = conf.account(account)
+    base = acc.CALLBACK_BASE_URL
+    secrets = acc.CALLBACK_SECRETS
     try:
         _callback_path("x")
     except NoReverseMatch:
@@ -255,18 +256,25 @@ def run_check(
     text: str | None = None,
     check_callbacks: bool = True,
     client: MittoClient | None = None,
+    account: str = DEFAULT_ACCOUNT,
 ) -> CheckReport:
     """Check the configured Mitto account and this site's callback URL; see the module doc.
 
     ``real=True`` sends a real SMS (through :func:`~django_mitto.services.send_sms`, so it is
-    recorded like any other) to ``to``, which is then required.
+    recorded like any other) to ``to``, which is then required. ``account`` names the
+    configured account to check (its key, URL, sender and callback settings).
     """
     report = CheckReport()
+    try:
+        acc = conf.account(account)
+    except MittoError as exc:
+        report.add(PROBLEM, str(exc))
+        return report
     if real and not to:
         report.add(PROBLEM, _("--real needs --to: the number that receives the real SMS."))
         return report
     number = to or DEFAULT_NUMBER
-    sender = sender or conf.DEFAULT_SENDER
+    sender = sender or acc.DEFAULT_SENDER
     if not sender:
         report.add(
             WARNING,
@@ -274,7 +282,13 @@ def run_check(
         )
         sender = "Check"
     try:
-        client = client or MittoClient()
+        client = client or MittoClient(
+            acc.require_api_key(),
+            api_url=acc.API_URL,
+            timeout=acc.TIMEOUT,
+            response_format=acc.RESPONSE_FORMAT,
+            test_mode=acc.TEST_MODE,
+        )
     except MittoError as exc:
         report.add(PROBLEM, str(exc))
         return report
@@ -296,23 +310,31 @@ def run_check(
         if client is not None:
             client.close()
     if check_callbacks:
-        _check_callbacks(report, conf.TIMEOUT)
+        _check_callbacks(report, acc.TIMEOUT, acc.name)
     if real:
         if report.problems:
             report.add(PROBLEM, _("No real SMS was sent, because of the problems above."))
         else:
-            _send_real(report, number, sender, text)
+            _send_real(report, number, sender, text, acc.name)
     return report
 
 
-def _send_real(report: CheckReport, to: str, sender: str, text: str | None) -> None:
+def _send_real(
+    report: CheckReport, to: str, sender: str, text: str | None, account: str = DEFAULT_ACCOUNT
+) -> None:
     from django.core.exceptions import ValidationError
 
     from .models import Message
     from .services import send_sms
 
     try:
-        message = send_sms(to, text or _("django-mitto account check"), sender=sender, test=False)
+        message = send_sms(
+            to,
+            text or _("django-mitto account check"),
+            sender=sender,
+            test=False,
+            account=account,
+        )
     except ValidationError as exc:
         report.add(PROBLEM, _("No real SMS sent: %(errors)s") % {"errors": "; ".join(exc.messages)})
         return
@@ -326,7 +348,9 @@ def _send_real(report: CheckReport, to: str, sender: str, text: str | None) -> N
             "pk": message.pk,
             "status": message.status,
             "id": message.provider_id or "-",
-            "test": _(" (MITTO_TEST_MODE is on: it went as a test call)") if conf.TEST_MODE else "",
+            "test": _(" (MITTO_TEST_MODE is on: it went as a test call)")
+            if conf.account(account).TEST_MODE
+            else "",
         }
         + (f" {message.error}" if message.error else ""),
     )

@@ -32,7 +32,7 @@ from django.db.models import Case, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
-from .conf import conf
+from .conf import DEFAULT_ACCOUNT, conf
 from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message, Status
 from .signals import announce, delivery_report_received, message_status_changed
 
@@ -98,21 +98,25 @@ def batch_token(batch: Batch | int) -> str:
     return _timestamp_signer().sign(f"b{pk}")
 
 
-def _url_for_token(token: str) -> str:
-    base = conf.CALLBACK_BASE_URL
-    if not base:
-        return ""
-    return base + reverse("django_mitto:callback", kwargs={"token": token})
+def _base_url(account: str) -> str:
+    return conf.account(account).CALLBACK_BASE_URL
 
 
 def callback_url_for_message(message: Message) -> str:
-    """The per-message callback URL sent to Mitto, or "" when MITTO_CALLBACK_BASE_URL is unset."""
-    return _url_for_token(message_token(message)) if conf.CALLBACK_BASE_URL else ""
+    """The per-message callback URL sent to Mitto, or "" when its account's
+    ``CALLBACK_BASE_URL`` (``MITTO_CALLBACK_BASE_URL``) is unset."""
+    base = _base_url(message.account)
+    if not base:
+        return ""
+    return base + reverse("django_mitto:callback", kwargs={"token": message_token(message)})
 
 
 def callback_url_for_batch(batch: Batch) -> str:
-    """The callback URL sent with a bulk request, or "" when MITTO_CALLBACK_BASE_URL is unset."""
-    return _url_for_token(batch_token(batch)) if conf.CALLBACK_BASE_URL else ""
+    """The callback URL sent with a bulk request, or "" when its account's base URL is unset."""
+    base = _base_url(batch.account)
+    if not base:
+        return ""
+    return base + reverse("django_mitto:callback", kwargs={"token": batch_token(batch)})
 
 
 @dataclass(frozen=True)
@@ -121,13 +125,16 @@ class TokenCheck:
 
     ``expired`` is set (with ``valid`` False) for a correctly signed token past its max age;
     ``label`` names the token's scope for log lines ("message 17", "batch 3", "account
-    secret"), never the token itself.
+    secret"), never the token itself. ``account`` is the account whose callback secret the
+    token is when several accounts are configured ("" otherwise, and for a signed token: the
+    message or batch it names carries its account).
     """
 
     valid: bool
     message_pk: int | None = None
     batch_pk: int | None = None
     expired: bool = False
+    account: str = ""
     label: str = field(default="", compare=False)
 
 
@@ -168,11 +175,18 @@ def check_token(token: str) -> TokenCheck:
             if kind == "message":
                 return TokenCheck(True, message_pk=pk, label=label)
             return TokenCheck(True, batch_pk=pk, label=label)
-    matched = False
-    for secret in conf.CALLBACK_SECRETS:
-        # Compare against every secret so the time taken does not tell which one nearly matched.
-        matched |= hmac.compare_digest(secret.encode(), token.encode())
-    return TokenCheck(matched, label="account secret" if matched else "")
+    account = ""
+    for name in conf.accounts():
+        for secret in conf.account(name).CALLBACK_SECRETS:
+            # Compare against every secret so the time taken does not tell which one nearly
+            # matched. A secret shared by two accounts is a check error (E032): first one wins.
+            if hmac.compare_digest(secret.encode(), token.encode()) and not account:
+                account = name
+    if not account:
+        return TokenCheck(False)
+    label = "account secret" if account == DEFAULT_ACCOUNT else f"secret of account {account}"
+    # With one account there is nothing to tell apart: the report may be about any message.
+    return TokenCheck(True, label=label, account=account if conf.SEVERAL_ACCOUNTS else "")
 
 
 def client_address(meta: dict[str, Any]) -> str:
@@ -266,15 +280,21 @@ def _match_message_token(message_pk: int, provider_id: str) -> tuple[Message, st
     return own, "", own.status not in (Status.QUEUED, Status.SENDING)
 
 
-def _match_by_id(parsed: ParsedReport, batch_pk: int | None) -> tuple[Message | None, bool]:
-    """The message with the report's id (within the batch a batch token names), else the one
-    message without an id that the receiver (and reference) point at. One query."""
+def _match_by_id(
+    parsed: ParsedReport, batch_pk: int | None, account: str = ""
+) -> tuple[Message | None, bool]:
+    """The message with the report's id (within the batch a batch token names, or among the
+    messages of the account whose secret authenticated it), else the one message without an id
+    that the receiver (and reference) point at. One query."""
     provider_id = parsed.provider_id
     if not provider_id:
         return None, False
     candidates = (
         Message.objects.all() if batch_pk is None else Message.objects.filter(batch_id=batch_pk)
     )
+    if account:
+        # An account's secret speaks for that account's messages only.
+        candidates = candidates.filter(account=account)
     numbers = _receiver_numbers(parsed.recipient)
     if not numbers:
         return candidates.filter(provider_id=provider_id).first(), False
@@ -327,6 +347,7 @@ def record_report(
     remote_addr: str | None,
     message_pk: int | None = None,
     batch_pk: int | None = None,
+    account: str = "",
 ) -> DeliveryReport:
     """Store a delivery report and apply it to its message.
 
@@ -336,6 +357,10 @@ def record_report(
     id (a send that timed out, an answer without id) is found by receiver and reference when
     exactly one matches, and the id is recorded on it.
 
+    ``account`` (the account whose callback secret authenticated the report) limits the match
+    to that account's messages: a report about another account's message is stored
+    ``unmatched`` and never applied to it.
+
     Raises :class:`MessageGone` (nothing stored) when a message token names a deleted message.
     """
     forced = ""
@@ -344,7 +369,7 @@ def record_report(
     if message_pk is not None:
         message, forced, learn = _match_message_token(message_pk, parsed.provider_id)
     else:
-        message, learn = _match_by_id(parsed, batch_pk)
+        message, learn = _match_by_id(parsed, batch_pk, account)
     if learn and message is not None and not _learn_id(message, parsed.provider_id):
         if message_pk is not None:
             forced = DeliveryReport.Outcome.MISMATCHED
@@ -388,7 +413,11 @@ def record_report(
         # The send path may have recorded this id between our lookup and our insert, and
         # looked for pending reports before ours existed: look once more.
         message = Message.objects.filter(provider_id=report.provider_id).first()
-        if message is not None and (batch_pk is None or message.batch_id == batch_pk):
+        if (
+            message is not None
+            and (batch_pk is None or message.batch_id == batch_pk)
+            and (not account or message.account == account)
+        ):
             _apply(report, message, save=False)
             return report
     if message is None:
@@ -589,8 +618,14 @@ def _apply_pending(condition: Q, by_id: dict[str, Message]) -> int:
             condition, message__isnull=True, outcome=DeliveryReport.Outcome.UNMATCHED
         ).order_by("received_at", "pk")
     )
+    applied = 0
     for report in pending:
         message = by_id[report.provider_id]
+        secret_of = report.payload.get("account") if isinstance(report.payload, dict) else None
+        if secret_of and secret_of != message.account:
+            # Came on another account's secret URL: it does not speak for this message.
+            continue
+        applied += 1
         message.refresh_from_db(fields=["status", "delivery_status", "batch"])
         _apply(report, message, save=False)
-    return len(pending)
+    return applied

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.urls import NoReverseMatch, reverse
 
-from .conf import DEFAULTS, retention_problem
+from .conf import ACCOUNT_KEYS, DEFAULT_ACCOUNT, DEFAULTS, Account, retention_problem
 
 _MISSING = object()
 
@@ -227,6 +227,8 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             "Set it to your Mitto API key, or to the sandbox key when developing.",
         )
 
+    errors.extend(check_accounts())
+
     if not secret and not base:
         warning(
             "W002",
@@ -276,3 +278,131 @@ def check_reply_settings(
             )
         )
     return errors
+
+
+def _account_value_problem(key: str, value: Any) -> str:
+    """What is wrong with ``value`` for account key ``key`` ("" when nothing)."""
+    if key in ("API_KEY", "DEFAULT_SENDER", "ACCOUNT_NAME"):
+        return "" if isinstance(value, str) else "must be a string"
+    if key == "API_URL":
+        return "" if isinstance(value, str) and _is_http_url(value) else "must be an http(s) URL"
+    if key == "CALLBACK_BASE_URL":
+        ok = isinstance(value, str) and (not value or _is_http_url(value))
+        return "" if ok else "must be empty or an http(s) URL"
+    if key == "CALLBACK_SECRET":
+        ok = isinstance(value, str) or (
+            isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        )
+        return "" if ok else "must be a string or a list of strings"
+    if key == "TEST_MODE":
+        return "" if isinstance(value, bool) else "must be True or False"
+    if key == "RESPONSE_FORMAT":
+        ok = isinstance(value, str) and value.lower() in ("json", "xml")
+        return "" if ok else 'must be "json" or "xml"'
+    if key == "TIMEOUT":
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
+        return "" if ok else "must be a positive number of seconds"
+    return ""
+
+
+def check_accounts() -> list[CheckMessage]:
+    """Checks of ``MITTO_ACCOUNTS``: each message names the account and the key."""
+    out: list[CheckMessage] = []
+    accounts = getattr(settings, "MITTO_ACCOUNTS", {})
+    if not isinstance(accounts, dict):
+        return [
+            Error(
+                "MITTO_ACCOUNTS must be a dict of account name to settings.",
+                hint='For example {"marketing": {"API_KEY": "...", "CALLBACK_SECRET": "..."}}.',
+                id="django_mitto.E030",
+            )
+        ]
+    valid: list[str] = []
+    for name, entry in accounts.items():
+        if not isinstance(name, str) or not name or len(name) > 64:
+            out.append(
+                Error(
+                    f"MITTO_ACCOUNTS has an invalid account name: {name!r}.",
+                    hint="An account name is a non-empty string of at most 64 characters.",
+                    id="django_mitto.E030",
+                )
+            )
+            continue
+        if not isinstance(entry, dict):
+            out.append(
+                Error(
+                    f'MITTO_ACCOUNTS["{name}"] must be a dict of settings.',
+                    hint=f"Keys: {', '.join(ACCOUNT_KEYS)}.",
+                    id="django_mitto.E030",
+                )
+            )
+            continue
+        valid.append(name)
+        for key, value in entry.items():
+            if key not in ACCOUNT_KEYS:
+                out.append(
+                    Error(
+                        f'MITTO_ACCOUNTS["{name}"] has an unknown key {key!r}.',
+                        hint=f"An account takes: {', '.join(ACCOUNT_KEYS)}.",
+                        id="django_mitto.E031",
+                    )
+                )
+                continue
+            problem = _account_value_problem(key, value)
+            if problem:
+                out.append(
+                    Error(
+                        f'MITTO_ACCOUNTS["{name}"]["{key}"] {problem}.',
+                        hint=f"See MITTO_{key} in the settings reference.",
+                        id="django_mitto.E032",
+                    )
+                )
+        if name != DEFAULT_ACCOUNT and not entry.get("API_KEY"):
+            out.append(
+                Warning(
+                    f'MITTO_ACCOUNTS["{name}"] has no API_KEY: no message of the account '
+                    f"{name!r} can be sent.",
+                    hint="Each account needs its own key; it never falls back to MITTO_API_KEY.",
+                    id="django_mitto.W001",
+                )
+            )
+        url = entry.get("API_URL")
+        if isinstance(url, str) and _points_at_sandbox(url) and not settings.DEBUG:
+            out.append(
+                Warning(
+                    f'MITTO_ACCOUNTS["{name}"]["API_URL"] points at a local sandbox ({url}) '
+                    "while DEBUG is False: no message of this account reaches a phone.",
+                    hint='In production set it to Mitto ("https://rest.mittoapi.net" or a '
+                    "regional host).",
+                    id="django_mitto.W004",
+                )
+            )
+    # A secret names the account a report is applied to: two accounts must not share one.
+    owners: dict[str, list[str]] = {}
+    names = [DEFAULT_ACCOUNT] + [n for n in valid if n != DEFAULT_ACCOUNT]
+    for name in names:
+        entry = accounts.get(name, {})
+        if _account_value_problem("CALLBACK_SECRET", entry.get("CALLBACK_SECRET", "")):
+            continue
+        flat = _setting("MITTO_CALLBACK_SECRET")
+        if (
+            name == DEFAULT_ACCOUNT
+            and "CALLBACK_SECRET" not in entry
+            and not isinstance(flat, (str, list, tuple))
+        ):
+            continue  # E007 says it
+        for secret in set(Account(name).CALLBACK_SECRETS):
+            owners.setdefault(secret, []).append(name)
+    for shared in owners.values():
+        if len(shared) > 1:
+            out.append(
+                Error(
+                    "The accounts "
+                    + ", ".join(repr(n) for n in shared)
+                    + " have the same callback secret.",
+                    hint="Give each account its own CALLBACK_SECRET: the secret in the callback "
+                    "URL tells which account's messages a report may change.",
+                    id="django_mitto.E033",
+                )
+            )
+    return out

@@ -4,10 +4,15 @@ Each property reads ``django.conf.settings`` on every access, so ``override_sett
 settings changed at run time are always seen. Nothing is read at import time. Type errors are
 reported by the system checks in :mod:`django_mitto.checks`; properties return the raw value
 with the default applied, and :meth:`MittoSettings.require_api_key` raises at use time.
+
+Several Mitto accounts: ``conf.accounts()`` names them and ``conf.account(name)`` returns an
+:class:`Account` with that account's settings (``MITTO_ACCOUNTS``, the flat settings being the
+``default`` account). The account properties of ``conf`` itself are the ``default`` account's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -40,6 +45,7 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_RETENTION": None,
     "MITTO_REPLY_WINDOW": 7 * 24 * 3600,
     "MITTO_OPT_OUT_KEYWORDS": ["STOP", "STOPP", "ARRET", "UNSUBSCRIBE"],
+    "MITTO_ACCOUNTS": {},
 }
 
 #: The keys ``MITTO_RETENTION`` takes; a key left out turns its part off (batch_size: 2000).
@@ -56,23 +62,168 @@ class Retention:
     batch_size: int = RETENTION_BATCH_SIZE
 
 
+#: The account the flat ``MITTO_*`` settings describe, and the one used when none is named.
+DEFAULT_ACCOUNT = "default"
+
+#: The keys an entry of ``MITTO_ACCOUNTS`` may hold (each is the flat setting without ``MITTO_``).
+ACCOUNT_KEYS = (
+    "API_KEY",
+    "API_URL",
+    "DEFAULT_SENDER",
+    "CALLBACK_SECRET",
+    "TEST_MODE",
+    "RESPONSE_FORMAT",
+    "TIMEOUT",
+    "ACCOUNT_NAME",
+    "CALLBACK_BASE_URL",
+)
+
+#: Keys that never fall back to the flat setting for an account other than ``default``: an
+#: account left without its own key must not send or authenticate with another account's.
+SECRET_ACCOUNT_KEYS = frozenset({"API_KEY", "CALLBACK_SECRET"})
+
+
+class Account:
+    """One Mitto account's settings, read at use time.
+
+    A key the account's ``MITTO_ACCOUNTS`` entry leaves out falls back to the flat ``MITTO_*``
+    setting, except ``API_KEY`` and ``CALLBACK_SECRET`` for an account other than ``default``
+    (those stay empty). The ``default`` account is the flat settings, overridden by
+    ``MITTO_ACCOUNTS["default"]`` when that entry exists.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<Account {self.name!r}>"
+
+    def _entry(self) -> Mapping[str, Any]:
+        entry = _accounts_setting().get(self.name)
+        return entry if isinstance(entry, Mapping) else {}
+
+    def _get(self, key: str) -> Any:
+        entry = self._entry()
+        if key in entry:
+            return entry[key]
+        name = f"MITTO_{key}"
+        if self.name != DEFAULT_ACCOUNT and key in SECRET_ACCOUNT_KEYS:
+            return DEFAULTS[name]
+        return getattr(settings, name, DEFAULTS[name])
+
+    def setting_name(self, key: str) -> str:
+        """Where ``key`` of this account is set, for messages (never its value)."""
+        if key in self._entry() or self.name != DEFAULT_ACCOUNT:
+            return f'MITTO_ACCOUNTS["{self.name}"]["{key}"]'
+        return f"MITTO_{key}"
+
+    @property
+    def API_KEY(self) -> str:
+        return self._get("API_KEY") or ""
+
+    @property
+    def API_URL(self) -> str:
+        return str(self._get("API_URL")).rstrip("/")
+
+    @property
+    def DEFAULT_SENDER(self) -> str:
+        return self._get("DEFAULT_SENDER") or ""
+
+    @property
+    def TEST_MODE(self) -> bool:
+        return bool(self._get("TEST_MODE"))
+
+    @property
+    def RESPONSE_FORMAT(self) -> str:
+        return str(self._get("RESPONSE_FORMAT")).lower()
+
+    @property
+    def TIMEOUT(self) -> float:
+        return float(self._get("TIMEOUT"))
+
+    @property
+    def CALLBACK_BASE_URL(self) -> str:
+        return (self._get("CALLBACK_BASE_URL") or "").rstrip("/")
+
+    @property
+    def CALLBACK_SECRETS(self) -> list[str]:
+        """The account's ``CALLBACK_SECRET`` as a list (a single string becomes one item)."""
+        value = self._get("CALLBACK_SECRET")
+        if not value:
+            return []
+        if isinstance(value, str):
+            return [value]
+        return [v for v in value if v]
+
+    @property
+    def ACCOUNT_NAME(self) -> str:
+        """The account name tied to the API key, which Mitto's usage report asks for."""
+        return str(self._get("ACCOUNT_NAME") or "")
+
+    def require_api_key(self) -> str:
+        """Return the API key, or raise :class:`MittoConfigurationError` when it is not set."""
+        key = self.API_KEY
+        if not key:
+            if self.name == DEFAULT_ACCOUNT and "API_KEY" not in self._entry():
+                raise MittoConfigurationError(
+                    "MITTO_API_KEY is not set: add your Mitto API key to the settings "
+                    "(or point MITTO_API_URL at the django-mitto sandbox and use its key)."
+                )
+            raise MittoConfigurationError(
+                f"{self.setting_name('API_KEY')} is not set: add the Mitto API key of the "
+                f"account {self.name!r} to MITTO_ACCOUNTS."
+            )
+        return key
+
+
+def _accounts_setting() -> Mapping[str, Any]:
+    value = getattr(settings, "MITTO_ACCOUNTS", None)
+    return value if isinstance(value, Mapping) else {}
+
+
 class MittoSettings:
     """One typed property per ``MITTO_*`` setting (see the README for each)."""
 
     def _get(self, name: str) -> Any:
         return getattr(settings, name, DEFAULTS[name])
 
+    def accounts(self) -> list[str]:
+        """The names of the configured accounts, ``default`` first (it always exists)."""
+        names = [str(name) for name in _accounts_setting() if name != DEFAULT_ACCOUNT]
+        return [DEFAULT_ACCOUNT, *names]
+
+    @property
+    def SEVERAL_ACCOUNTS(self) -> bool:
+        """Whether ``MITTO_ACCOUNTS`` names an account besides ``default``."""
+        return len(self.accounts()) > 1
+
+    def account(self, name: str | None = None) -> Account:
+        """The settings of account ``name`` (``default`` when None).
+
+        Raises :class:`MittoConfigurationError` for a name ``MITTO_ACCOUNTS`` does not know.
+        """
+        name = DEFAULT_ACCOUNT if name is None or name == "" else name
+        if name not in self.accounts():
+            raise MittoConfigurationError(
+                f"No Mitto account named {name!r} in MITTO_ACCOUNTS; known accounts: "
+                f"{', '.join(self.accounts())}."
+            )
+        return Account(name)
+
+    # The properties below are the ``default`` account's (the flat settings, overridden by
+    # MITTO_ACCOUNTS["default"] when it exists).
+
     @property
     def API_KEY(self) -> str:
-        return self._get("MITTO_API_KEY") or ""
+        return Account(DEFAULT_ACCOUNT).API_KEY
 
     @property
     def API_URL(self) -> str:
-        return str(self._get("MITTO_API_URL")).rstrip("/")
+        return Account(DEFAULT_ACCOUNT).API_URL
 
     @property
     def DEFAULT_SENDER(self) -> str:
-        return self._get("MITTO_DEFAULT_SENDER") or ""
+        return Account(DEFAULT_ACCOUNT).DEFAULT_SENDER
 
     @property
     def DEFAULT_REGION(self) -> str:
@@ -80,29 +231,24 @@ class MittoSettings:
 
     @property
     def TEST_MODE(self) -> bool:
-        return bool(self._get("MITTO_TEST_MODE"))
+        return Account(DEFAULT_ACCOUNT).TEST_MODE
 
     @property
     def RESPONSE_FORMAT(self) -> str:
-        return str(self._get("MITTO_RESPONSE_FORMAT")).lower()
+        return Account(DEFAULT_ACCOUNT).RESPONSE_FORMAT
 
     @property
     def TIMEOUT(self) -> float:
-        return float(self._get("MITTO_TIMEOUT"))
+        return Account(DEFAULT_ACCOUNT).TIMEOUT
 
     @property
     def CALLBACK_BASE_URL(self) -> str:
-        return (self._get("MITTO_CALLBACK_BASE_URL") or "").rstrip("/")
+        return Account(DEFAULT_ACCOUNT).CALLBACK_BASE_URL
 
     @property
     def CALLBACK_SECRETS(self) -> list[str]:
-        """``MITTO_CALLBACK_SECRET`` as a list (a single string becomes a one-item list)."""
-        value = self._get("MITTO_CALLBACK_SECRET")
-        if not value:
-            return []
-        if isinstance(value, str):
-            return [value]
-        return [v for v in value if v]
+        """The ``default`` account's callback secrets (``MITTO_CALLBACK_SECRET`` as a list)."""
+        return Account(DEFAULT_ACCOUNT).CALLBACK_SECRETS
 
     @property
     def CALLBACK_ALLOWED_IPS(self) -> list[str]:
@@ -140,19 +286,13 @@ class MittoSettings:
         return int(self._get("MITTO_MAX_PARTS"))
 
     def require_api_key(self) -> str:
-        """Return the API key, or raise :class:`MittoConfigurationError` when it is not set."""
-        key = self.API_KEY
-        if not key:
-            raise MittoConfigurationError(
-                "MITTO_API_KEY is not set: add your Mitto API key to the settings "
-                "(or point MITTO_API_URL at the django-mitto sandbox and use its key)."
-            )
-        return key
+        """Return the ``default`` account's API key, or raise :class:`MittoConfigurationError`."""
+        return Account(DEFAULT_ACCOUNT).require_api_key()
 
     @property
     def ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
-        return str(self._get("MITTO_ACCOUNT_NAME") or "")
+        return Account(DEFAULT_ACCOUNT).ACCOUNT_NAME
 
     @property
     def REPLY_WINDOW(self) -> timedelta:

@@ -231,6 +231,12 @@ class Batch(models.Model):
         blank=True,
         help_text=_("The Mitto options every message of the batch was sent with."),
     )
+    account = models.CharField(
+        _("account"),
+        max_length=64,
+        default="default",
+        help_text=_("The Mitto account (a key of MITTO_ACCOUNTS) it is sent through."),
+    )
     test = models.BooleanField(_("test"), default=False)
     total = models.PositiveIntegerField(_("recipients"), default=0)
     opted_out = models.PositiveIntegerField(
@@ -253,6 +259,10 @@ class Batch(models.Model):
         verbose_name = _("batch")
         verbose_name_plural = _("batches")
         ordering = ["-created_at", "-pk"]
+        indexes = [
+            # The changelist's account filter, in its date order.
+            models.Index(fields=["account", "created_at"], name="mitto_batch_account_created"),
+        ]
 
     def __str__(self) -> str:
         return _("Batch %(pk)s (%(total)s recipients)") % {"pk": self.pk, "total": self.total}
@@ -322,6 +332,12 @@ class Message(models.Model):
         related_name="messages",
     )
 
+    account = models.CharField(
+        _("account"),
+        max_length=64,
+        default="default",
+        help_text=_("The Mitto account (a key of MITTO_ACCOUNTS) it is sent through."),
+    )
     status = models.CharField(
         _("status"), max_length=12, choices=Status.choices, default=Status.QUEUED
     )
@@ -377,6 +393,8 @@ class Message(models.Model):
             models.Index(fields=["recipient"], name="mitto_msg_recipient"),
             models.Index(fields=["reference"], name="mitto_msg_reference"),
             models.Index(fields=["batch", "status"], name="mitto_msg_batch_status"),
+            # The changelist's account filter, in its date order.
+            models.Index(fields=["account", "created_at"], name="mitto_msg_account_created"),
         ]
         constraints = [
             models.UniqueConstraint(

@@ -121,7 +121,7 @@ def reject_if_opted_out(message: Message) -> bool:
     The message is never handed to Mitto: its status becomes ``rejected`` and ``error`` says
     why, in one UPDATE that only moves a message still ``queued``.
     """
-    if not is_opted_out(message.recipient):
+    if not is_opted_out(message.recipient, message.account or DEFAULT_ACCOUNT):
         return False
     error = opt_out_reason(message.recipient)
     now = timezone.now()

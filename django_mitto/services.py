@@ -32,7 +32,7 @@ from django.utils.translation import gettext
 from . import encoding as enc
 from . import validators
 from .client import MittoClient, SendResult, clean_text
-from .conf import conf
+from .conf import DEFAULT_ACCOUNT, Account, conf
 from .countries import country_of
 from .exceptions import (
     MittoAPIError,
@@ -55,15 +55,20 @@ _clients_lock = threading.Lock()
 OPTION_FIELDS = ("reference", "udh", "validity", "pid", "flash", "test")
 
 
-def get_client() -> MittoClient:
-    """The shared :class:`MittoClient` for the current settings (one per distinct configuration)."""
-    key = (conf.require_api_key(), conf.API_URL, conf.TIMEOUT, conf.RESPONSE_FORMAT, conf.TEST_MODE)
+def get_client(account: str = DEFAULT_ACCOUNT) -> MittoClient:
+    """The shared :class:`MittoClient` of an account (one pool per account and configuration).
+
+    Raises :class:`MittoConfigurationError` for an unknown account or one without an API key.
+    """
+    acc = conf.account(account)
+    key = (acc.require_api_key(), acc.API_URL, acc.TIMEOUT, acc.RESPONSE_FORMAT, acc.TEST_MODE)
     client = _clients.get(key)
     if client is None:
         with _clients_lock:
             client = _clients.get(key)
             if client is None:
-                if len(_clients) >= 8:  # settings keep changing (tests): do not pile up pools
+                # Settings keep changing (tests): do not pile up pools beyond one per account.
+                if len(_clients) >= 8 + len(conf.accounts()):
                     for old in _clients.values():
                         old.close()
                     _clients.clear()
@@ -92,8 +97,11 @@ def _clean_options(
     errors: dict[str, Any],
     reference: str = "",
     metadata: Any = None,
+    default_sender: str | None = None,
 ) -> tuple[str, str, enc.SmsInfo | None]:
-    sender = (sender if sender is not None else conf.DEFAULT_SENDER) or ""
+    if default_sender is None:
+        default_sender = conf.DEFAULT_SENDER
+    sender = (sender if sender is not None else default_sender) or ""
     # None stands for "not given" for the optional text fields.
     udh = "" if udh is None else udh
     reference = "" if reference is None else reference
@@ -125,6 +133,19 @@ def _clean_options(
     return sender, encoding, info
 
 
+def _check_account(name: Any, errors: dict[str, Any]) -> Account | None:
+    """The named account, or None with an error on ``account`` naming the known ones."""
+    known = conf.accounts()
+    if isinstance(name, str) and name in known:
+        return conf.account(name)
+    errors["account"] = ValidationError(
+        gettext("Unknown Mitto account %(name)s; known accounts: %(known)s.")
+        % {"name": repr(name), "known": ", ".join(known)},
+        code="invalid_choice",
+    )
+    return None
+
+
 def send_sms(
     recipient: str,
     text: str,
@@ -140,6 +161,7 @@ def send_sms(
     metadata: dict[str, Any] | None = None,
     region: str | None = None,
     ignore_opt_out: bool = False,
+    account: str = DEFAULT_ACCOUNT,
 ) -> Message:
     """Validate, create and send one SMS; return its :class:`Message`.
 
@@ -148,7 +170,8 @@ def send_sms(
     ``failed``, ``unknown``...). Inside a transaction (or with a task queue) it is returned
     ``queued``, since the send has not happened yet; call ``message.refresh_from_db()`` later
     to see the outcome. Invalid input raises :class:`~django.core.exceptions.ValidationError`
-    keyed by field name; nothing is created.
+    keyed by field name; nothing is created. ``account`` names a key of ``MITTO_ACCOUNTS``:
+    the message goes through that account (its key, URL, default sender and test mode).
     A number that opted out is refused on ``recipient``, unless ``ignore_opt_out=True`` (for
     a transactional message; logged).
     """
@@ -156,12 +179,13 @@ def send_sms(
 
     errors: dict[str, Any] = {}
     opted_out = False
+    acc = _check_account(account, errors)
     try:
         recipient = validators.normalize_recipient(recipient, region)
     except ValidationError as exc:
         errors["recipient"] = exc
     else:
-        opted_out = optouts.is_opted_out(recipient)
+        opted_out = optouts.is_opted_out(recipient, acc.name if acc else DEFAULT_ACCOUNT)
         if opted_out and not ignore_opt_out:
             errors["recipient"] = ValidationError(
                 optouts.opt_out_reason(recipient), code="opted_out"
@@ -176,10 +200,13 @@ def send_sms(
         pid=pid,
         metadata=metadata,
         errors=errors,
+        default_sender=acc.DEFAULT_SENDER if acc else None,
     )
     if errors:
         raise ValidationError(errors)
+    assert acc is not None
     message = Message(
+        account=acc.name,
         sender=sender,
         recipient=recipient,
         text=text,
@@ -189,7 +216,7 @@ def send_sms(
         validity=validity,
         pid=pid,
         flash=bool(flash),
-        test=conf.TEST_MODE if test is None else bool(test),
+        test=acc.TEST_MODE if test is None else bool(test),
         metadata=metadata or {},
     )
     # Checked above (or knowingly skipped): the save hook need not look again.
@@ -229,6 +256,7 @@ def send_bulk(
     region: str | None = None,
     created_by: Any = None,
     ignore_opt_out: bool = False,
+    account: str = DEFAULT_ACCOUNT,
 ) -> Batch:
     """Create a :class:`Batch` with one message per recipient and send it through ``/smsbulk``.
 
@@ -236,13 +264,14 @@ def send_bulk(
     ``recipients`` naming each bad number, and nothing is created. ``references`` (same length
     as ``recipients``) gives each message its own reference; otherwise all get ``reference``.
     Messages are inserted with ``bulk_create`` and sent in chunks of ``MITTO_BULK_CHUNK_SIZE``
-    after the transaction commits.
+    after the transaction commits. ``account`` names the Mitto account, as for :func:`send_sms`.
 
     Numbers that opted out are left out (logged); ``batch.opted_out`` counts them and
     ``batch.opted_out_numbers`` lists them on the returned object. ``ignore_opt_out=True``
     sends to them too (a transactional message; logged).
     """
     errors: dict[str, Any] = {}
+    acc = _check_account(account, errors)
     numbers: list[str] = []
     bad: list[str] = []
     # One string is one number, not a list of characters; bytes, ints and None are no list.
@@ -293,15 +322,16 @@ def send_bulk(
         validity=validity,
         pid=pid,
         errors=errors,
+        default_sender=acc.DEFAULT_SENDER if acc else None,
     )
     if errors:
         raise ValidationError(errors)
-    assert info is not None
-    is_test = conf.TEST_MODE if test is None else bool(test)
+    assert info is not None and acc is not None
+    is_test = acc.TEST_MODE if test is None else bool(test)
     from . import optouts
 
     refs = list(references) if references is not None else [reference or ""] * len(numbers)
-    blocked = optouts.opted_out_numbers(numbers)
+    blocked = optouts.opted_out_numbers(numbers, acc.name)
     skipped = 0
     if blocked and ignore_opt_out:
         logger.warning(
@@ -319,6 +349,7 @@ def send_bulk(
     }
     with transaction.atomic():
         batch = Batch.objects.create(
+            account=acc.name,
             sender=sender,
             text=text,
             encoding=info.encoding,
@@ -332,6 +363,7 @@ def send_bulk(
             [
                 Message(
                     batch=batch,
+                    account=acc.name,
                     sender=sender,
                     recipient=number,
                     country=country_of(number),
@@ -364,15 +396,16 @@ def send_bulk(
 def _mitto_options(message: Message) -> dict[str, Any]:
     from .callbacks import callback_url_for_message
 
+    acc = conf.account(message.account)
     return {
-        "sender": message.sender or conf.DEFAULT_SENDER,
+        "sender": message.sender or acc.DEFAULT_SENDER,
         "type": message.encoding,
         "reference": message.reference or None,
         "udh": message.udh or None,
         "validity": message.validity,
         "pid": message.pid,
         "flash": message.flash or None,
-        "test": True if (message.test or conf.TEST_MODE) else None,
+        "test": True if (message.test or acc.TEST_MODE) else None,
         "callback": callback_url_for_message(message) or None,
     }
 
@@ -380,8 +413,12 @@ def _mitto_options(message: Message) -> dict[str, Any]:
 def _precheck(message: Message) -> str:
     """Why a claimed message cannot be sent as it is ("" when it can)."""
     errors: dict[str, Any] = {}
+    try:
+        default_sender = conf.account(message.account).DEFAULT_SENDER
+    except MittoConfigurationError as exc:
+        return str(exc)  # the account was removed from the settings
     _clean_options(
-        sender=message.sender or conf.DEFAULT_SENDER,
+        sender=message.sender or default_sender,
         encoding=message.encoding,
         text=message.text,
         udh=message.udh,
@@ -420,7 +457,7 @@ def send_message(message_or_pk: Message | int) -> Message:
     try:
         # Everything that can go wrong before the request: nothing has been sent yet.
         options = _mitto_options(message)
-        client = get_client()
+        client = get_client(message.account)
     except MittoConfigurationError as exc:
         return _record_failure(message, str(exc), exc)
     except Exception as exc:
@@ -682,10 +719,13 @@ def _send_chunk(batch: Batch, ids: list[int]) -> None:
     first = messages[0]
     from .callbacks import callback_url_for_batch
 
-    options = _mitto_options(first)
-    options["callback"] = callback_url_for_batch(batch) or None
     try:
-        result = get_client().send_bulk([m.recipient for m in messages], first.text, **options)
+        # The account may be unknown (removed from the settings): that fails the chunk unsent.
+        options = _mitto_options(first)
+        options["callback"] = callback_url_for_batch(batch) or None
+        result = get_client(batch.account).send_bulk(
+            [m.recipient for m in messages], first.text, **options
+        )
     except MittoError as exc:
         retry = (isinstance(exc, MittoTransportError) and not exc.request_sent) or (
             isinstance(exc, MittoAPIError) and exc.retryable
@@ -848,7 +888,8 @@ __all__ += ["local_usage", "mark_converted", "usage"]
 def mark_converted(message_or_pk: Message | int) -> Message:
     """Tell Mitto the recipient of a message converted, and record ``converted_at``.
 
-    Calls ``POST /sms/converted`` with the message's Mitto id. A message already marked is
+    Calls ``POST /sms/converted`` with the message's Mitto id, through the message's own
+    account (``message.account``). A message already marked is
     returned as it is, without calling Mitto again. A message without a Mitto id raises
     ``ValidationError`` on ``provider_id``; Mitto's refusals raise
     :class:`~django_mitto.exceptions.MittoAPIError` (``status_code`` 400: conversion tracking
@@ -868,7 +909,7 @@ def mark_converted(message_or_pk: Message | int) -> Message:
                 )
             }
         )
-    get_client().mark_converted(message.provider_id)
+    get_client(message.account).mark_converted(message.provider_id)
     Message.objects.filter(pk=pk, converted_at__isnull=True).update(converted_at=timezone.now())
     message.refresh_from_db()
     logger.info("SMS %s marked as converted at Mitto", message.pk)
@@ -944,20 +985,24 @@ def _period(start: dt.date, end: dt.date) -> tuple[dt.datetime, dt.datetime]:
     return since, until
 
 
-def local_usage(start: dt.date, end: dt.date) -> dict[str, tuple[int, int]]:
+def local_usage(
+    start: dt.date, end: dt.date, *, account: str | None = None
+) -> dict[str, tuple[int, int]]:
     """Messages and parts Mitto accepted from here between two UTC dates, per country.
 
     Counted: messages with a Mitto id whose ``sent_at`` falls in the period, test calls
     excluded (Mitto charges nothing for them). The country is the one stored with the message
     (ISO 3166-1 alpha-3, ``???`` for a number that belongs to no country), or that of the
     recipient for a message saved before countries were stored; a redacted message keeps its
-    country. One query, grouped by recipient and country.
+    country. One query, grouped by recipient and country. ``account`` counts only that account's messages (None: every
+    account).
     """
     since, until = _period(start, end)
     if not settings.USE_TZ:
         since, until = since.replace(tzinfo=None), until.replace(tzinfo=None)
     rows = (
         Message.objects.filter(test=False, sent_at__gte=since, sent_at__lt=until)
+        .filter(**({} if account is None else {"account": account}))
         .exclude(provider_id="")
         .order_by()
         .values("recipient", "country")
@@ -971,17 +1016,26 @@ def local_usage(start: dt.date, end: dt.date) -> dict[str, tuple[int, int]]:
     return totals
 
 
-def usage(start: dt.date, end: dt.date, *, account_name: str | None = None) -> UsageReport:
+def usage(
+    start: dt.date,
+    end: dt.date,
+    *,
+    account_name: str | None = None,
+    account: str = DEFAULT_ACCOUNT,
+) -> UsageReport:
     """Mitto's usage per country (``POST /usage/bycountry``) beside the local count.
 
-    ``account_name`` defaults to ``MITTO_ACCOUNT_NAME``. One row per country either side
+    ``account`` picks the configured account asked (its key) and counted here (its messages);
+    ``account_name`` defaults to that account's ``ACCOUNT_NAME``. One row per country either side
     knows, sorted by country. Mitto's errors raise :class:`~django_mitto.exceptions.MittoError`
     (call :func:`local_usage` alone to show the local side anyway).
     """
     _period(start, end)
-    name = conf.ACCOUNT_NAME if account_name is None else account_name
-    mitto = {row.country: row for row in get_client().usage(start, end, account_name=name)}
-    local = local_usage(start, end)
+    acc = conf.account(account)
+    name = acc.ACCOUNT_NAME if account_name is None else account_name
+    mitto = {row.country: row for row in get_client(acc.name).usage(start, end, account_name=name)}
+    # With one account every message is its; with several, only the ones sent through it.
+    local = local_usage(start, end, account=acc.name if conf.SEVERAL_ACCOUNTS else None)
     rows = []
     for country in sorted(set(mitto) | set(local)):
         theirs = mitto.get(country)

@@ -37,6 +37,7 @@ from .callbacks import (
     record_report,
     store_unparsed,
 )
+from .conf import DEFAULT_ACCOUNT
 from .serializers import REPORT_FIELDS, DeliveryReportSerializer, resolve_aliases
 
 logger = logging.getLogger("django_mitto.callbacks")
@@ -210,6 +211,10 @@ class DeliveryReportView(APIView):
                 # Which URL it came to ("batch 3"), never the token: a report stored unmatched
                 # on a batch URL is matched within that batch later.
                 payload["scope"] = check.label
+            if check.account:
+                # Whose secret it came on: a report stored unmatched is applied later only to
+                # a message of that account.
+                payload["account"] = check.account
             received = {**query, **(body or {})}
             if not REPORT_FIELDS.intersection(str(key).lower() for key in received):
                 message = _(
@@ -229,6 +234,7 @@ class DeliveryReportView(APIView):
                 remote_addr=address,
                 message_pk=check.message_pk,
                 batch_pk=check.batch_pk,
+                account=check.account,
             )
         except MessageGone:
             logger.warning(
@@ -301,6 +307,8 @@ class DeliveryReportView(APIView):
         fields = payload.pop("_fields", None)
         if check.message_pk is not None or check.batch_pk is not None:
             payload["scope"] = check.label
+        if check.account:
+            payload["account"] = check.account
         report = store_unparsed(_clean(payload), method=method, remote_addr=address, fields=fields)
         logger.warning(
             "Delivery report %s from %s could not be read (%s); stored as unparsed",
@@ -365,7 +373,8 @@ class InboundMessageView(DeliveryReportView):
         address = client_address(request.META)
         check = check_token(token)
         # Only the account-wide secret: a signed token belongs to one message's reports.
-        if not check.valid or check.label != "account secret" or not address_allowed(address):
+        signed = check.message_pk is not None or check.batch_pk is not None
+        if not check.valid or signed or not address_allowed(address):
             inbound_logger.warning("Reply refused from %s", address or "?")
             return _forbidden()
         if request.method == "HEAD":
@@ -389,7 +398,11 @@ class InboundMessageView(DeliveryReportView):
         except _Unparsed as unparsed:
             return self._store_unparsed(unparsed, check, method, address)
         inbound = record_inbound(
-            dict(serializer.validated_data), _clean(payload), method=method, remote_addr=address
+            dict(serializer.validated_data),
+            _clean(payload),
+            method=method,
+            remote_addr=address,
+            account=check.account or DEFAULT_ACCOUNT,
         )
         return Response({"status": "ok", "outcome": inbound.outcome, "id": inbound.pk})
 
@@ -401,7 +414,11 @@ class InboundMessageView(DeliveryReportView):
         payload = dict(unparsed.payload)
         fields = payload.pop("_fields", None)
         inbound = store_unparsed_inbound(
-            _clean(payload), method=method, remote_addr=address, fields=fields
+            _clean(payload),
+            method=method,
+            remote_addr=address,
+            fields=fields,
+            account=check.account or DEFAULT_ACCOUNT,
         )
         inbound_logger.warning(
             "Reply %s from %s could not be read (%s); stored as unparsed",

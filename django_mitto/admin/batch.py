@@ -23,10 +23,12 @@ from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from ..conf import conf
 from ..exceptions import MittoConfigurationError, MittoError
 from ..models import STATUS_INFO, STATUS_RANK, Batch, Message, Status
 from . import dashboard, usage
 from .bulk import BulkSendForm
+from .message import AccountListFilter
 
 __all__ = ["BatchAdmin", "BatchProgress"]
 
@@ -226,6 +228,23 @@ class BatchAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: Batch | None = None) -> bool:
         return False
 
+    # -- the account, shown and filtered only when there are several
+
+    def get_fields(self, request: HttpRequest, obj: Batch | None = None) -> Any:
+        fields = super().get_fields(request, obj)
+        return ["account", *fields] if conf.SEVERAL_ACCOUNTS else fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Batch | None = None) -> Any:
+        return self.get_fields(request, obj)
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        filters = super().get_list_filter(request)
+        return [AccountListFilter, *filters] if conf.SEVERAL_ACCOUNTS else filters
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = super().get_list_display(request)
+        return [*columns, "account"] if conf.SEVERAL_ACCOUNTS else columns
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         """Adding a batch is sending one, which creates messages too: both add permissions."""
         if not super().has_add_permission(request):
@@ -370,9 +389,12 @@ class BatchAdmin(admin.ModelAdmin):
         recipients = ["numbers", "csv_file"]
         if form["csv_data"].value():
             recipients.append("csv_clear")
+        message_fields = ["sender", "text", "encoding", "test", "reference"]
+        if "account" in form.fields:
+            message_fields.insert(0, "account")
         fieldsets = [
             (_("Recipients"), {"fields": recipients}),
-            (_("Message"), {"fields": ["sender", "text", "encoding", "test", "reference"]}),
+            (_("Message"), {"fields": message_fields}),
         ]
         hidden = ["csv_data", "csv_name", "digest"]
         context = {
@@ -409,6 +431,7 @@ class BatchAdmin(admin.ModelAdmin):
                     references=preview.references,
                     test=preview.test,
                     created_by=request.user,
+                    account=preview.account,
                 )
                 if preview.opted_out:
                     # The preview left them out already: the batch records them all the same.

@@ -26,8 +26,9 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import encoding as enc
 from .. import validators
-from ..conf import conf
+from ..conf import DEFAULT_ACCOUNT, conf
 from ..models import Encoding, Message
+from .forms import account_field
 
 __all__ = [
     "BulkPreview",
@@ -282,6 +283,7 @@ class BulkPreview:
     rejected: list[Rejected]
     duplicates: list[Duplicate]
     info: enc.SmsInfo | None = None
+    account: str = DEFAULT_ACCOUNT
     sender: str = ""
     text: str = ""
     encoding: str = enc.AUTO
@@ -338,6 +340,7 @@ class BulkPreview:
             [
                 self.numbers,
                 self.references,
+                self.account,
                 self.sender,
                 self.text,
                 self.encoding,
@@ -481,16 +484,28 @@ class BulkSendForm(forms.Form):
 
     def __init__(self, *args: Any, region: str | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if conf.SEVERAL_ACCOUNTS:
+            self.fields["account"] = account_field()
         self.region = region if region is not None else conf.DEFAULT_REGION
         self.preview: BulkPreview | None = None
         self._uploaded_name = ""
         # The CSV text and file name the numbers were read from, once clean() got that far.
         self._carried_csv: tuple[str, str] | None = None
-        if not self.is_bound:
-            self.fields["sender"].initial = conf.DEFAULT_SENDER
-            self.fields["test"].initial = conf.TEST_MODE
-        if not conf.DEFAULT_SENDER:
-            self.fields["sender"].help_text = _("3-11 letters and digits, or a number.")
+        if "account" in self.fields:
+            # The default sender and test mode depend on the account chosen.
+            self.fields["sender"].help_text = _(
+                "3-11 letters and digits, or a number. Empty: the account's default sender."
+            )
+            self.fields["test"].help_text = _(
+                "Mitto accepts the messages but sends nothing (always so for an account in "
+                "test mode)."
+            )
+        else:
+            if not self.is_bound:
+                self.fields["sender"].initial = conf.DEFAULT_SENDER
+                self.fields["test"].initial = conf.TEST_MODE
+            if not conf.DEFAULT_SENDER:
+                self.fields["sender"].help_text = _("3-11 letters and digits, or a number.")
 
     # -- field by field
 
@@ -529,6 +544,8 @@ class BulkSendForm(forms.Form):
 
     def clean_sender(self) -> str:
         sender = self.cleaned_data.get("sender", "").strip()
+        if not sender and "account" in self.fields:
+            return sender  # the chosen account's default sender, checked by clean()
         validators.validate_sender(sender or conf.DEFAULT_SENDER)
         return sender
 
@@ -624,11 +641,18 @@ class BulkSendForm(forms.Form):
                     validators.validate_parts(preview.info)
                 except ValidationError as exc:
                     self.add_error("text", exc)
-        preview.sender = data.get("sender") or conf.DEFAULT_SENDER
+        account = conf.account(data.get("account") or DEFAULT_ACCOUNT)
+        preview.account = account.name
+        preview.sender = data.get("sender") or account.DEFAULT_SENDER
+        if "account" in self.fields and not data.get("sender") and "sender" not in self.errors:
+            try:
+                validators.validate_sender(preview.sender)
+            except ValidationError as exc:
+                self.add_error("sender", exc)
         preview.text = text or ""
         preview.encoding = encoding or enc.AUTO
         preview.reference = data.get("reference") or ""
-        preview.test = bool(data.get("test")) or conf.TEST_MODE
+        preview.test = bool(data.get("test")) or account.TEST_MODE
         preview.chunk_size = conf.BULK_CHUNK_SIZE
         if preview.has_row_references and preview.requests > 1:
             preview.notes.append(

@@ -13,6 +13,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 from django.conf import settings
 from django.contrib.admin import AdminSite
@@ -28,6 +29,7 @@ from django.utils.functional import Promise
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from ..conf import conf
 from ..models import (
     DELIVERED_GROUP,
     FAILED_GROUP,
@@ -578,7 +580,13 @@ def dashboard_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
     except ValueError:
         days = DEFAULT_DAYS
     days = max(1, min(days, MAX_DAYS))
-    data = Dashboard.load(days=days)
+    # With several accounts the page shows all of them or one (?account=<name>).
+    accounts = conf.accounts() if conf.SEVERAL_ACCOUNTS else []
+    account = request.GET.get("account", "")
+    if account not in accounts:
+        account = ""
+    queryset = Message.objects.filter(account=account) if account else None
+    data = Dashboard.load(queryset, days=days)
     opts = model_admin.model._meta
     context = {
         **site.each_context(request),
@@ -588,6 +596,9 @@ def dashboard_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
         "dashboard": data,
         "days": days,
         "day_choices": [7, 30, 90],
+        "accounts": accounts,
+        "account": account,
+        "account_query": f"&account={quote(account)}" if account else "",
         "daily": daily_chart(data.days),
         "operators": operator_chart(data.operators),
         "outcomes": share_bar(data.status_counts, final_statuses()),

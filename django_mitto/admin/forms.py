@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from .. import encoding as enc
 from .. import validators
-from ..conf import conf
+from ..conf import DEFAULT_ACCOUNT, conf
 from ..models import Message
 
 __all__ = ["MessageComposeForm", "SmsTextWidget", "counter_tables"]
@@ -61,6 +61,16 @@ class SmsTextWidget(forms.Textarea):
         return context
 
 
+def account_field() -> forms.ChoiceField:
+    """A choice of the configured Mitto accounts, ``default`` first."""
+    return forms.ChoiceField(
+        label=_("Account"),
+        choices=[(name, name) for name in conf.accounts()],
+        initial=DEFAULT_ACCOUNT,
+        help_text=_("The Mitto account the message is sent through (MITTO_ACCOUNTS)."),
+    )
+
+
 class MessageComposeForm(forms.ModelForm):
     """Compose one SMS. Every check is one of :mod:`django_mitto.validators`, on its field."""
 
@@ -82,6 +92,7 @@ class MessageComposeForm(forms.ModelForm):
     class Meta:
         model = Message
         fields = [
+            "account",
             "recipient",
             "sender",
             "text",
@@ -97,7 +108,13 @@ class MessageComposeForm(forms.ModelForm):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if not self.initial.get("sender"):
+        if "account" in self.fields:
+            # Only there with several accounts (MessageAdmin.get_fieldsets).
+            self.fields["account"] = account_field()
+            self.fields["sender"].help_text = _(
+                "3-11 letters and digits, or a number. Empty: the account's default sender."
+            )
+        elif not self.initial.get("sender"):
             self.initial["sender"] = conf.DEFAULT_SENDER
         # What is typed is what is sent: keep leading and trailing spaces and line breaks.
         text_field = self.fields["text"]
@@ -110,7 +127,10 @@ class MessageComposeForm(forms.ModelForm):
         return validators.normalize_recipient(self.cleaned_data["recipient"])
 
     def clean_sender(self) -> str:
-        sender = (self.cleaned_data.get("sender") or "").strip() or conf.DEFAULT_SENDER
+        sender = (self.cleaned_data.get("sender") or "").strip()
+        if not sender and "account" in self.fields:
+            return ""  # the chosen account's default sender, filled in by clean()
+        sender = sender or conf.DEFAULT_SENDER
         validators.validate_sender(sender)
         return sender
 
@@ -138,6 +158,15 @@ class MessageComposeForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or self.cleaned_data
+        account = cleaned.get("account")
+        if account and "sender" in cleaned and not cleaned["sender"]:
+            sender = conf.account(account).DEFAULT_SENDER
+            try:
+                validators.validate_sender(sender)
+            except ValidationError as exc:
+                self.add_error("sender", exc)
+            else:
+                cleaned["sender"] = sender
         text = cleaned.get("text")
         encoding = cleaned.get("encoding")
         if text and encoding:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
@@ -255,6 +255,25 @@ def _bucket_starts(first: dt.datetime, last: dt.datetime, kind: str) -> list[dt.
 # -- list filter ------------------------------------------------------------------------------------
 
 
+class AccountListFilter(admin.SimpleListFilter):
+    """Filter by Mitto account: the configured accounts, read from the settings (no query)."""
+
+    title = _("account")
+    parameter_name = "account"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[Any, str]]:
+        choices = [(name, name) for name in conf.accounts()]
+        value = self.value()
+        # An account removed from the settings still has its messages: the URL can name it.
+        if value and value not in conf.accounts():
+            choices.append((value, value))
+        return choices
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        value = self.value()
+        return queryset.filter(account=value) if value else None
+
+
 class BatchListFilter(admin.SimpleListFilter):
     """Filter by batch: offers the latest batches only; any batch id works in the URL."""
 
@@ -474,6 +493,14 @@ class BigTableAdminMixin:
         )
 
 
+def with_account_field(fieldsets: Sequence[Any]) -> list[Any]:
+    """``fieldsets`` with ``account`` first in the first one, when there are several accounts."""
+    if not conf.SEVERAL_ACCOUNTS:
+        return list(fieldsets)
+    (name, options), *rest = fieldsets
+    return [(name, {**options, "fields": ["account", *options["fields"]]}), *rest]
+
+
 @admin.register(Message)
 class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     """Send one SMS, follow every message to its last report, resend, settle, export."""
@@ -637,12 +664,22 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         return super().has_change_permission(request)
 
     def get_fieldsets(self, request: HttpRequest, obj: Message | None = None) -> _FieldsetSpec:
-        return self.add_fieldsets if obj is None else self.change_fieldsets
+        fieldsets = self.add_fieldsets if obj is None else self.change_fieldsets
+        return with_account_field(fieldsets)
 
     def get_readonly_fields(self, request: HttpRequest, obj: Message | None = None) -> list[str]:
         if obj is None:
             return []
-        return flatten_fieldsets(self.change_fieldsets)
+        return flatten_fieldsets(with_account_field(self.change_fieldsets))
+
+    def get_list_filter(self, request: HttpRequest) -> Any:
+        filters = super().get_list_filter(request)
+        # A filter with one choice is noise: only with several accounts.
+        return [AccountListFilter, *filters] if conf.SEVERAL_ACCOUNTS else filters
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns = super().get_list_display(request)
+        return [*columns, "account"] if conf.SEVERAL_ACCOUNTS else columns
 
     def get_form(
         self, request: HttpRequest, obj: Message | None = None, change: bool = False, **kwargs: Any
@@ -748,6 +785,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
                         flash=original.flash,
                         test=original.test,
                         metadata=original.metadata,
+                        account=original.account,
                     )
                 except ValidationError as exc:
                     problems.append(f"{original.recipient}: {'; '.join(exc.messages)}")

@@ -13,8 +13,10 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .. import services
+from ..conf import DEFAULT_ACCOUNT, conf
 from ..exceptions import MittoError
 from .dashboard import can_view_messages
+from .forms import account_field
 
 #: The longest period one page asks Mitto for.
 MAX_DAYS = 366
@@ -25,6 +27,13 @@ class UsagePeriodForm(forms.Form):
 
     start = forms.DateField(label=_("From"), widget=forms.DateInput(attrs={"type": "date"}))
     end = forms.DateField(label=_("To"), widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if conf.SEVERAL_ACCOUNTS:
+            self.fields["account"] = account_field()
+            self.fields["account"].required = False
+            self.fields["account"].help_text = ""
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or self.cleaned_data
@@ -51,17 +60,21 @@ def usage_view(model_admin: Any, request: HttpRequest) -> HttpResponse:
     if "start" in request.GET or "end" in request.GET:
         form = UsagePeriodForm(request.GET)
     else:
-        form = UsagePeriodForm({"start": start.isoformat(), "end": end.isoformat()})
+        initial = {"start": start.isoformat(), "end": end.isoformat()}
+        form = UsagePeriodForm({**initial, "account": request.GET.get("account", "")})
     report = None
     error = ""
     if form.is_valid():
         start, end = form.cleaned_data["start"], form.cleaned_data["end"]
+        account = form.cleaned_data.get("account") or DEFAULT_ACCOUNT
         try:
-            report = services.usage(start, end)
+            report = services.usage(start, end, account=account)
         except MittoError as exc:
             # The local side is still worth seeing while Mitto cannot be asked.
             error = str(exc)
-            local = services.local_usage(start, end)
+            local = services.local_usage(
+                start, end, account=account if conf.SEVERAL_ACCOUNTS else None
+            )
             report = services.UsageReport(
                 start=start,
                 end=end,

@@ -7,6 +7,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from django_mitto.account_check import OK, PROBLEM, WARNING, run_check
+from django_mitto.conf import DEFAULT_ACCOUNT
 
 
 class Command(BaseCommand):
@@ -33,6 +34,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--skip-callback", action="store_true", help="Do not check the callback URL."
         )
+        parser.add_argument(
+            "--account",
+            default=DEFAULT_ACCOUNT,
+            help='The account of MITTO_ACCOUNTS to check (default "default").',
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         report = run_check(
@@ -41,6 +47,7 @@ class Command(BaseCommand):
             real=options["real"],
             text=options["text"],
             check_callbacks=not options["skip_callback"],
+            account=options["account"],
         )
         labels = {OK: _("ok"), WARNING: _("warning"), PROBLEM: _("PROBLEM")}
         styles = {OK: self.style.SUCCESS, WARNING: self.style.WARNING, PROBLEM: self.style.ERROR}

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_mitto import encoding as enc
+from django_mitto.conf import DEFAULT_ACCOUNT
 from django_mitto.models import Message
 from django_mitto.services import send_sms
 
@@ -24,6 +25,11 @@ class Command(BaseCommand):
         )
         parser.add_argument("--reference", default="", help="Reference echoed in delivery reports.")
         parser.add_argument("--test", action="store_true", help="A test call: Mitto sends nothing.")
+        parser.add_argument(
+            "--account",
+            default=DEFAULT_ACCOUNT,
+            help='The account of MITTO_ACCOUNTS to send through (default "default").',
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
@@ -34,6 +40,7 @@ class Command(BaseCommand):
                 encoding=options["encoding"],
                 reference=options["reference"],
                 test=True if options["test"] else None,
+                account=options["account"],
             )
         except ValidationError as exc:
             problems = "; ".join(

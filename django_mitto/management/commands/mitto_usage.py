@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.translation import gettext as _
 
 from django_mitto import services
+from django_mitto.conf import DEFAULT_ACCOUNT
 from django_mitto.exceptions import MittoError
 
 
@@ -40,6 +41,11 @@ class Command(BaseCommand):
             default=None,
             help="Mitto's account name for the API key (default MITTO_ACCOUNT_NAME).",
         )
+        parser.add_argument(
+            "--account",
+            default=DEFAULT_ACCOUNT,
+            help='The account of MITTO_ACCOUNTS to ask and count (default "default").',
+        )
         parser.add_argument("--csv", action="store_true", help="Write CSV instead of a table.")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -58,7 +64,9 @@ class Command(BaseCommand):
                 else:
                     end = value
         try:
-            report = services.usage(start, end, account_name=options["account_name"])
+            report = services.usage(
+                start, end, account_name=options["account_name"], account=options["account"]
+            )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
         except (MittoError, ValueError) as exc:
