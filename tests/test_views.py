@@ -22,7 +22,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
-from django_mitto import callbacks, services
+from django_mitto import callbacks, sending
 from django_mitto.client import SendResult
 from django_mitto.models import Batch, DeliveryReport, Message, Status
 from django_mitto.serializers import REPORT_FIELDS, resolve_aliases
@@ -631,7 +631,7 @@ def test_early_report_on_the_account_url_waits_for_the_send(
     assert signals.received == [(early.pk, None)]
 
     with django_capture_on_commit_callbacks(execute=True):
-        services._record_sent(message, SendResult(id="late-id", response_text="SMS sent"))
+        sending._record_sent(message, SendResult(id="late-id", response_text="SMS sent"))
     message.refresh_from_db()
     assert (message.status, message.provider_id) == (Status.DELIVERED, "late-id")
     early.refresh_from_db()
@@ -661,7 +661,7 @@ def test_early_report_on_the_message_token_is_not_undone_by_the_send(
     assert status_of(message) == Status.DELIVERED
 
     with django_capture_on_commit_callbacks(execute=True):
-        services._record_sent(message, SendResult(id="late-id", response_text="SMS sent"))
+        sending._record_sent(message, SendResult(id="late-id", response_text="SMS sent"))
     message.refresh_from_db()
     assert (message.status, message.provider_id) == (Status.DELIVERED, "late-id")
     assert signals.changed == [(message.pk, Status.SENDING, Status.DELIVERED)]

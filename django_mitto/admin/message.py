@@ -23,8 +23,7 @@ from django.contrib.admin.views.main import PAGE_VAR
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
 from django.db import connections, transaction
-from django.db.models import Case, F, Max, Min, QuerySet, TextField, Value, When
-from django.db.models.functions import Concat
+from django.db.models import Max, Min, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -37,7 +36,6 @@ from django.utils.translation import ngettext
 from .. import services, validators
 from ..conf import conf
 from ..models import Batch, DeliveryReport, Message, Status
-from ..signals import announce, message_failed
 from .conversion import mark_converted
 from .forms import MessageComposeForm
 
@@ -651,12 +649,8 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
             return
         obj.status = Status.QUEUED
         super().save_model(request, obj, form, change)
-        if not conf.SEND_ON_SAVE:
-            # The post_save hook is off; a message composed here is still meant to go out.
-            from ..tasks import enqueue_message
-
-            pk = obj.pk
-            transaction.on_commit(lambda: enqueue_message(pk))
+        # With the post_save hook off, a message composed here is still meant to go out.
+        services.queue_for_sending(obj)
 
     def response_add(
         self, request: HttpRequest, obj: Message, post_url_continue: str | None = None
@@ -745,29 +739,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
     def mark_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
         selected = queryset.count()
         pks = list(queryset.filter(status=Status.UNKNOWN).values_list("pk", flat=True))
-        now = timezone.now()
-        note = _("Marked as failed by %(user)s on %(when)s.") % {
-            "user": request.user.get_username(),
-            "when": _local(now).strftime("%Y-%m-%d %H:%M %Z").strip(),
-        }
-        with transaction.atomic():
-            changed = Message.objects.filter(pk__in=pks, status=Status.UNKNOWN).update(
-                status=Status.FAILED,
-                status_changed_at=now,
-                error=Case(
-                    When(error="", then=Value(str(note))),
-                    default=Concat(F("error"), Value("\n" + str(note))),
-                    output_field=TextField(),
-                ),
-            )
-            if changed:
-                failed = list(Message.objects.filter(pk__in=pks, status=Status.FAILED))
-
-                def announce_failed() -> None:
-                    for message in failed:
-                        announce(message_failed, Message, message=message, error=None)
-
-                transaction.on_commit(announce_failed)
+        changed = services.mark_failed(pks, by=request.user.get_username())
         if changed:
             self.message_user(
                 request,
