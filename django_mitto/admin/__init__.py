@@ -1,6 +1,7 @@
 """The django-mitto admin: compose and follow messages, send in bulk, see the trends."""
 
 from .batch import BatchAdmin
-from .message import DeliveryReportAdmin, MessageAdmin
+from .message import MessageAdmin
+from .reports import DeliveryReportAdmin
 
 __all__ = ["BatchAdmin", "DeliveryReportAdmin", "MessageAdmin"]
