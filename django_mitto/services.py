@@ -28,6 +28,7 @@ from .conf import conf
 from .creating import queue_batch, queue_for_sending, requeue_left_behind, send_bulk, send_sms
 from .models import Message
 from .sending import (
+    MAX_CLOCK_SKEW,
     ChunkOutcome,
     SendOutcome,
     attempt_chunk,
@@ -43,6 +44,7 @@ from .sending import (
 logger = logging.getLogger("django_mitto")
 
 __all__ = [
+    "MAX_CLOCK_SKEW",
     "ChunkOutcome",
     "SendOutcome",
     "attempt_chunk",
