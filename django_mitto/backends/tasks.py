@@ -13,12 +13,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 try:
-    from django.tasks import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME, task
+    from django.tasks import task
+    from django.tasks.base import DEFAULT_TASK_BACKEND_ALIAS, DEFAULT_TASK_QUEUE_NAME
 except ImportError:  # Django < 6.0: the backport
-    from django_tasks import (  # type: ignore[no-redef]
+    from django_tasks import task  # type: ignore[no-redef]
+    from django_tasks.base import (  # type: ignore[no-redef]
         DEFAULT_TASK_BACKEND_ALIAS,
         DEFAULT_TASK_QUEUE_NAME,
-        task,
     )
 
 from .base import BATCH, CHUNK, MESSAGE, TaskBackend
