@@ -239,11 +239,6 @@ class ParsedReport:
     payload: dict[str, Any] = field(default_factory=dict)
 
 
-def _lower_rank_statuses(status: str) -> list[str]:
-    rank = STATUS_RANK[status]
-    return [s for s, r in STATUS_RANK.items() if r < rank]
-
-
 class MessageGone(LookupError):
     """A signed message token names a message that no longer exists."""
 

@@ -17,8 +17,6 @@ from django.urls import NoReverseMatch, reverse
 
 from .conf import ACCOUNT_KEYS, DEFAULT_ACCOUNT, DEFAULTS, Account, retention_problem
 
-_MISSING = object()
-
 
 def _setting(name: str) -> Any:
     return getattr(settings, name, DEFAULTS[name])
@@ -127,22 +125,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                     'Each entry is an IPv4 or IPv6 address or range, for example "203.0.113.0/24".',
                 )
 
-    backend = _setting("MITTO_TASK_BACKEND")
-    if not isinstance(backend, str) or backend.lower() not in ("inline", "celery"):
-        error(
-            "E009",
-            'MITTO_TASK_BACKEND must be "inline" or "celery".',
-            'Leave it unset for "inline".',
-        )
-    elif backend.lower() == "celery":
-        try:
-            import celery  # noqa: F401
-        except ImportError:
-            error(
-                "E009",
-                'MITTO_TASK_BACKEND is "celery" but Celery is not installed.',
-                'Install the extra: pip install "django-mitto[celery]".',
-            )
+    _check_task_backend(_setting("MITTO_TASK_BACKEND"), error)
 
     for name in ("MITTO_MAX_ATTEMPTS", "MITTO_BULK_CHUNK_SIZE"):
         value = _setting(name)
@@ -406,3 +389,38 @@ def check_accounts() -> list[CheckMessage]:
                 )
             )
     return out
+
+
+_BACKEND_EXTRAS = {"celery": "celery", "tasks": "tasks"}
+
+
+def _check_task_backend(value: Any, error: Any) -> None:
+    """E009: MITTO_TASK_BACKEND names a backend that can be imported and is a TaskBackend."""
+    from .backends import load_backend_class
+
+    hint = (
+        'Use "inline", "celery", "tasks" or the dotted path of a subclass of '
+        'django_mitto.backends.base.TaskBackend; leave it unset for "inline".'
+    )
+    if not isinstance(value, str) or not value.strip():
+        error("E009", f"MITTO_TASK_BACKEND must be a string, not {value!r}.", hint)
+        return
+    try:
+        load_backend_class(value)
+    except ImportError as exc:
+        extra = _BACKEND_EXTRAS.get(value.lower())
+        if extra:
+            error(
+                "E009",
+                f"MITTO_TASK_BACKEND is {value.lower()!r} but it cannot be imported: {exc}",
+                f'Install the extra: pip install "django-mitto[{extra}]".',
+            )
+        else:
+            error("E009", f"MITTO_TASK_BACKEND = {value!r} cannot be imported: {exc}", hint)
+    except TypeError:
+        error(
+            "E009",
+            f"MITTO_TASK_BACKEND = {value!r} is not a subclass of "
+            "django_mitto.backends.base.TaskBackend.",
+            hint,
+        )

@@ -270,7 +270,9 @@ class MittoSettings:
 
     @property
     def TASK_BACKEND(self) -> str:
-        return str(self._get("MITTO_TASK_BACKEND")).lower()
+        """``"inline"``, ``"celery"``, ``"tasks"`` (any case) or a dotted path, kept as given."""
+        value = str(self._get("MITTO_TASK_BACKEND"))
+        return value.lower() if value.lower() in ("inline", "celery", "tasks") else value
 
     @property
     def MAX_ATTEMPTS(self) -> int:

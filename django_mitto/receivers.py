@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import transaction
-
 from .conf import conf
+from .creating import enqueue_on_commit
 from .models import Message, Status
 
 
@@ -28,7 +27,4 @@ def send_new_message(
             return
     if not conf.SEND_ON_SAVE:
         return
-    from .tasks import enqueue_message
-
-    pk = instance.pk
-    transaction.on_commit(lambda: enqueue_message(pk), using=kwargs.get("using"))
+    enqueue_on_commit(instance.pk, using=kwargs.get("using"))

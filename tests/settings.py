@@ -82,6 +82,24 @@ def _database() -> dict:
 
 DATABASES = {"default": _database()}
 
+# Django's Tasks framework (the "tasks" task backend): django.tasks on Django 6+, else the
+# django-tasks backport; its database backend comes from django-tasks-db. Tests run tasks at
+# once unless told otherwise; the worker tests use the database backend.
+try:
+    import django_tasks_db  # noqa: F401
+except ImportError:  # the tasks extra is not installed
+    pass
+else:
+    try:
+        import django.tasks  # noqa: F401
+    except ImportError:
+        INSTALLED_APPS += ["django_tasks"]
+        _IMMEDIATE = "django_tasks.backends.immediate.ImmediateBackend"
+    else:
+        _IMMEDIATE = "django.tasks.backends.immediate.ImmediateBackend"
+    INSTALLED_APPS += ["django_tasks_db"]
+    TASKS = {"default": {"BACKEND": os.environ.get("MITTO_TEST_TASKS_BACKEND", _IMMEDIATE)}}
+
 # A Celery worker started by the Celery tests gets these from its environment.
 MITTO_API_KEY = os.environ.get("MITTO_API_KEY", "test-key")
 MITTO_API_URL = os.environ.get("MITTO_API_URL", "http://127.0.0.1:9")

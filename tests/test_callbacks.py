@@ -12,7 +12,7 @@ import pytest
 from django.db import transaction
 from django.urls import reverse
 
-from django_mitto import callbacks, services
+from django_mitto import callbacks, sending
 from django_mitto.callbacks import ParsedReport
 from django_mitto.client import SendResult
 from django_mitto.models import Batch, DeliveryReport, Message, Status
@@ -447,7 +447,7 @@ def test_early_report_on_the_account_url_is_applied_when_the_send_records_the_id
     assert early.outcome == Outcome.UNMATCHED
 
     with django_capture_on_commit_callbacks(execute=True):
-        services._record_sent(
+        sending._record_sent(
             message, SendResult(id="late-id", response_code=0, response_text="SMS sent")
         )
     message.refresh_from_db()
@@ -547,7 +547,7 @@ def test_report_on_the_message_token_before_the_send_response_is_applied_at_once
 
     # The send's response is recorded afterwards: it must not move the message back to "sent".
     with django_capture_on_commit_callbacks(execute=True):
-        services._record_sent(
+        sending._record_sent(
             message, SendResult(id="late-id", response_code=0, response_text="SMS sent")
         )
     message.refresh_from_db()
@@ -562,7 +562,7 @@ def test_report_on_the_message_token_before_the_send_response_is_applied_at_once
 def test_intermediate_report_before_the_send_response_then_send_keeps_sent(make_message) -> None:
     message = make_message(status=Status.SENDING)
     record(report("", "buffered"), message_pk=message.pk)
-    services._record_sent(message, SendResult(id="late-id", response_code=0))
+    sending._record_sent(message, SendResult(id="late-id", response_code=0))
     message.refresh_from_db()
     assert (message.status, message.delivery_status) == (Status.SENT, "buffered")
     assert message.provider_id == "late-id"

@@ -118,3 +118,20 @@ def test_many_messages_are_each_sent_exactly_once(worker) -> None:
     assert sorted(m["body"]["text"] for m in worker.messages) == sorted(
         f"Message {i}" for i in range(60)
     )
+
+
+def test_tasks_queued_by_name_by_earlier_versions_still_run(worker, settings) -> None:
+    from tests.celery_app import app
+    from tests.custom_backend import ListBackend
+
+    # Create the rows without handing them to Celery, then queue them as older versions did.
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    batch = services.send_bulk([f"+417912345{i:02d}" for i in range(15)], "Old batch")
+    message = services.send_sms("+41791234599", "Old message")
+    ListBackend.pending.clear()
+    ListBackend.scheduled.clear()
+    app.send_task("django_mitto.send_batch", (batch.pk, 1))
+    app.send_task("django_mitto.send_message", (message.pk,))
+    assert wait_until(lambda: Message.objects.filter(status="sent").count() == 16)
+    # The batch went out one task per chunk (chunks of 10 in the worker).
+    assert len({tuple(m["body"]["to"]) for m in worker.messages if m["bulk"]}) == 2

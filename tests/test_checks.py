@@ -64,20 +64,58 @@ def test_wrong_setting_is_an_error_with_a_hint(configured, name, value, expected
     assert name in messages[0].msg
 
 
+def _without(monkeypatch, package: str, backend_module: str) -> None:
+    """Make ``package`` unimportable and forget the backend module that imported it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, package, None)
+    monkeypatch.delitem(sys.modules, backend_module, raising=False)
+
+
 def test_celery_backend_needs_celery_installed(configured, monkeypatch) -> None:
-    import builtins
-
-    real_import = builtins.__import__
-
-    def no_celery(name, *args, **kwargs):
-        if name == "celery":
-            raise ImportError(name)
-        return real_import(name, *args, **kwargs)
-
     configured.MITTO_TASK_BACKEND = "celery"
     assert check_settings() == []
-    monkeypatch.setattr(builtins, "__import__", no_celery)
-    assert [m.id for m in check_settings()] == ["django_mitto.E009"]
+    _without(monkeypatch, "celery", "django_mitto.backends.celery")
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.E009"]
+    assert "MITTO_TASK_BACKEND" in messages[0].msg
+    assert "django-mitto[celery]" in messages[0].hint
+
+
+def test_tasks_backend_needs_django_tasks_installed(configured, monkeypatch) -> None:
+    configured.MITTO_TASK_BACKEND = "tasks"
+    assert check_settings() == []
+    _without(monkeypatch, "django.tasks", "django_mitto.backends.tasks")
+    _without(monkeypatch, "django_tasks", "django_mitto.backends.tasks")
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.E009"]
+    assert "django-mitto[tasks]" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("redis", "cannot be imported"),
+        ("myproject.nowhere.Backend", "cannot be imported"),
+        ("tests.custom_backend.NotABackend", "is not a subclass"),
+        ("django_mitto.backends.base", "is not a subclass"),
+        (42, "must be a string"),
+    ],
+)
+def test_task_backend_that_cannot_be_used_is_an_error(configured, value, says) -> None:
+    configured.MITTO_TASK_BACKEND = value
+    messages = check_settings()
+    assert [m.id for m in messages] == ["django_mitto.E009"]
+    assert "MITTO_TASK_BACKEND" in messages[0].msg and says in messages[0].msg
+    assert "TaskBackend" in messages[0].hint
+
+
+@pytest.mark.parametrize(
+    "value", ["inline", "INLINE", "celery", "tasks", "tests.custom_backend.ListBackend"]
+)
+def test_task_backend_names_and_a_dotted_subclass_pass(configured, value) -> None:
+    configured.MITTO_TASK_BACKEND = value
+    assert check_settings() == []
 
 
 def test_missing_api_key_is_only_a_warning(configured) -> None:

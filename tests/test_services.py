@@ -9,7 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
 
-from django_mitto import services
+from django_mitto import sending, services
+from django_mitto.backends import inline
 from django_mitto.models import Batch, Message
 from django_mitto.signals import message_failed, message_sent
 
@@ -207,10 +208,8 @@ def test_retryable_answer_is_retried_then_sent(mitto_sandbox) -> None:
 
 
 def test_429_waits_for_retry_after(mitto_sandbox, monkeypatch) -> None:
-    from django_mitto import tasks
-
     waits: list[float] = []
-    monkeypatch.setattr(tasks.time, "sleep", waits.append)
+    monkeypatch.setattr(inline.time, "sleep", waits.append)
     mitto_sandbox.add_fault("429", times=1, retry_after=1)
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
@@ -219,9 +218,7 @@ def test_429_waits_for_retry_after(mitto_sandbox, monkeypatch) -> None:
 
 
 def test_unreachable_mitto_is_retried_then_fails(settings, monkeypatch, captured_signals) -> None:
-    from django_mitto import tasks
-
-    monkeypatch.setattr(tasks.time, "sleep", lambda s: None)
+    monkeypatch.setattr(inline.time, "sleep", lambda s: None)
     settings.MITTO_API_URL = "http://127.0.0.1:9"
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
@@ -763,14 +760,14 @@ def test_database_refusing_the_answer_ends_unknown_without_raising(
     from tests.canned import Reply
 
     canned.reply(Reply(body={"id": "abc-2", **ACCEPTED}))
-    real = services._answer_fields
+    real = sending._answer_fields
 
     def unbounded(result, now, **kwargs):
         fields, note = real(result, now, **kwargs)
         fields["segments"] = segments  # what an unbounded messageParts would write
         return fields, note
 
-    monkeypatch.setattr(services, "_answer_fields", unbounded)
+    monkeypatch.setattr(sending, "_answer_fields", unbounded)
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "unknown"
     assert "could not be stored" in message.error and "abc-2" in message.error
@@ -840,10 +837,10 @@ def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned, caplog) 
 @pytest.fixture
 def waits(monkeypatch) -> list[float]:
     """The pauses the inline backend takes between attempts (not actually waited)."""
-    from django_mitto import tasks
+    from django_mitto.backends import inline
 
     seen: list[float] = []
-    monkeypatch.setattr(tasks.time, "sleep", seen.append)
+    monkeypatch.setattr(inline.time, "sleep", seen.append)
     return seen
 
 
@@ -948,7 +945,7 @@ def test_a_chunk_claims_only_the_rows_still_queued(mitto_sandbox, settings) -> N
     taken = Message.objects.create(batch=batch, recipient="+41791234567", text="Hi", sender="Shop")
     free = Message.objects.create(batch=batch, recipient="+41791234568", text="Hi", sender="Shop")
     Message.objects.filter(pk=taken.pk).update(status=Message.Status.SENDING)
-    services._send_chunk(batch, [taken.pk, free.pk])
+    services.attempt_chunk(batch, [taken.pk, free.pk])
     assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
     assert list(batch.messages.order_by("pk").values_list("status", "attempts")) == [
         (Message.Status.SENDING, 0),

@@ -2,8 +2,9 @@
 
 from .batch import BatchAdmin
 from .inbound import InboundMessageAdmin
-from .message import DeliveryReportAdmin, MessageAdmin
+from .message import MessageAdmin
 from .optout import OptOutAdmin
+from .reports import DeliveryReportAdmin
 
 __all__ = [
     "BatchAdmin",

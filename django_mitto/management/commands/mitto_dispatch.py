@@ -4,11 +4,8 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
-from django.utils import timezone
 
-from django_mitto.callbacks import apply_pending_batch_reports
-from django_mitto.models import Message, Status
-from django_mitto.tasks import enqueue_message
+from django_mitto.services import mark_stuck_unknown, requeue_left_behind
 
 
 class Command(BaseCommand):
@@ -36,51 +33,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        now = timezone.now()
-        stuck = Message.objects.filter(
-            status=Status.SENDING,
-            status_changed_at__lte=now - timedelta(seconds=options["sending_for"]),
+        marked = mark_stuck_unknown(timedelta(seconds=options["sending_for"]))
+        messages, batches = requeue_left_behind(
+            timedelta(seconds=options["queued_for"]), limit=options["limit"]
         )
-        stuck_batches = set(
-            stuck.filter(batch__isnull=False).order_by().values_list("batch_id", flat=True)
-        )
-        marked = stuck.update(
-            status=Status.UNKNOWN,
-            status_changed_at=now,
-            error="Stuck in 'sending' (the sending process stopped?): it may have been sent. "
-            "Check before sending it again.",
-        )
-        # Reports that came on a batch URL while its rows were in flight can be matched now.
-        for batch_pk in stuck_batches:
-            apply_pending_batch_reports(batch_pk)
-        # Batch members go with their batch's bulk send; single messages one by one.
-        pending = list(
-            Message.objects.filter(
-                status=Status.QUEUED,
-                batch__isnull=True,
-                created_at__lte=now - timedelta(seconds=options["queued_for"]),
-            )
-            .order_by("created_at", "pk")
-            .values_list("pk", flat=True)[: options["limit"]]
-        )
-        batches = list(
-            Message.objects.filter(
-                status=Status.QUEUED,
-                batch__isnull=False,
-                created_at__lte=now - timedelta(seconds=options["queued_for"]),
-            )
-            .order_by()
-            .values_list("batch_id", flat=True)
-            .distinct()
-        )
-        for pk in pending:
-            enqueue_message(pk)
-        if batches:
-            from django_mitto.tasks import enqueue_batch
-
-            for batch_pk in batches:
-                enqueue_batch(batch_pk)
         self.stdout.write(
-            f"{len(pending)} queued message(s) and {len(batches)} batch(es) dispatched, "
+            f"{messages} queued message(s) and {batches} batch(es) dispatched, "
             f"{marked} stuck message(s) marked unknown."
         )

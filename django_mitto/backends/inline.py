@@ -1,0 +1,40 @@
+"""The inline backend (default): sends run in the current process, after the commit.
+
+A retry waits here (at most :attr:`InlineBackend.max_delay` seconds: it blocks its caller).
+Tasks scheduled while one runs (a batch's chunks, a retry) are run after it, in order, rather
+than nested.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from .base import TaskBackend
+
+__all__ = ["InlineBackend"]
+
+_local = threading.local()
+
+
+class InlineBackend(TaskBackend):
+    """Run every task at once, in this process."""
+
+    max_delay = 2.0
+
+    def schedule(self, kind: str, args: tuple[Any, ...], delay: float) -> None:
+        queue: deque[tuple[str, tuple[Any, ...], float]] | None = getattr(_local, "queue", None)
+        if queue is not None:
+            queue.append((kind, args, delay))
+            return
+        queue = _local.queue = deque([(kind, args, delay)])
+        try:
+            while queue:
+                kind, args, delay = queue.popleft()
+                if delay > 0:
+                    time.sleep(delay)
+                self.run(kind, *args)
+        finally:
+            _local.queue = None

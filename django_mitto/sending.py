@@ -1,0 +1,789 @@
+"""Sending: what the task backends run. The only place where the Mitto client and the models meet.
+
+* :func:`attempt_message` sends one queued message and returns a :class:`SendOutcome`;
+  :func:`send_message` is the same, returning the message.
+* :func:`plan_batch` cuts the queued messages of a batch into chunks (one ``/smsbulk`` request
+  each, grouped by reference); :func:`attempt_chunk` sends one chunk and returns a
+  :class:`ChunkOutcome`; :func:`send_batch` sends every chunk in this process.
+* Each claims its rows with one conditional UPDATE (``queued -> sending``), so a message is
+  sent at most once however many workers try, and a chunk handed to two workers is sent once.
+* :func:`classify_failure` is the one reading of an error, for single and bulk sends alike.
+
+Nothing here schedules anything: whether and when to try again is the task backend's decision
+(:class:`django_mitto.backends.base.TaskBackend`), made from the outcome returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Case, F, Field, TextField, Value, When
+from django.db.models.functions import Concat
+from django.utils import timezone
+from django.utils.translation import gettext
+
+from . import validators
+from .callbacks import (
+    apply_pending_batch_reports,
+    apply_pending_reports,
+    apply_pending_reports_bulk,
+    callback_url_for_batch,
+    callback_url_for_message,
+)
+from .client import SendResult, clean_text
+from .clients import get_client
+from .conf import conf
+from .exceptions import (
+    MittoAPIError,
+    MittoConfigurationError,
+    MittoError,
+    MittoTransportError,
+    trim,
+)
+from .models import Batch, Message, Status
+from .options import clean_options
+from .signals import announce, message_failed, message_sent
+
+logger = logging.getLogger("django_mitto")
+
+__all__ = [
+    "ChunkOutcome",
+    "Failure",
+    "SendOutcome",
+    "attempt_chunk",
+    "attempt_message",
+    "classify_failure",
+    "mark_failed",
+    "mark_stuck_unknown",
+    "plan_batch",
+    "send_batch",
+    "send_message",
+]
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    """What one attempt at sending a message came to.
+
+    ``retry`` is true when Mitto certainly did not get the request and attempts remain: the
+    message is ``queued`` again and the task backend should try later, no sooner than
+    ``retry_after`` seconds when Mitto said so.
+    """
+
+    message: Message
+    retry: bool = False
+    retry_after: float | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.message.attempts
+
+
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What one attempt at sending a chunk of a batch came to.
+
+    ``retry`` is true when Mitto certainly did not get the request and attempts remain: the
+    rows ``ids`` are ``queued`` again and make the chunk to try later.
+    """
+
+    batch_pk: int
+    ids: list[int] = field(default_factory=list)
+    retry: bool = False
+    retry_after: float | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failed request is recorded: ``status`` is ``queued`` (Mitto certainly did not get
+    it: try again), ``unknown`` (it may have been sent) or ``failed`` (Mitto refused it)."""
+
+    status: str
+    error: str
+    retry_after: float | None = None
+    response_code: int | None = None
+    response_text: str | None = None
+
+
+def classify_failure(exc: BaseException) -> Failure:
+    """The one reading of an error raised while sending, for single and bulk sends alike.
+
+    Retry only when the request certainly never reached Mitto (connection refused, DNS, TLS
+    before the body) or Mitto answered 429/503; ``unknown`` when Mitto may have it (a timeout
+    after the body went out, an answer that is neither a refusal nor a success, an unexpected
+    error mid-request); ``failed`` when Mitto refused it.
+    """
+    if isinstance(exc, MittoTransportError):
+        if exc.request_sent:
+            return Failure(Status.UNKNOWN, str(exc))
+        return Failure(Status.QUEUED, str(exc))
+    if isinstance(exc, MittoAPIError):
+        code = _bounded(exc.response_code, -_INT32, _INT32)
+        text = clean_text(exc.response_text, 255)
+        if exc.retryable:
+            status = Status.QUEUED
+        elif not exc.refused:
+            status = Status.UNKNOWN
+        else:
+            status = Status.FAILED
+        return Failure(status, str(exc), exc.retry_after, code, text)
+    if isinstance(exc, MittoError):
+        return Failure(Status.FAILED, str(exc))
+    return Failure(Status.UNKNOWN, f"{type(exc).__name__}: {exc}")
+
+
+def _mitto_options(message: Message) -> dict[str, Any]:
+    acc = conf.account(message.account)
+    return {
+        "sender": message.sender or acc.DEFAULT_SENDER,
+        "type": message.encoding,
+        "reference": message.reference or None,
+        "udh": message.udh or None,
+        "validity": message.validity,
+        "pid": message.pid,
+        "flash": message.flash or None,
+        "test": True if (message.test or acc.TEST_MODE) else None,
+        "callback": callback_url_for_message(message) or None,
+    }
+
+
+def _precheck(message: Message) -> str:
+    """Why a claimed message cannot be sent as it is ("" when it can)."""
+    errors: dict[str, Any] = {}
+    try:
+        default_sender = conf.account(message.account).DEFAULT_SENDER
+    except MittoConfigurationError as exc:
+        return str(exc)  # the account was removed from the settings
+    clean_options(
+        sender=message.sender or default_sender,
+        encoding=message.encoding,
+        text=message.text,
+        udh=message.udh,
+        validity=message.validity,
+        pid=message.pid,
+        reference=message.reference,
+        errors=errors,
+    )
+    try:
+        validators.normalize_recipient(message.recipient)
+    except ValidationError as exc:
+        errors["recipient"] = exc
+    return "; ".join(f"{k}: {' '.join(v.messages)}" for k, v in errors.items())
+
+
+def send_message(message_or_pk: Message | int) -> Message:
+    """Send one queued message to Mitto, at most once, and record the outcome.
+
+    Returns the message as saved. If the message is not ``queued`` (already sent, or being
+    sent by another worker), nothing is sent. When Mitto certainly did not get the request
+    (connection refused, DNS, TLS, HTTP 429/503) and attempts remain, the message is put back
+    to ``queued``; :func:`attempt_message` says so, and the task backends retry from it.
+    """
+    return attempt_message(message_or_pk).message
+
+
+def attempt_message(
+    message_or_pk: Message | int, *, max_attempts: int | None = None
+) -> SendOutcome:
+    """Send one queued message (see :func:`send_message`) and say whether to try again.
+
+    ``max_attempts`` (default ``MITTO_MAX_ATTEMPTS``) is how many attempts a message gets when
+    Mitto certainly did not receive it; after the last it is ``failed``.
+    """
+    pk = message_or_pk.pk if isinstance(message_or_pk, Message) else int(message_or_pk)
+    claimed = Message.objects.filter(pk=pk, status=Status.QUEUED).update(
+        status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
+    )
+    message = Message.objects.get(pk=pk)
+    if not claimed:
+        return SendOutcome(message)
+
+    problem = _precheck(message)
+    if problem:
+        return SendOutcome(_record_failure(message, problem, None))
+    try:
+        # Everything that can go wrong before the request: nothing has been sent yet.
+        options = _mitto_options(message)
+        client = get_client(message.account)
+    except MittoConfigurationError as exc:
+        return SendOutcome(_record_failure(message, str(exc), exc))
+    except Exception as exc:
+        logger.exception("SMS %s could not be prepared", message.pk)
+        return SendOutcome(_record_failure(message, f"Not sent: {type(exc).__name__}: {exc}", None))
+    try:
+        result = client.send(message.recipient, message.text, **options)
+    except Exception as exc:
+        failure = classify_failure(exc)
+        if not isinstance(exc, MittoError):
+            logger.exception("SMS %s: unexpected error while sending", message.pk)
+        if failure.status == Status.UNKNOWN:
+            return SendOutcome(_record_unknown(message, failure))
+        if failure.status == Status.QUEUED:
+            limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
+            if message.attempts < limit:
+                return SendOutcome(_record_retry(message, failure), True, failure.retry_after)
+            failure = _given_up(failure, message.attempts)
+        return SendOutcome(
+            _record_failure(message, failure.error, exc if isinstance(exc, MittoError) else None)
+        )
+    return SendOutcome(_record_sent(message, result))
+
+
+def _given_up(failure: Failure, attempts: int) -> Failure:
+    return Failure(
+        Status.FAILED,
+        f"{failure.error} Gave up after {attempts} attempts.",
+        None,
+        failure.response_code,
+        failure.response_text,
+    )
+
+
+#: Mitto's clock may differ from ours, but not by this much: beyond it, ``sent_at`` is ours.
+MAX_CLOCK_SKEW = timedelta(days=1)
+_PROVIDER_ID_LENGTH: int = Message._meta.get_field("provider_id").max_length or 64
+# Mitto's ids are UUIDs or hex strings: printable ASCII without blanks is generous enough.
+_STORABLE_ID = re.compile(r"[!-~]+")
+_INT32 = 2**31 - 1
+
+
+def _bounded(value: int | None, low: int, high: int) -> int | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if low <= value <= high else None
+
+
+def _answer_fields(
+    result: SendResult, now: datetime, *, code: int | None = None, text: str | None = None
+) -> tuple[dict[str, Any], str]:
+    """The columns an accepted answer (or bulk item) writes, each cleaned and bounded, and a
+    note for ``error`` when the answer gives no id that can be stored (``""`` when it does)."""
+    provider_id = result.id
+    note = ""
+    if not provider_id:
+        note = gettext(
+            "Mitto accepted the message (responseCode 0) but its answer has no message id, so "
+            "delivery reports cannot be matched by id. Answer: %(answer)s"
+        ) % {"answer": result.raw or "-"}
+    elif len(provider_id) > _PROVIDER_ID_LENGTH or not _STORABLE_ID.fullmatch(provider_id):
+        note = gettext(
+            "Mitto accepted the message (responseCode 0) but its id cannot be stored (more than "
+            "%(limit)d characters, or not printable ASCII): %(id)s. Delivery reports cannot be "
+            "matched by id."
+        ) % {"limit": _PROVIDER_ID_LENGTH, "id": repr(trim(provider_id, 120))}
+        provider_id = ""
+    timestamp = result.timestamp
+    if timestamp is None or abs(timestamp - now) > MAX_CLOCK_SKEW:
+        timestamp = now
+    fields: dict[str, Any] = {
+        "provider_id": provider_id,
+        "response_code": _bounded(result.response_code if code is None else code, -_INT32, _INT32),
+        "response_text": clean_text(result.response_text if text is None else text, 255),
+        "sent_at": timestamp,
+        "error": note,
+    }
+    # Mitto's counts win when it gives them (a test call answers 0: keep ours then).
+    parts = _bounded(result.parts, 1, 255)
+    if parts:
+        fields["segments"] = parts
+    length = _bounded(result.text_length, 1, _INT32)
+    if length:
+        fields["text_length"] = length
+    return fields, note
+
+
+def _write_sent(
+    message: Message, result: SendResult, fields: dict[str, Any], now: datetime
+) -> bool:
+    """Store an accepted answer on one row; True when stored.
+
+    When the row cannot take it (the id is already another message's, or the database refuses
+    a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
+    something, so the message must not look unsent, and nothing is raised to the caller.
+    """
+    try:
+        with transaction.atomic():
+            # A delivery report on the per-message callback URL may already have moved it on.
+            moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+                status=Status.SENT, status_changed_at=now, **fields
+            )
+            if not moved:
+                Message.objects.filter(pk=message.pk).update(**fields)
+        return True
+    except Exception as exc:
+        owner = (
+            _id_owner(message, fields["provider_id"]) if isinstance(exc, IntegrityError) else None
+        )
+        if owner is not None:
+            reason = gettext(
+                "Mitto's answer gives the id %(id)s, which message %(owner)s already has: the "
+                "answer may not be about this message, and the id was not stored."
+            ) % {"id": fields["provider_id"], "owner": owner}
+        else:
+            logger.exception("SMS %s: Mitto's answer could not be stored", message.pk)
+            reason = gettext("Mitto's answer could not be stored (%(error)s).") % {
+                "error": type(exc).__name__
+            }
+    _record_unstorable(message, result, reason)
+    return False
+
+
+def _id_owner(message: Message, provider_id: str) -> int | None:
+    """The other message that already has ``provider_id``, if any."""
+    if not provider_id:
+        return None
+    try:
+        return (
+            Message.objects.filter(provider_id=provider_id)
+            .exclude(pk=message.pk)
+            .values_list("pk", flat=True)
+            .first()
+        )
+    except Exception:
+        logger.exception("SMS %s: could not look up Mitto id %s", message.pk, provider_id)
+        return None
+
+
+def _record_unstorable(message: Message, result: SendResult, reason: str) -> None:
+    error = gettext(
+        "%(reason)s Answer: %(answer)s. Mitto accepted the request (responseCode 0): "
+        "check before sending it again."
+    ) % {"reason": reason, "answer": result.raw or "-"}
+    logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, reason)
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            changed = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+                status=Status.UNKNOWN, error=error, status_changed_at=now
+            )
+            if not changed:
+                Message.objects.filter(pk=message.pk).update(error=error)
+    except Exception:
+        # The database itself is failing: the row stays "sending", which mitto_dispatch flags
+        # as unknown later. Never raise once Mitto has the message.
+        logger.exception("SMS %s: could not record the unknown outcome", message.pk)
+
+
+def _record_sent(message: Message, result: SendResult) -> Message:
+    now = timezone.now()
+    fields, note = _answer_fields(result, now)
+    stored = _write_sent(message, result, fields, now)
+    if stored and fields["provider_id"]:
+        # A report that came before the id was known is applied now (one query when none did).
+        message.provider_id = fields["provider_id"]
+        try:
+            apply_pending_reports(message)
+        except Exception:
+            logger.exception("SMS %s: pending delivery reports could not be applied", message.pk)
+    message.refresh_from_db()
+    if not stored:
+        return message
+    if note:
+        logger.warning("SMS %s to %s sent, but %s", message.pk, message.recipient, note)
+    else:
+        logger.info(
+            "SMS %s to %s sent, Mitto id %s", message.pk, message.recipient, message.provider_id
+        )
+    announce(message_sent, Message, message=message, result=result)
+    return message
+
+
+def _record_failure(message: Message, error: str, exc: MittoError | None) -> Message:
+    fields: dict[str, Any] = {
+        "status": Status.FAILED,
+        "error": clean_text(error, 10_000),
+        "status_changed_at": timezone.now(),
+    }
+    if isinstance(exc, MittoAPIError):
+        fields["response_code"] = _bounded(exc.response_code, -_INT32, _INT32)
+        fields["response_text"] = clean_text(exc.response_text, 255)
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
+    message.refresh_from_db()
+    logger.warning("SMS %s to %s failed: %s", message.pk, message.recipient, error)
+    announce(message_failed, Message, message=message, error=exc)
+    return message
+
+
+#: Appended to the error of a message that may have reached Mitto.
+MAY_HAVE_BEEN_SENT = " The message may have been sent: check before sending it again."
+
+
+def _failure_fields(failure: Failure) -> dict[str, Any]:
+    """The columns a failure writes (``status``, ``error``, Mitto's code and text)."""
+    error = clean_text(failure.error, 10_000)
+    if failure.status == Status.UNKNOWN:
+        error += MAY_HAVE_BEEN_SENT
+    fields: dict[str, Any] = {
+        "status": failure.status,
+        "error": error,
+        "status_changed_at": timezone.now(),
+    }
+    if failure.response_code is not None or failure.response_text is not None:
+        fields["response_code"] = failure.response_code
+        fields["response_text"] = failure.response_text or ""
+    return fields
+
+
+def _record_unknown(message: Message, failure: Failure) -> Message:
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**_failure_fields(failure))
+    message.refresh_from_db()
+    logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, failure.error)
+    return message
+
+
+def _record_retry(message: Message, failure: Failure) -> Message:
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
+        status=Status.QUEUED, error=failure.error, status_changed_at=timezone.now()
+    )
+    message.refresh_from_db()
+    logger.info("SMS %s not sent (%s); will retry", message.pk, failure.error)
+    return message
+
+
+def send_batch(batch_or_pk: Batch | int) -> Batch:
+    """Send the queued messages of a batch through ``/smsbulk``, chunk after chunk, here.
+
+    Each chunk is claimed with one UPDATE; the ids Mitto returns are written back to each row
+    with one ``bulk_update``. A chunk Mitto refuses fails as a whole; one whose answer was lost
+    after the request went out is marked ``unknown``. The task backends do not call this: they
+    hand each chunk of :func:`plan_batch` to a task of its own (:func:`attempt_chunk`).
+    """
+    pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
+    for ids in plan_batch(pk):
+        attempt_chunk(pk, ids)
+    return Batch.objects.get(pk=pk)
+
+
+def plan_batch(batch_or_pk: Batch | int) -> list[list[int]]:
+    """Cut the queued messages of a batch into chunks: lists of message ids, each at most
+    ``MITTO_BULK_CHUNK_SIZE`` long, each of one reference (one ``/smsbulk`` request carries
+    one reference). A batch with nothing left to send is marked complete."""
+    pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
+    chunk_size = conf.BULK_CHUNK_SIZE
+    groups: dict[str, list[int]] = {}
+    for message_pk, reference in (
+        Message.objects.filter(batch_id=pk, status=Status.QUEUED)
+        .order_by("pk")
+        .values_list("pk", "reference")
+    ):
+        groups.setdefault(reference, []).append(message_pk)
+    chunks = [
+        ids[start : start + chunk_size]
+        for ids in groups.values()
+        for start in range(0, len(ids), chunk_size)
+    ]
+    if not chunks:
+        _complete_if_done(pk)
+    return chunks
+
+
+def _complete_if_done(batch_pk: int) -> None:
+    if not Message.objects.filter(
+        batch_id=batch_pk, status__in=[Status.QUEUED, Status.SENDING]
+    ).exists():
+        Batch.objects.filter(pk=batch_pk, completed_at__isnull=True).update(
+            completed_at=timezone.now()
+        )
+
+
+def attempt_chunk(
+    batch_or_pk: Batch | int, ids: list[int], *, max_attempts: int | None = None
+) -> ChunkOutcome:
+    """Send one chunk of a batch (message ids from :func:`plan_batch`) in one ``/smsbulk``
+    request and say whether to try again.
+
+    The chunk is claimed like a message: one conditional UPDATE moves its ``queued`` rows to
+    ``sending`` under a token of its own, so a chunk handed to two workers is sent once (the
+    second claims nothing). ``max_attempts`` is as for :func:`attempt_message`.
+    """
+    pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
+    try:
+        return _send_chunk(Batch.objects.get(pk=pk), list(ids), max_attempts)
+    finally:
+        _complete_if_done(pk)
+
+
+def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> ChunkOutcome:
+    token = uuid.uuid4()
+    now = timezone.now()
+    Message.objects.filter(pk__in=ids, batch=batch, status=Status.QUEUED).update(
+        status=Status.SENDING, claim=token, attempts=F("attempts") + 1, status_changed_at=now
+    )
+    messages = list(Message.objects.filter(claim=token).order_by("pk"))
+    if not messages:
+        return ChunkOutcome(batch.pk)
+    first = messages[0]
+    try:
+        # The account may be unknown (removed from the settings): that fails the chunk unsent.
+        options = _mitto_options(first)
+        options["callback"] = callback_url_for_batch(batch) or None
+        result = get_client(batch.account).send_bulk(
+            [m.recipient for m in messages], first.text, **options
+        )
+    except Exception as exc:
+        if not isinstance(exc, MittoError):
+            logger.exception("Batch %s: unexpected error while sending a chunk", batch.pk)
+        failure = classify_failure(exc)
+        limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
+        if failure.status == Status.QUEUED and first.attempts >= limit:
+            failure = _given_up(failure, first.attempts)
+        Message.objects.filter(claim=token, status=Status.SENDING).update(
+            **_failure_fields(failure)
+        )
+        logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
+        if failure.status == Status.FAILED:
+            for message in messages:
+                message.status = Status.FAILED
+                announce(
+                    message_failed,
+                    Message,
+                    message=message,
+                    error=exc if isinstance(exc, MittoError) else None,
+                )
+        elif failure.status == Status.UNKNOWN:
+            _apply_reports_of_rows_without_id(batch)
+        else:
+            return ChunkOutcome(
+                batch.pk,
+                [m.pk for m in messages],
+                retry=True,
+                retry_after=failure.retry_after,
+                attempts=first.attempts,
+            )
+        return ChunkOutcome(batch.pk, attempts=first.attempts)
+
+    items = _match_bulk_items(messages, result.messages)
+    done = timezone.now()
+    accepted: list[tuple[Message, SendResult, dict[str, Any]]] = []
+    missing: list[Message] = []
+    flagged: list[str] = []
+    for message, item in zip(messages, items):
+        if item is None:
+            missing.append(message)
+            continue
+        fields, note = _answer_fields(
+            item, done, code=result.response_code, text=result.response_text
+        )
+        if note:
+            flagged.append(note)
+        accepted.append((message, item, fields))
+    if flagged:
+        # One line per chunk, not one per recipient: a chunk may hold thousands.
+        logger.warning(
+            "Batch %s: %d of %d SMS sent without a usable Mitto id; first: %s",
+            batch.pk,
+            len(flagged),
+            len(messages),
+            flagged[0],
+        )
+    if missing:
+        Message.objects.filter(pk__in=[m.pk for m in missing], status=Status.SENDING).update(
+            status=Status.UNKNOWN,
+            error=gettext(
+                "Mitto's bulk answer has no item for this recipient: it may have been sent. "
+                "Answer: %(answer)s"
+            )
+            % {"answer": result.raw or "-"},
+            status_changed_at=done,
+        )
+    stored = _write_bulk_sent(batch, accepted, done)
+    try:
+        apply_pending_reports_bulk([message for message, _ in stored])
+    except Exception:
+        logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
+    for message, item in stored:
+        announce(message_sent, Message, message=message, result=item)
+    if missing or flagged:
+        _apply_reports_of_rows_without_id(batch)
+    return ChunkOutcome(batch.pk, attempts=first.attempts)
+
+
+def _apply_reports_of_rows_without_id(batch: Batch) -> None:
+    """Reports that came on the batch URL while the chunk was in flight waited ``unmatched``;
+    now that some rows have no id (``unknown``, or accepted without one), match them."""
+    try:
+        apply_pending_batch_reports(batch)
+    except Exception:
+        logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
+
+
+_BULK_SENT_FIELDS = [
+    "status",
+    "provider_id",
+    "response_code",
+    "response_text",
+    "sent_at",
+    "status_changed_at",
+    "segments",
+    "text_length",
+    "error",
+]
+
+
+def _write_bulk_sent(
+    batch: Batch, accepted: list[tuple[Message, SendResult, dict[str, Any]]], done: datetime
+) -> list[tuple[Message, SendResult]]:
+    """Store the accepted items with one ``bulk_update``; row by row when that is refused (a
+    duplicate id, say), so that only the rows that cannot be written end ``unknown``."""
+    for message, _item, fields in accepted:
+        for name, value in fields.items():
+            setattr(message, name, value)
+        message.status = Status.SENT
+        message.status_changed_at = done
+    try:
+        with transaction.atomic():
+            _bulk_write([message for message, _, _ in accepted], _BULK_SENT_FIELDS)
+        return [(message, item) for message, item, _ in accepted]
+    except Exception as exc:
+        logger.warning(
+            "Batch %s: Mitto's answer could not be stored at once (%s); storing row by row",
+            batch.pk,
+            type(exc).__name__,
+        )
+    stored: list[tuple[Message, SendResult]] = []
+    for message, item, fields in accepted:
+        if _write_sent(message, item, fields, done):
+            stored.append((message, item))
+        else:
+            message.refresh_from_db()
+    return stored
+
+
+def _bulk_write(rows: list[Message], names: list[str]) -> None:
+    """``bulk_update`` of ``names``, except that a column holding one value on every row is set
+    by one plain UPDATE: ``bulk_update`` builds a CASE with one WHEN per row and column, which
+    costs a worker far more time to compile than the request to Mitto takes."""
+    if not rows:
+        return
+    same: dict[str, Any] = {}
+    varying: list[str] = []
+    for name in names:
+        distinct = {getattr(row, name) for row in rows}
+        if len(distinct) == 1:
+            same[name] = distinct.pop()
+        else:
+            varying.append(name)
+    if same:
+        Message.objects.filter(pk__in=[row.pk for row in rows]).update(**same)
+    if not varying:
+        return
+    connection = connections[Message.objects.db]
+    if connection.vendor != "postgresql":
+        Message.objects.bulk_update(rows, varying, batch_size=500)
+        return
+    # PostgreSQL: one UPDATE ... FROM (VALUES ...) per 500 rows, with nothing to compile per row.
+    table = connection.ops.quote_name(Message._meta.db_table)
+    # Concrete fields: each has a column.
+    columns = [cast(str, cast(Field, Message._meta.get_field(name)).column) for name in varying]
+    quoted = [connection.ops.quote_name(column) for column in columns]
+    assignments = ", ".join(f"{q} = v.{q}" for q in quoted)
+    casts = [cast(Field, Message._meta.get_field(name)).db_type(connection) for name in varying]
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), 500):
+            part = rows[start : start + 500]
+            values = ", ".join(
+                "(%s::bigint, " + ", ".join(f"%s::{db_type}" for db_type in casts) + ")"
+                for _ in part
+            )
+            params: list[Any] = []
+            for row in part:
+                params.append(row.pk)
+                params.extend(getattr(row, name) for name in varying)
+            cursor.execute(
+                f"UPDATE {table} AS m SET {assignments} FROM (VALUES {values}) "
+                f"AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
+                params,
+            )
+
+
+def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:
+    """Pair each message with its item in Mitto's bulk answer (by order, checked by number)."""
+
+    def digits(value: str) -> str:
+        return value.lstrip("+")
+
+    if len(items) == len(messages) and all(
+        not item.to or digits(item.to) == digits(m.recipient) for m, item in zip(messages, items)
+    ):
+        return list(items)
+    by_number: dict[str, list[SendResult]] = {}
+    for item in items:
+        by_number.setdefault(digits(item.to), []).append(item)
+    out: list[SendResult | None] = []
+    for message in messages:
+        bucket = by_number.get(digits(message.recipient))
+        out.append(bucket.pop(0) if bucket else None)
+    return out
+
+
+# -- after the send: what a person or mitto_dispatch decides ---------------------------------------
+
+
+def mark_failed(messages: Iterable[Message | int], *, by: str = "") -> int:
+    """Mark the given messages that are ``unknown`` as ``failed`` (someone checked: not sent).
+
+    Messages in any other state are left as they are. A note naming ``by`` and the time is
+    added to ``error``; ``message_failed`` is sent for each once the transaction commits.
+    Returns how many messages changed.
+    """
+    pks = [m.pk if isinstance(m, Message) else int(m) for m in messages]
+    now = timezone.now()
+    local = timezone.localtime(now) if timezone.is_aware(now) else now
+    note = gettext("Marked as failed by %(user)s on %(when)s.") % {
+        "user": by,
+        "when": local.strftime("%Y-%m-%d %H:%M %Z").strip(),
+    }
+    with transaction.atomic():
+        changed = Message.objects.filter(pk__in=pks, status=Status.UNKNOWN).update(
+            status=Status.FAILED,
+            status_changed_at=now,
+            error=Case(
+                When(error="", then=Value(note)),
+                default=Concat(F("error"), Value("\n" + note)),
+                output_field=TextField(),
+            ),
+        )
+        if changed:
+            failed = list(Message.objects.filter(pk__in=pks, status=Status.FAILED))
+
+            def announce_failed() -> None:
+                for message in failed:
+                    announce(message_failed, Message, message=message, error=None)
+
+            transaction.on_commit(announce_failed)
+    return changed
+
+
+#: Why mitto_dispatch marked a message ``unknown``.
+STUCK_ERROR = (
+    "Stuck in 'sending' (the sending process stopped?): it may have been sent. "
+    "Check before sending it again."
+)
+
+
+def mark_stuck_unknown(older_than: timedelta) -> int:
+    """Mark ``unknown`` the messages in ``sending`` for at least ``older_than``.
+
+    The process that claimed them stopped (or lost its database) mid-send: Mitto may have them,
+    so they are never sent again blindly. Reports that came on a batch's URL while those rows
+    were in flight are matched now. Returns how many messages were marked.
+    """
+    now = timezone.now()
+    stuck = Message.objects.filter(status=Status.SENDING, status_changed_at__lte=now - older_than)
+    stuck_batches = set(
+        stuck.filter(batch__isnull=False).order_by().values_list("batch_id", flat=True)
+    )
+    marked = stuck.update(status=Status.UNKNOWN, status_changed_at=now, error=STUCK_ERROR)
+    for batch_pk in stuck_batches:
+        apply_pending_batch_reports(batch_pk)
+        _complete_if_done(batch_pk)
+    return marked

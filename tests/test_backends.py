@@ -1,0 +1,192 @@
+"""Task backends as classes: the base class owns retries and backoff, a backend only schedules.
+
+A backend written in one file (``tests/custom_backend.py``) is enough; chunks of a batch are
+tasks of their own, each claimed once.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from django.db import connection
+
+from django_mitto import sending, services
+from django_mitto.backends import get_backend
+from django_mitto.backends.base import TaskBackend
+from django_mitto.backends.inline import InlineBackend
+from django_mitto.exceptions import MittoConfigurationError
+from django_mitto.models import Message
+from tests.custom_backend import ListBackend
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def listed(settings, mitto_sandbox):
+    """The one-file backend, configured, with an empty list."""
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    ListBackend.scheduled.clear()
+    ListBackend.pending.clear()
+    backend = get_backend()
+    assert isinstance(backend, ListBackend)
+    yield backend
+    ListBackend.scheduled.clear()
+    ListBackend.pending.clear()
+
+
+def test_custom_backend_in_one_file_sends_when_its_worker_runs(listed, mitto_sandbox) -> None:
+    message = services.send_sms("+41791234567", "Later")
+    assert message.status == "queued"
+    assert mitto_sandbox.messages == []
+    assert listed.scheduled == [("message", (message.pk,), 0.0)]
+    listed.drain()
+    message.refresh_from_db()
+    assert message.status == "sent"
+    assert message.provider_id == mitto_sandbox.messages[0]["id"]
+
+
+def test_custom_backend_gets_retries_and_backoff_from_the_base_class(listed, mitto_sandbox) -> None:
+    mitto_sandbox.add_fault("503", times=2)
+    message = services.send_sms("+41791234567", "Again")
+    listed.drain()
+    message.refresh_from_db()
+    assert message.status == "sent"
+    assert message.attempts == 3
+    # Exponential backoff from base_delay: 0.25 s, then 0.5 s.
+    assert [delay for _, _, delay in listed.scheduled] == [0.0, 0.25, 0.5]
+    assert len(mitto_sandbox.messages) == 1
+
+
+def test_retry_after_of_a_429_is_the_delay(listed, mitto_sandbox) -> None:
+    mitto_sandbox.add_fault("429", times=1, retry_after=7)
+    services.send_sms("+41791234567", "Slow down")
+    listed.drain()
+    assert [delay for _, _, delay in listed.scheduled] == [0.0, 7.0]
+
+
+def test_custom_backend_gives_up_after_max_attempts(listed, settings) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:9"
+    settings.MITTO_MAX_ATTEMPTS = 2
+    message = services.send_sms("+41791234567", "Nobody there")
+    listed.drain()
+    message.refresh_from_db()
+    assert message.status == "failed"
+    assert "Gave up after 2 attempts" in message.error
+    assert len(listed.scheduled) == 2
+
+
+def test_batch_is_one_task_per_chunk(listed, mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 10
+    batch = services.send_bulk([f"+417912345{i:02d}" for i in range(25)], "Sale")
+    assert listed.scheduled == [("batch", (batch.pk,), 0.0)]
+    listed.drain()
+    kinds = [kind for kind, _, _ in listed.scheduled]
+    assert kinds == ["batch", "chunk", "chunk", "chunk"]
+    assert [len(args[1]) for kind, args, _ in listed.scheduled if kind == "chunk"] == [10, 10, 5]
+    assert batch.messages.filter(status="sent").count() == 25
+    assert len(mitto_sandbox.messages) == 25
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_chunk_that_mitto_did_not_get_is_retried_alone(listed, mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 10
+    mitto_sandbox.add_fault("503", times=1)
+    batch = services.send_bulk([f"+417912345{i:02d}" for i in range(15)], "Sale")
+    listed.drain()
+    chunks = [(args, delay) for kind, args, delay in listed.scheduled if kind == "chunk"]
+    # The first chunk came back 503 and was scheduled again, with its rows, after the backoff.
+    assert len(chunks) == 3
+    assert chunks[2] == (chunks[0][0], 0.25)
+    assert batch.messages.filter(status="sent").count() == 15
+    assert len(mitto_sandbox.messages) == 15
+
+
+def test_a_chunk_handed_out_twice_is_sent_once(mitto_sandbox, settings) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    ListBackend.pending.clear()
+    batch = services.send_bulk([f"+417912345{i:02d}" for i in range(5)], "Once")
+    ListBackend.pending.clear()
+    (ids,) = sending.plan_batch(batch)
+    first = sending.attempt_chunk(batch, ids)
+    second = sending.attempt_chunk(batch, ids)
+    assert not first.retry and not second.retry
+    assert len(mitto_sandbox.messages) == 5
+    assert batch.messages.filter(status="sent").count() == 5
+
+
+@pytest.mark.postgres
+def test_a_chunk_raced_by_two_workers_is_sent_once(mitto_sandbox, settings) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    ListBackend.pending.clear()
+    batch = services.send_bulk([f"+4179123{i:04d}" for i in range(200)], "Race")
+    ListBackend.pending.clear()
+    (ids,) = sending.plan_batch(batch)
+    mitto_sandbox.add_fault("latency", seconds=0.2)
+    barrier = threading.Barrier(4)
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            sending.attempt_chunk(batch.pk, ids)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(mitto_sandbox.messages) == 200
+    assert len({m["id"] for m in mitto_sandbox.messages}) == 200
+    assert batch.messages.filter(status="sent").count() == 200
+
+
+def test_inline_backend_runs_chunks_after_the_batch_task_not_inside_it(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234563"], "x")
+    ListBackend.pending.clear()
+    ran: list[tuple[str, str]] = []
+
+    class Recording(InlineBackend):
+        def run(self, kind, *args):
+            ran.append(("start", kind))
+            super().run(kind, *args)
+            ran.append(("end", kind))
+
+    Recording().enqueue_batch(batch.pk)
+    assert ran == [
+        ("start", "batch"),
+        ("end", "batch"),
+        ("start", "chunk"),
+        ("end", "chunk"),
+        ("start", "chunk"),
+        ("end", "chunk"),
+    ]
+    assert len(mitto_sandbox.messages) == 3
+
+
+def test_unusable_backend_is_a_configuration_error_at_use_time(settings) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.NotABackend"
+    with pytest.raises(MittoConfigurationError, match="MITTO_TASK_BACKEND"):
+        get_backend()
+
+
+def test_schedule_is_all_a_backend_must_write() -> None:
+    with pytest.raises(NotImplementedError):
+        TaskBackend().enqueue_message(1)
+
+
+def test_attempt_returns_an_explicit_outcome(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi")
+    mitto_sandbox.add_fault("429", times=1, retry_after=3)
+    outcome = sending.attempt_message(message.pk)
+    assert (outcome.retry, outcome.retry_after, outcome.message.status) == (True, 3.0, "queued")
+    assert not hasattr(outcome.message, "retry_after")
+    outcome = sending.attempt_message(message.pk)
+    assert (outcome.retry, outcome.message.status) == (False, "sent")
