@@ -80,6 +80,11 @@ MITTO_CALLBACK_ALLOWED_IPS = env.list("MITTO_CALLBACK_ALLOWED_IPS", default=[])
 MITTO_CALLBACK_IP_HEADER = env.str("MITTO_CALLBACK_IP_HEADER", default="")
 MITTO_TASK_BACKEND = env.str("MITTO_TASK_BACKEND", default="inline")
 MITTO_ACCOUNT_NAME = env.str("MITTO_ACCOUNT_NAME", default="Demo Shop")
+# Personal data kept 90 days, everything a year: `manage.py mitto_purge` (from cron) applies it.
+MITTO_RETENTION = {
+    "redact_after_days": env.int("MITTO_REDACT_AFTER_DAYS", default=90),
+    "delete_after_days": env.int("MITTO_DELETE_AFTER_DAYS", default=365),
+}
 
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="redis://127.0.0.1:6379/0")
 
