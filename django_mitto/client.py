@@ -386,7 +386,12 @@ class MittoClient:
         )
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        url = self._url(path)
+        return self._read(path, self._request(self._url(path), path, body))
+
+    def _request(self, url: str, path: str, body: dict[str, Any]) -> requests.Response:
+        """POST ``body`` as JSON; a failed request raises :class:`MittoTransportError`, saying
+        whether Mitto may have received it. Redirects are never followed (the key would go
+        along)."""
         try:
             response = self.session.post(
                 url, json=body, timeout=self.timeout, allow_redirects=False
@@ -402,7 +407,7 @@ class MittoClient:
             raise MittoTransportError(
                 f"POST {path}: {type(exc).__name__} ({what}).", request_sent=sent
             ) from exc
-        return self._read(path, response)
+        return response
 
     def _read(self, path: str, response: requests.Response) -> dict[str, Any]:
         status = response.status_code
@@ -675,22 +680,7 @@ class MittoClient:
         401 raises :class:`MittoAuthenticationError`, a failed connection
         :class:`MittoTransportError`; every other status is for the caller to read.
         """
-        url = f"{self.api_url}{path}"
-        try:
-            response = self.session.post(
-                url, json=body, timeout=self.timeout, allow_redirects=False
-            )
-        except requests.exceptions.RequestException as exc:
-            sent = _may_have_been_sent(exc)
-            logger.warning(
-                "Mitto request to %s failed (%s; request sent: %s)", path, type(exc).__name__, sent
-            )
-            what = (
-                "Mitto may have received the request" if sent else "the request never reached Mitto"
-            )
-            raise MittoTransportError(
-                f"POST {path}: {type(exc).__name__} ({what}).", request_sent=sent
-            ) from exc
+        response = self._request(f"{self.api_url}{path}", path, body)
         if response.status_code == 401:
             raise MittoAuthenticationError(
                 f"Mitto refused the API key (HTTP 401) on POST {path}: check MITTO_API_KEY and "
