@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import django
 import pytest
 from django.db import connection
 from hypothesis import settings as hypothesis_settings
@@ -22,6 +23,16 @@ pytest_plugins = ["django_mitto.testing"]
 
 #: Set by CI: a test that would be skipped for a missing part (browser, Redis) fails instead.
 REQUIRE_ALL_PARTS = bool(os.environ.get("MITTO_REQUIRE_ALL_PARTS"))
+
+
+#: The Tasks backend's database backend (django-tasks-db) needs Django 5.2 or later: on older
+#: Django its tests are skipped for the version, as a version-specific feature, not a missing part.
+TASKS_SUPPORTED = django.VERSION >= (5, 2)
+
+
+def skip_without_tasks_support() -> None:
+    if not TASKS_SUPPORTED:
+        pytest.skip("the Tasks backend is tested on Django 5.2+ (django-tasks-db needs it)")
 
 
 def require_part(available: bool, reason: str) -> None:

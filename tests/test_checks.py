@@ -4,6 +4,7 @@ import pytest
 from django.core.management import call_command
 
 from django_mitto.checks import check_settings
+from tests.conftest import skip_without_tasks_support
 
 
 def ids(**overrides: object) -> list[str]:
@@ -83,6 +84,7 @@ def test_celery_backend_needs_celery_installed(configured, monkeypatch) -> None:
 
 
 def test_tasks_backend_needs_django_tasks_installed(configured, monkeypatch) -> None:
+    skip_without_tasks_support()
     configured.MITTO_TASK_BACKEND = "tasks"
     assert check_settings() == []
     _without(monkeypatch, "django.tasks", "django_mitto.backends.tasks")
@@ -114,6 +116,8 @@ def test_task_backend_that_cannot_be_used_is_an_error(configured, value, says) -
     "value", ["inline", "INLINE", "celery", "tasks", "tests.custom_backend.ListBackend"]
 )
 def test_task_backend_names_and_a_dotted_subclass_pass(configured, value) -> None:
+    if value == "tasks":
+        skip_without_tasks_support()
     configured.MITTO_TASK_BACKEND = value
     assert check_settings() == []
 

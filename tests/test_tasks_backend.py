@@ -18,7 +18,7 @@ from django.db import connection
 from django_mitto import services
 from django_mitto.admin.batch import BatchProgress
 from django_mitto.models import Batch, Message
-from tests.conftest import require_part
+from tests.conftest import require_part, skip_without_tasks_support
 
 try:
     from django_tasks_db.models import DBTaskResult
@@ -33,6 +33,7 @@ DATABASE_BACKEND = "django_tasks_db.DatabaseBackend"
 
 @pytest.fixture
 def tasks_backend(settings, mitto_sandbox):
+    skip_without_tasks_support()
     require_part(
         DBTaskResult is not None, 'django-tasks-db is not installed (pip install ".[tasks]")'
     )
