@@ -1,9 +1,9 @@
 """Typed access to the ``MITTO_*`` settings.
 
 Each property is named after its setting (``conf.MITTO_TIMEOUT``, with the short alias
-``conf.TIMEOUT``) and reads ``django.conf.settings`` on every access, so
-``override_settings`` and settings changed at run time are always seen. Nothing is read at import time. Type errors are
-reported by the system checks in :mod:`django_mitto.checks` (which read
+``conf.TIMEOUT``) and reads ``django.conf.settings`` on every access, so ``override_settings``
+and settings changed at run time are always seen. Nothing is read at import time. Type errors
+are reported by the system checks in :mod:`django_mitto.checks` (which read
 :meth:`MittoSettings.raw`, the value as written); properties return the value with the default
 applied, and :meth:`MittoSettings.require_api_key` raises at use time.
 
