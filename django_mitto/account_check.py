@@ -73,7 +73,7 @@ def _shown_path() -> str:
 
 
 def _check_callbacks(report: CheckReport, timeout: float, account: str = DEFAULT_ACCOUNT) -> None:
-    from .callbacks import message_token
+    from .auth import message_token
 
     acc = conf.account(account)
     base = acc.CALLBACK_BASE_URL

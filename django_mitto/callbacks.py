@@ -1,5 +1,8 @@
 """Delivery reports: signed callback URLs, the status table, and the rules that apply a report.
 
+Authenticating the caller (tokens, addresses) lives in :mod:`django_mitto.auth`; its public
+names are re-exported here so older imports keep working.
+
 The rules (see the README's "Statuses" section):
 
 * a status only moves forward (``queued < sending < unknown < sent < final``);
@@ -18,7 +21,6 @@ for the same message settle on one state and one status change.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -26,13 +28,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import Case, Q, Value, When
 from django.urls import reverse
 from django.utils import timezone
 
-from .conf import DEFAULT_ACCOUNT, conf
+# The authentication names are re-exported ("X as X"): they lived here before auth.py.
+from .auth import TokenCheck as TokenCheck
+from .auth import address_allowed as address_allowed
+from .auth import batch_token as batch_token
+from .auth import check_token as check_token
+from .auth import client_address as client_address
+from .auth import message_token as message_token
+from .conf import conf
 from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message, Status
 from .signals import announce, delivery_report_received, message_status_changed
 
@@ -67,35 +75,7 @@ def map_status(word: str) -> str | None:
     return STATUS_WORDS.get((word or "").strip().lower())
 
 
-# -- tokens ---------------------------------------------------------------------------------------
-
-# Tokens are ``m<pk>.<timestamp>.<signature>`` (or ``b<pk>...`` for a batch): a TimestampSigner
-# signature, so they can expire (MITTO_CALLBACK_TOKEN_MAX_AGE). Messages sent before tokens
-# carried a timestamp have ``m<pk>.<signature>`` (a plain Signer under another salt): those are
-# still accepted, without expiry, so their late reports are not refused.
-_SALT = "django_mitto.callback"
-_TIMESTAMPED_SALT = "django_mitto.callback.timestamped"
-
-
-def _signer() -> signing.Signer:
-    # Made per use so SECRET_KEY (and its fallbacks) are read at use time, never at import.
-    return signing.Signer(salt=_SALT, sep=".")
-
-
-def _timestamp_signer() -> signing.TimestampSigner:
-    return signing.TimestampSigner(salt=_TIMESTAMPED_SALT, sep=".")
-
-
-def message_token(message: Message | int) -> str:
-    """The signed token naming one message (``m<pk>.<timestamp>.<signature>``)."""
-    pk = message.pk if isinstance(message, Message) else message
-    return _timestamp_signer().sign(f"m{pk}")
-
-
-def batch_token(batch: Batch | int) -> str:
-    """The signed token naming one batch (``b<pk>.<timestamp>.<signature>``)."""
-    pk = batch.pk if isinstance(batch, Batch) else batch
-    return _timestamp_signer().sign(f"b{pk}")
+# -- callback URLs --------------------------------------------------------------------------------
 
 
 def _base_url(account: str) -> str:
@@ -117,108 +97,6 @@ def callback_url_for_batch(batch: Batch) -> str:
     if not base:
         return ""
     return base + reverse("django_mitto:callback", kwargs={"token": batch_token(batch)})
-
-
-@dataclass(frozen=True)
-class TokenCheck:
-    """What a callback token proved: ``valid``, and which message or batch it names.
-
-    ``expired`` is set (with ``valid`` False) for a correctly signed token past its max age;
-    ``label`` names the token's scope for log lines ("message 17", "batch 3", "account
-    secret"), never the token itself. ``account`` is the account whose callback secret the
-    token is when several accounts are configured ("" otherwise, and for a signed token: the
-    message or batch it names carries its account).
-    """
-
-    valid: bool
-    message_pk: int | None = None
-    batch_pk: int | None = None
-    expired: bool = False
-    account: str = ""
-    label: str = field(default="", compare=False)
-
-
-def _signed_value(token: str) -> tuple[str, bool]:
-    """The value a signed token carries ("" when the signature is wrong) and whether it expired."""
-    if token.count(".") == 2:
-        try:
-            max_age = conf.CALLBACK_TOKEN_MAX_AGE
-            return _timestamp_signer().unsign(
-                token, max_age=None if max_age is None else timedelta(seconds=max_age)
-            ), False
-        except signing.SignatureExpired:
-            try:  # the signature is right, only the age is wrong: say so in the log
-                return _timestamp_signer().unsign(token), True
-            except signing.BadSignature:  # pragma: no cover - expired implies well signed
-                return "", False
-        except signing.BadSignature:
-            return "", False
-    if token.count(".") == 1:
-        try:
-            return _signer().unsign(token), False
-        except signing.BadSignature:
-            return "", False
-    return "", False
-
-
-def check_token(token: str) -> TokenCheck:
-    """Authenticate a callback token: a signed message/batch token or a configured secret."""
-    token = token or ""
-    if "." in token and token[:1] in ("m", "b"):
-        value, expired = _signed_value(token)
-        if value[:1] == token[:1] and value[1:].isascii() and value[1:].isdigit():
-            pk = int(value[1:])
-            kind = "message" if value[0] == "m" else "batch"
-            label = f"{kind} {pk}"
-            if expired:
-                return TokenCheck(False, expired=True, label=label)
-            if kind == "message":
-                return TokenCheck(True, message_pk=pk, label=label)
-            return TokenCheck(True, batch_pk=pk, label=label)
-    account = ""
-    for name in conf.accounts():
-        for secret in conf.account(name).CALLBACK_SECRETS:
-            # Compare against every secret so the time taken does not tell which one nearly
-            # matched. A secret shared by two accounts is a check error (E032): first one wins.
-            if hmac.compare_digest(secret.encode(), token.encode()) and not account:
-                account = name
-    if not account:
-        return TokenCheck(False)
-    label = "account secret" if account == DEFAULT_ACCOUNT else f"secret of account {account}"
-    # With one account there is nothing to tell apart: the report may be about any message.
-    return TokenCheck(True, label=label, account=account if conf.SEVERAL_ACCOUNTS else "")
-
-
-def client_address(meta: dict[str, Any]) -> str:
-    """The caller's address: the MITTO_CALLBACK_IP_HEADER header when set, else REMOTE_ADDR.
-
-    When the header holds a list (``X-Forwarded-For``), the last entry is taken: it is the one
-    your own proxy appended; entries before it are whatever the caller claimed.
-    """
-    header = conf.CALLBACK_IP_HEADER
-    if header:
-        value = meta.get("HTTP_" + header.upper().replace("-", "_"), "")
-        if value:
-            return value.split(",")[-1].strip()
-    return meta.get("REMOTE_ADDR", "") or ""
-
-
-def address_allowed(address: str) -> bool:
-    """True when MITTO_CALLBACK_ALLOWED_IPS is empty or ``address`` is inside one of its ranges."""
-    allowed = conf.CALLBACK_ALLOWED_IPS
-    if not allowed:
-        return True
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    for item in allowed:
-        try:
-            if ip in ipaddress.ip_network(str(item), strict=False):
-                return True
-        except (ValueError, TypeError):
-            continue
-    return False
 
 
 # -- applying reports -----------------------------------------------------------------------------

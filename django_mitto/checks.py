@@ -2,6 +2,8 @@
 
 A wrong type or value is an Error (``django_mitto.E00N``); a missing API key or callback token is
 a Warning (``django_mitto.W00N``), so ``check`` and ``migrate`` pass on a machine without secrets.
+The settings are read through ``conf.raw()``: a check must see a malformed value as it was given,
+not the typed property's coercion of it.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.urls import NoReverseMatch, reverse
 
-from .conf import ACCOUNT_KEYS, DEFAULT_ACCOUNT, DEFAULTS, Account, retention_problem
-
-
-def _setting(name: str) -> Any:
-    return getattr(settings, name, DEFAULTS[name])
+from .conf import ACCOUNT_KEYS, DEFAULT_ACCOUNT, DEFAULTS, Account, conf, retention_problem
 
 
 def _is_http_url(value: str) -> bool:
@@ -59,14 +57,14 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         errors.append(Warning(msg, hint=hint, id=f"django_mitto.{id_}"))
 
     for name in ("MITTO_API_KEY", "MITTO_DEFAULT_SENDER", "MITTO_DEFAULT_REGION"):
-        if not isinstance(_setting(name), str):
+        if not isinstance(conf.raw(name), str):
             error(
                 "E001",
                 f"{name} must be a string.",
                 f"Set {name} to a str, for example from an environment variable.",
             )
 
-    api_url = _setting("MITTO_API_URL")
+    api_url = conf.raw("MITTO_API_URL")
     if not isinstance(api_url, str) or not _is_http_url(api_url):
         error(
             "E002",
@@ -75,20 +73,20 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
         )
 
     for name in ("MITTO_TEST_MODE", "MITTO_SEND_ON_SAVE"):
-        if not isinstance(_setting(name), bool):
+        if not isinstance(conf.raw(name), bool):
             error("E003", f"{name} must be a bool.", f"Set {name} to True or False.")
 
-    fmt = _setting("MITTO_RESPONSE_FORMAT")
+    fmt = conf.raw("MITTO_RESPONSE_FORMAT")
     if not isinstance(fmt, str) or fmt.lower() not in ("json", "xml"):
         error(
             "E004", 'MITTO_RESPONSE_FORMAT must be "json" or "xml".', 'Leave it unset for "json".'
         )
 
-    timeout = _setting("MITTO_TIMEOUT")
+    timeout = conf.raw("MITTO_TIMEOUT")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
         error("E005", "MITTO_TIMEOUT must be a positive number of seconds.", "For example 10.")
 
-    base = _setting("MITTO_CALLBACK_BASE_URL")
+    base = conf.raw("MITTO_CALLBACK_BASE_URL")
     if not isinstance(base, str) or (base and not _is_http_url(base)):
         error(
             "E006",
@@ -96,7 +94,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             'The public base URL of this site, for example "https://example.com".',
         )
 
-    secret = _setting("MITTO_CALLBACK_SECRET")
+    secret = conf.raw("MITTO_CALLBACK_SECRET")
     if not (
         isinstance(secret, str)
         or (isinstance(secret, (list, tuple)) and all(isinstance(s, str) for s in secret))
@@ -107,7 +105,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             "Use a list to rotate secrets: the new one first, the old one until Mitto uses the new URL.",
         )
 
-    ips = _setting("MITTO_CALLBACK_ALLOWED_IPS")
+    ips = conf.raw("MITTO_CALLBACK_ALLOWED_IPS")
     if isinstance(ips, str) or not isinstance(ips, (list, tuple)):
         error(
             "E008",
@@ -125,10 +123,10 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                     'Each entry is an IPv4 or IPv6 address or range, for example "203.0.113.0/24".',
                 )
 
-    _check_task_backend(_setting("MITTO_TASK_BACKEND"), error)
+    _check_task_backend(conf.raw("MITTO_TASK_BACKEND"), error)
 
     for name in ("MITTO_MAX_ATTEMPTS", "MITTO_BULK_CHUNK_SIZE"):
-        value = _setting(name)
+        value = conf.raw(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             error(
                 "E010",
@@ -136,7 +134,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
                 f"Leave it unset for {DEFAULTS[name]}.",
             )
 
-    max_parts = _setting("MITTO_MAX_PARTS")
+    max_parts = conf.raw("MITTO_MAX_PARTS")
     if isinstance(max_parts, bool) or not isinstance(max_parts, int) or not 1 <= max_parts <= 255:
         error(
             "E010",
@@ -145,14 +143,14 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             f"{DEFAULTS['MITTO_MAX_PARTS']}.",
         )
 
-    if not isinstance(_setting("MITTO_CALLBACK_IP_HEADER"), str):
+    if not isinstance(conf.raw("MITTO_CALLBACK_IP_HEADER"), str):
         error(
             "E011",
             "MITTO_CALLBACK_IP_HEADER must be a string.",
             'For example "X-Real-IP", or "" to use REMOTE_ADDR.',
         )
 
-    max_age = _setting("MITTO_CALLBACK_TOKEN_MAX_AGE")
+    max_age = conf.raw("MITTO_CALLBACK_TOKEN_MAX_AGE")
     if max_age is not None and (
         isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age < 0
     ):
@@ -162,7 +160,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             f"Leave it unset for {DEFAULTS['MITTO_CALLBACK_TOKEN_MAX_AGE']} (seven days).",
         )
 
-    problem = retention_problem(_setting("MITTO_RETENTION"))
+    problem = retention_problem(conf.raw("MITTO_RETENTION"))
     if problem:
         error(
             "E014",
@@ -203,7 +201,7 @@ def check_settings(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> l
             'SILENCED_SYSTEM_CHECKS = ["django_mitto.W004"].',
         )
 
-    if isinstance(_setting("MITTO_API_KEY"), str) and not _setting("MITTO_API_KEY"):
+    if isinstance(conf.raw("MITTO_API_KEY"), str) and not conf.raw("MITTO_API_KEY"):
         warning(
             "W001",
             "MITTO_API_KEY is not set: no message can be sent.",
@@ -229,7 +227,7 @@ def check_reply_settings(
     from datetime import timedelta
 
     errors: list[CheckMessage] = []
-    window = _setting("MITTO_REPLY_WINDOW")
+    window = conf.raw("MITTO_REPLY_WINDOW")
     if isinstance(window, timedelta):
         seconds: float | None = window.total_seconds()
     elif isinstance(window, (int, float)) and not isinstance(window, bool):
@@ -244,7 +242,7 @@ def check_reply_settings(
                 id="django_mitto.E020",
             )
         )
-    keywords = _setting("MITTO_OPT_OUT_KEYWORDS")
+    keywords = conf.raw("MITTO_OPT_OUT_KEYWORDS")
     if (
         isinstance(keywords, str)
         or not isinstance(keywords, (list, tuple))
@@ -291,7 +289,7 @@ def _account_value_problem(key: str, value: Any) -> str:
 def check_accounts() -> list[CheckMessage]:
     """Checks of ``MITTO_ACCOUNTS``: each message names the account and the key."""
     out: list[CheckMessage] = []
-    accounts = getattr(settings, "MITTO_ACCOUNTS", {})
+    accounts = conf.raw("MITTO_ACCOUNTS")
     if not isinstance(accounts, dict):
         return [
             Error(
@@ -367,7 +365,7 @@ def check_accounts() -> list[CheckMessage]:
         entry = accounts.get(name, {})
         if _account_value_problem("CALLBACK_SECRET", entry.get("CALLBACK_SECRET", "")):
             continue
-        flat = _setting("MITTO_CALLBACK_SECRET")
+        flat = conf.raw("MITTO_CALLBACK_SECRET")
         if (
             name == DEFAULT_ACCOUNT
             and "CALLBACK_SECRET" not in entry

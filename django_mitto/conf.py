@@ -1,9 +1,11 @@
 """Typed access to the ``MITTO_*`` settings.
 
-Each property reads ``django.conf.settings`` on every access, so ``override_settings`` and
-settings changed at run time are always seen. Nothing is read at import time. Type errors are
-reported by the system checks in :mod:`django_mitto.checks`; properties return the raw value
-with the default applied, and :meth:`MittoSettings.require_api_key` raises at use time.
+Each property is named after its setting (``conf.MITTO_TIMEOUT``, with the short alias
+``conf.TIMEOUT``) and reads ``django.conf.settings`` on every access, so ``override_settings``
+and settings changed at run time are always seen. Nothing is read at import time. Type errors
+are reported by the system checks in :mod:`django_mitto.checks` (which read
+:meth:`MittoSettings.raw`, the value as written); properties return the value with the default
+applied, and :meth:`MittoSettings.require_api_key` raises at use time.
 
 Several Mitto accounts: ``conf.accounts()`` names them and ``conf.account(name)`` returns an
 :class:`Account` with that account's settings (``MITTO_ACCOUNTS``, the flat settings being the
@@ -182,10 +184,22 @@ def _accounts_setting() -> Mapping[str, Any]:
 
 
 class MittoSettings:
-    """One typed property per ``MITTO_*`` setting (see the README for each)."""
+    """One typed property per ``MITTO_*`` setting (see the README for each).
 
-    def _get(self, name: str) -> Any:
+    Each is read under the setting's full name (``conf.MITTO_TIMEOUT``) or its short alias
+    (``conf.TIMEOUT``). :meth:`raw` returns a setting exactly as given, for the system checks.
+    """
+
+    def raw(self, name: str) -> Any:
+        """The setting ``name`` (``"MITTO_TIMEOUT"``) as given, or its default: no coercion.
+
+        Raises :class:`KeyError` for a name that is not a django-mitto setting.
+        """
+        if name not in DEFAULTS:
+            raise KeyError(f"{name} is not a django-mitto setting.")
         return getattr(settings, name, DEFAULTS[name])
+
+    _get = raw
 
     def accounts(self) -> list[str]:
         """The names of the configured accounts, ``default`` first (it always exists)."""
@@ -214,76 +228,78 @@ class MittoSettings:
     # MITTO_ACCOUNTS["default"] when it exists).
 
     @property
-    def API_KEY(self) -> str:
+    def MITTO_API_KEY(self) -> str:
         return Account(DEFAULT_ACCOUNT).API_KEY
 
     @property
-    def API_URL(self) -> str:
+    def MITTO_API_URL(self) -> str:
         return Account(DEFAULT_ACCOUNT).API_URL
 
     @property
-    def DEFAULT_SENDER(self) -> str:
+    def MITTO_DEFAULT_SENDER(self) -> str:
         return Account(DEFAULT_ACCOUNT).DEFAULT_SENDER
 
     @property
-    def DEFAULT_REGION(self) -> str:
+    def MITTO_DEFAULT_REGION(self) -> str:
         return (self._get("MITTO_DEFAULT_REGION") or "").upper()
 
     @property
-    def TEST_MODE(self) -> bool:
+    def MITTO_TEST_MODE(self) -> bool:
         return Account(DEFAULT_ACCOUNT).TEST_MODE
 
     @property
-    def RESPONSE_FORMAT(self) -> str:
+    def MITTO_RESPONSE_FORMAT(self) -> str:
         return Account(DEFAULT_ACCOUNT).RESPONSE_FORMAT
 
     @property
-    def TIMEOUT(self) -> float:
+    def MITTO_TIMEOUT(self) -> float:
         return Account(DEFAULT_ACCOUNT).TIMEOUT
 
     @property
-    def CALLBACK_BASE_URL(self) -> str:
+    def MITTO_CALLBACK_BASE_URL(self) -> str:
         return Account(DEFAULT_ACCOUNT).CALLBACK_BASE_URL
 
     @property
-    def CALLBACK_SECRETS(self) -> list[str]:
+    def MITTO_CALLBACK_SECRET(self) -> list[str]:
         """The ``default`` account's callback secrets (``MITTO_CALLBACK_SECRET`` as a list)."""
         return Account(DEFAULT_ACCOUNT).CALLBACK_SECRETS
 
+    CALLBACK_SECRETS = MITTO_CALLBACK_SECRET
+
     @property
-    def CALLBACK_ALLOWED_IPS(self) -> list[str]:
+    def MITTO_CALLBACK_ALLOWED_IPS(self) -> list[str]:
         return list(self._get("MITTO_CALLBACK_ALLOWED_IPS") or [])
 
     @property
-    def CALLBACK_IP_HEADER(self) -> str:
+    def MITTO_CALLBACK_IP_HEADER(self) -> str:
         return self._get("MITTO_CALLBACK_IP_HEADER") or ""
 
     @property
-    def CALLBACK_TOKEN_MAX_AGE(self) -> float | None:
+    def MITTO_CALLBACK_TOKEN_MAX_AGE(self) -> float | None:
         """Seconds a signed callback token stays valid; None when it never expires (None or 0)."""
         value = self._get("MITTO_CALLBACK_TOKEN_MAX_AGE")
         return float(value) if value else None
 
     @property
-    def SEND_ON_SAVE(self) -> bool:
+    def MITTO_SEND_ON_SAVE(self) -> bool:
         return bool(self._get("MITTO_SEND_ON_SAVE"))
 
     @property
-    def TASK_BACKEND(self) -> str:
+    def MITTO_TASK_BACKEND(self) -> str:
         """``"inline"``, ``"celery"``, ``"tasks"`` (any case) or a dotted path, kept as given."""
         value = str(self._get("MITTO_TASK_BACKEND"))
         return value.lower() if value.lower() in ("inline", "celery", "tasks") else value
 
     @property
-    def MAX_ATTEMPTS(self) -> int:
+    def MITTO_MAX_ATTEMPTS(self) -> int:
         return int(self._get("MITTO_MAX_ATTEMPTS"))
 
     @property
-    def BULK_CHUNK_SIZE(self) -> int:
+    def MITTO_BULK_CHUNK_SIZE(self) -> int:
         return int(self._get("MITTO_BULK_CHUNK_SIZE"))
 
     @property
-    def MAX_PARTS(self) -> int:
+    def MITTO_MAX_PARTS(self) -> int:
         """Most SMS parts one message may take (a longer text is refused)."""
         return int(self._get("MITTO_MAX_PARTS"))
 
@@ -292,12 +308,12 @@ class MittoSettings:
         return Account(DEFAULT_ACCOUNT).require_api_key()
 
     @property
-    def ACCOUNT_NAME(self) -> str:
+    def MITTO_ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
         return Account(DEFAULT_ACCOUNT).ACCOUNT_NAME
 
     @property
-    def REPLY_WINDOW(self) -> timedelta:
+    def MITTO_REPLY_WINDOW(self) -> timedelta:
         """How long after a message a reply from its recipient is taken as an answer to it."""
         value = self._get("MITTO_REPLY_WINDOW")
         if isinstance(value, timedelta):
@@ -305,7 +321,7 @@ class MittoSettings:
         return timedelta(seconds=float(value or 0))
 
     @property
-    def OPT_OUT_KEYWORDS(self) -> list[str]:
+    def MITTO_OPT_OUT_KEYWORDS(self) -> list[str]:
         """The first words of a reply that opt its sender out (compared folded)."""
         value = self._get("MITTO_OPT_OUT_KEYWORDS") or []
         if isinstance(value, str):
@@ -313,7 +329,7 @@ class MittoSettings:
         return [str(word) for word in value if word]
 
     @property
-    def RETENTION(self) -> Retention | None:
+    def MITTO_RETENTION(self) -> Retention | None:
         """``MITTO_RETENTION`` as a :class:`Retention`, or None when it is not set (the default).
 
         The system check ``django_mitto.E014`` reports a malformed value; used anyway, it
@@ -330,6 +346,33 @@ class MittoSettings:
             delete_after_days=value.get("delete_after_days"),
             batch_size=value.get("batch_size") or RETENTION_BATCH_SIZE,
         )
+
+    @property
+    def MITTO_ACCOUNTS(self) -> Mapping[str, Any]:
+        """``MITTO_ACCOUNTS`` when it is a mapping, else empty (check E030 says what is wrong)."""
+        return _accounts_setting()
+
+    # The short names, kept as aliases: much code reads conf.API_KEY, conf.TIMEOUT...
+    API_KEY = MITTO_API_KEY
+    API_URL = MITTO_API_URL
+    DEFAULT_SENDER = MITTO_DEFAULT_SENDER
+    DEFAULT_REGION = MITTO_DEFAULT_REGION
+    TEST_MODE = MITTO_TEST_MODE
+    RESPONSE_FORMAT = MITTO_RESPONSE_FORMAT
+    TIMEOUT = MITTO_TIMEOUT
+    CALLBACK_BASE_URL = MITTO_CALLBACK_BASE_URL
+    CALLBACK_ALLOWED_IPS = MITTO_CALLBACK_ALLOWED_IPS
+    CALLBACK_IP_HEADER = MITTO_CALLBACK_IP_HEADER
+    CALLBACK_TOKEN_MAX_AGE = MITTO_CALLBACK_TOKEN_MAX_AGE
+    SEND_ON_SAVE = MITTO_SEND_ON_SAVE
+    TASK_BACKEND = MITTO_TASK_BACKEND
+    MAX_ATTEMPTS = MITTO_MAX_ATTEMPTS
+    BULK_CHUNK_SIZE = MITTO_BULK_CHUNK_SIZE
+    MAX_PARTS = MITTO_MAX_PARTS
+    ACCOUNT_NAME = MITTO_ACCOUNT_NAME
+    REPLY_WINDOW = MITTO_REPLY_WINDOW
+    OPT_OUT_KEYWORDS = MITTO_OPT_OUT_KEYWORDS
+    RETENTION = MITTO_RETENTION
 
 
 def _is_count(value: Any) -> bool:

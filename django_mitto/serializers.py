@@ -1,7 +1,11 @@
-"""The delivery-report payload: field aliases, types and clear errors for bad input."""
+"""The delivery-report payload: field aliases, types and clear errors for bad input.
+
+Also the helpers that turn a request's query string and body into storable data.
+"""
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +36,52 @@ MAX_EPOCH_SECONDS = 253402300799
 
 #: Names that make a request a delivery report (a request with none of them is a ping).
 REPORT_FIELDS = frozenset(name for names in ALIASES.values() for name in names)
+
+
+#: The accepted field names, as the 400 answer to a request with none of them lists them.
+EXPECTED_FIELDS = (
+    "id (or msgid, messageId), status (or deliveryStatus), errorCode, reference, "
+    "receiver (or to), mccmnc (or mcc and mnc), sendTime, sendTimestamp"
+)
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """A JSON-storable copy of the input: no NUL characters and no lone surrogates (which
+    PostgreSQL refuses), no uploaded files, bounded depth."""
+    if depth > 20:
+        return None
+    if isinstance(value, str):
+        return _SURROGATES.sub("\ufffd", value.replace("\x00", "\ufffd"))
+    if isinstance(value, dict):
+        return {json_safe(str(k)): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):  # NaN, inf: not JSON
+        return None
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return json_safe(f"<{type(value).__name__}>")
+
+
+def flatten(querydict: Any) -> dict[str, Any]:
+    """A plain dict of a QueryDict: a key's single value, or the list of its values."""
+    out: dict[str, Any] = {}
+    for key in querydict:
+        values = querydict.getlist(key)
+        out[key] = values[0] if len(values) == 1 else values
+    return out
+
+
+def field_list(data: dict[str, Any]) -> str:
+    """The received field names, for an error message: sorted, shortened, at most 20."""
+    names = sorted({json_safe(str(key))[:40] for key in data})
+    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
+    return shown or "-"
+
+
+def report_fields(query: dict[str, Any], body: dict[str, Any] | None) -> dict[str, Any]:
+    """The report's fields under their canonical names; the body wins over the query string."""
+    return {**resolve_aliases(query), **resolve_aliases(body or {})}
 
 
 def resolve_aliases(data: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""The delivery-report endpoint Mitto calls (GET or POST)."""
+"""The delivery-report endpoint Mitto calls (GET or POST).
+
+One way through: :mod:`django_mitto.auth` checks the token and the address, the serializers
+read the fields, :mod:`django_mitto.callbacks` applies the report.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import math
-import re
 from typing import Any
 
 from django.conf import settings
@@ -28,17 +30,18 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .callbacks import (
-    MessageGone,
-    TokenCheck,
-    address_allowed,
-    check_token,
-    client_address,
-    record_report,
-    store_unparsed,
-)
+from .auth import TokenCheck, address_allowed, check_token, client_address
+from .callbacks import MessageGone, record_report, store_unparsed
 from .conf import DEFAULT_ACCOUNT
-from .serializers import REPORT_FIELDS, DeliveryReportSerializer, resolve_aliases
+from .serializers import (
+    EXPECTED_FIELDS,
+    REPORT_FIELDS,
+    DeliveryReportSerializer,
+    field_list,
+    flatten,
+    json_safe,
+    report_fields,
+)
 
 logger = logging.getLogger("django_mitto.callbacks")
 inbound_logger = logging.getLogger("django_mitto.inbound")
@@ -49,35 +52,6 @@ except ImportError:  # pragma: no cover - older Django
     # A looser signature than Django's decorator, which mypy (reading 5.1+ stubs) compares.
     def login_not_required(view: Any) -> Any:  # type: ignore[misc]
         return view
-
-
-_SURROGATES = re.compile("[\ud800-\udfff]")
-
-
-def _clean(value: Any, depth: int = 0) -> Any:
-    """A JSON-storable copy of the input: no NUL characters and no lone surrogates (which
-    PostgreSQL refuses), no uploaded files, bounded depth."""
-    if depth > 20:
-        return None
-    if isinstance(value, str):
-        return _SURROGATES.sub("\ufffd", value.replace("\x00", "\ufffd"))
-    if isinstance(value, dict):
-        return {_clean(str(k)): _clean(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v, depth + 1) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):  # NaN, inf: not JSON
-        return None
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    return _clean(f"<{type(value).__name__}>")
-
-
-def _flat(querydict: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in querydict:
-        values = querydict.getlist(key)
-        out[key] = values[0] if len(values) == 1 else values
-    return out
 
 
 class _JSONParser(JSONParser):
@@ -92,12 +66,6 @@ class _JSONParser(JSONParser):
 
 #: How much of a body that could not be parsed is kept in the stored report.
 RAW_BODY_LIMIT = 16 * 1024
-
-#: The accepted field names, as the 400 answer to a request with none of them lists them.
-EXPECTED_FIELDS = (
-    "id (or msgid, messageId), status (or deliveryStatus), errorCode, reference, "
-    "receiver (or to), mccmnc (or mcc and mnc), sendTime, sendTimestamp"
-)
 
 
 class _Unparsed(Exception):
@@ -119,12 +87,6 @@ def _content_length(meta: dict[str, Any]) -> int:
         return int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return 0
-
-
-def _names(data: dict[str, Any]) -> str:
-    names = sorted({_clean(str(key))[:40] for key in data})
-    shown = ", ".join(names[:20]) + (", ..." if len(names) > 20 else "")
-    return shown or "-"
 
 
 # Autocommit even under ATOMIC_REQUESTS: a stored report must be visible to the send path at
@@ -203,7 +165,7 @@ class DeliveryReportView(APIView):
             query, body = self._read(request)
             if body is None and not query:
                 return _ready()
-            fields = {**resolve_aliases(query), **resolve_aliases(body or {})}
+            fields = report_fields(query, body)
             payload: dict[str, Any] = (
                 {"query": query} if body is None else {"query": query, "body": body}
             )
@@ -220,7 +182,7 @@ class DeliveryReportView(APIView):
                 message = _(
                     "No delivery-report field found (received: %(received)s). "
                     "Expected: %(expected)s."
-                ) % {"received": _names(received), "expected": EXPECTED_FIELDS}
+                ) % {"received": field_list(received), "expected": EXPECTED_FIELDS}
                 raise _Unparsed({"fields": [message]}, **payload)
             serializer = DeliveryReportSerializer(data=fields, id_required=check.message_pk is None)
             if not serializer.is_valid():
@@ -229,7 +191,7 @@ class DeliveryReportView(APIView):
             return self._store_unparsed(unparsed, check, method, address)
         try:
             report = record_report(
-                serializer.to_report(_clean(payload)),
+                serializer.to_report(json_safe(payload)),
                 method=method,
                 remote_addr=address,
                 message_pk=check.message_pk,
@@ -247,7 +209,7 @@ class DeliveryReportView(APIView):
         """The query string and the body (None when empty), or raise :class:`_Unparsed`."""
         django_request = request._request
         try:
-            query = _flat(django_request.GET)
+            query = flatten(django_request.GET)
         except TooManyFieldsSent:
             raise _Unparsed(
                 {"query": [_("The query string has too many fields.")]},
@@ -285,7 +247,7 @@ class DeliveryReportView(APIView):
         except (TooManyFieldsSent, SuspiciousOperation):
             raise _Unparsed({"body": [_("The body has too many fields.")]}, **unreadable) from None
         if hasattr(data, "getlist"):
-            data = _flat(data)
+            data = flatten(data)
         if data == {}:
             # A form or object without a single field (what a bare POST sends) says nothing
             # that could be lost: a reachability check like an empty body.
@@ -309,7 +271,9 @@ class DeliveryReportView(APIView):
             payload["scope"] = check.label
         if check.account:
             payload["account"] = check.account
-        report = store_unparsed(_clean(payload), method=method, remote_addr=address, fields=fields)
+        report = store_unparsed(
+            json_safe(payload), method=method, remote_addr=address, fields=fields
+        )
         logger.warning(
             "Delivery report %s from %s could not be read (%s); stored as unparsed",
             report.pk,
@@ -390,7 +354,7 @@ class InboundMessageView(DeliveryReportView):
             if not INBOUND_FIELDS.intersection(str(key).lower() for key in received):
                 message = _(
                     "No reply field found (received: %(received)s). Expected: %(expected)s."
-                ) % {"received": _names(received), "expected": EXPECTED_INBOUND_FIELDS}
+                ) % {"received": field_list(received), "expected": EXPECTED_INBOUND_FIELDS}
                 raise _Unparsed({"fields": [message]}, **payload)
             serializer = InboundSerializer(data=fields)
             if not serializer.is_valid():
@@ -399,7 +363,7 @@ class InboundMessageView(DeliveryReportView):
             return self._store_unparsed(unparsed, check, method, address)
         inbound = record_inbound(
             dict(serializer.validated_data),
-            _clean(payload),
+            json_safe(payload),
             method=method,
             remote_addr=address,
             account=check.account or DEFAULT_ACCOUNT,
@@ -414,7 +378,7 @@ class InboundMessageView(DeliveryReportView):
         payload = dict(unparsed.payload)
         fields = payload.pop("_fields", None)
         inbound = store_unparsed_inbound(
-            _clean(payload),
+            json_safe(payload),
             method=method,
             remote_addr=address,
             fields=fields,

@@ -26,6 +26,7 @@ MODULES: dict[str, list[str]] = {
     "validators": ["django_mitto.validators.*"],
     "encoding": ["django_mitto.encoding.*"],
     "callbacks": ["django_mitto.callbacks.*"],
+    "auth": ["django_mitto.auth.*"],
     "csv-export": [
         "django_mitto.admin.message.x__csv_*",
         "django_mitto.admin.message.x\u01c1_Echo\u01c1*",

@@ -38,3 +38,44 @@ def test_missing_api_key_raises_a_configuration_error_at_use_time(settings) -> N
     settings.MITTO_API_KEY = ""
     with pytest.raises(MittoConfigurationError, match="MITTO_API_KEY"):
         conf.require_api_key()
+
+
+def test_every_setting_is_read_under_its_full_name(settings) -> None:
+    from django_mitto.conf import DEFAULTS
+
+    settings.MITTO_API_URL = "https://rest-fra.mittoapi.net/"
+    settings.MITTO_TIMEOUT = 3
+    settings.MITTO_CALLBACK_SECRET = "one"
+    settings.MITTO_ACCOUNTS = {"marketing": {"API_KEY": "k2"}}
+    for name in DEFAULTS:
+        getattr(conf, name)  # no setting lacks its full-name property
+    assert conf.MITTO_API_URL == "https://rest-fra.mittoapi.net"
+    assert conf.MITTO_TIMEOUT == 3.0 and isinstance(conf.MITTO_TIMEOUT, float)
+    assert conf.MITTO_CALLBACK_SECRET == ["one"]
+    assert conf.MITTO_ACCOUNTS == {"marketing": {"API_KEY": "k2"}}
+
+
+def test_short_names_stay_aliases_of_the_full_names(settings) -> None:
+    from django_mitto.conf import DEFAULTS
+
+    settings.MITTO_DEFAULT_REGION = "de"
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = 60
+    for name in DEFAULTS:
+        short = name.removeprefix("MITTO_")
+        if name in ("MITTO_CALLBACK_SECRET", "MITTO_ACCOUNTS"):
+            continue  # read as CALLBACK_SECRETS and conf.accounts()/account()
+        assert getattr(conf, short) == getattr(conf, name), name
+    assert conf.DEFAULT_REGION == conf.MITTO_DEFAULT_REGION == "DE"
+    assert conf.CALLBACK_SECRETS == conf.MITTO_CALLBACK_SECRET
+
+
+def test_raw_gives_the_setting_as_written(settings) -> None:
+    settings.MITTO_TIMEOUT = "10"
+    settings.MITTO_TEST_MODE = "yes"
+    assert conf.raw("MITTO_TIMEOUT") == "10"  # the typed property would make it 10.0
+    assert conf.MITTO_TIMEOUT == 10.0
+    assert conf.raw("MITTO_TEST_MODE") == "yes"
+    del settings.MITTO_MAX_PARTS
+    assert conf.raw("MITTO_MAX_PARTS") == 10
+    with pytest.raises(KeyError, match="MITTO_NOPE"):
+        conf.raw("MITTO_NOPE")
