@@ -451,6 +451,7 @@ def test_check_e033_two_accounts_with_the_same_callback_secret(settings: Any) ->
     assert "django_mitto.E033" not in [m.id for m in check_settings()]
 
 
+@pytest.mark.django_db  # the check command reads the database on Django 6.1+
 def test_check_w001_an_account_without_api_key_is_a_warning(settings: Any) -> None:
     settings.MITTO_ACCOUNTS = {"marketing": {"API_URL": "https://rest.mittoapi.net"}}
     found = [m for m in check_settings() if m.id == "django_mitto.W001"]

@@ -213,6 +213,7 @@ def test_mitto_api_url_without_debug_is_fine(configured, url) -> None:
         ({"MITTO_API_URL": "http://127.0.0.1:5800", "DEBUG": False}, "django_mitto.W004"),
     ],
 )
+@pytest.mark.django_db  # Django 6.1+ checks the database too (JSONField support)
 def test_check_command_reports_the_new_warnings(configured, changes, expected) -> None:
     from django.core.management.base import SystemCheckError
 
