@@ -337,3 +337,28 @@ def test_usage_page_in_the_browser(page, live_server, admin_user, mitto_sandbox,
     assert page.locator("#error-end").inner_text() == "The end is before the start."
     assert page.locator("#mitto-usage-table").count() == 0
     screenshot(page, "admin-usage-wrong-period")
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_mark_as_converted_in_the_browser(page, live_server, admin_user, mitto_sandbox) -> None:
+    from tests.browser import admin_login, screenshot
+
+    converted, other = sent("+41791234567", "+41791234568")
+    Message.objects.filter(pk__in=[converted.pk, other.pk]).update(status=Message.Status.DELIVERED)
+    admin_login(page, live_server.url, "admin", "password")
+    page.goto(live_server.url + CHANGELIST_URL)
+    page.check(f'input[name="_selected_action"][value="{converted.pk}"]')
+    page.select_option('select[name="action"]', "mark_converted")
+    page.click('button[name="index"]')
+    page.wait_for_load_state()
+    assert "converted" in page.locator(".messagelist").inner_text().lower()
+    converted.refresh_from_db()
+    other.refresh_from_db()
+    assert converted.converted_at is not None and other.converted_at is None
+    # Mitto was told about that message only.
+    told = [record["id"] for record in mitto_sandbox.messages if record.get("converted_at")]
+    assert told == [converted.provider_id]
+    page.goto(live_server.url + DASHBOARD_URL)
+    assert page.locator("#mitto-conversion-rate").inner_text() == "50.0%"
+    screenshot(page, "admin-conversion-rate")
