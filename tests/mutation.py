@@ -21,19 +21,25 @@ import sys
 import time
 from pathlib import Path
 
-#: Module label -> mutmut name patterns. Only the CSV export functions of the message admin.
+#: Module label -> mutmut name patterns. Only the CSV export of the message admin.
 MODULES: dict[str, list[str]] = {
     "validators": ["django_mitto.validators.*"],
     "encoding": ["django_mitto.encoding.*"],
     "callbacks": ["django_mitto.callbacks.*"],
     "auth": ["django_mitto.auth.*"],
     "csv-export": [
-        "django_mitto.admin.message.x__csv_*",
-        "django_mitto.admin.message.x\u01c1_Echo\u01c1*",
+        "django_mitto.admin.export.x__csv_*",
+        "django_mitto.admin.export.x\u01c1_Echo\u01c1*",
         "django_mitto.admin.message.x\u01c1MessageAdmin\u01c1export_csv*",
     ],
     "client": ["django_mitto.client.*"],
-    "services": ["django_mitto.services.*"],
+    # The send service: creating and sending messages, their options, and what services keeps.
+    "services": [
+        "django_mitto.services.*",
+        "django_mitto.creating.*",
+        "django_mitto.sending.*",
+        "django_mitto.options.*",
+    ],
 }
 
 #: mutmut verdicts that mean a test noticed the change.
