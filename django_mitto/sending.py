@@ -487,6 +487,13 @@ def plan_batch(batch_or_pk: Batch | int) -> list[list[int]]:
 
 
 def _complete_if_done(batch_pk: int) -> None:
+    """Mark the batch complete when no message of it is left to send. Run after the current
+    transaction commits: inside one, another worker's last chunk could still look unsent to
+    both, and neither would mark the batch."""
+    transaction.on_commit(lambda: _mark_complete_if_done(batch_pk))
+
+
+def _mark_complete_if_done(batch_pk: int) -> None:
     if not Message.objects.filter(
         batch_id=batch_pk, status__in=[Status.QUEUED, Status.SENDING]
     ).exists():
