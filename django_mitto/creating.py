@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import router, transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -135,9 +135,10 @@ def send_sms(
 
     errors: dict[str, Any] = {}
     opted_out = False
+    country = ""
     acc = _check_account(account, errors)
     try:
-        recipient = validators.normalize_recipient(recipient, region)
+        recipient, country = validators.parse_recipient(recipient, region)
     except ValidationError as exc:
         errors["recipient"] = exc
     else:
@@ -146,7 +147,7 @@ def send_sms(
             errors["recipient"] = ValidationError(
                 optouts.opt_out_reason(recipient), code="opted_out"
             )
-    sender, encoding, _info = clean_options(
+    sender, encoding, info = clean_options(
         reference=reference,
         sender=sender,
         encoding=encoding,
@@ -160,13 +161,16 @@ def send_sms(
     )
     if errors:
         raise ValidationError(errors)
-    assert acc is not None
+    assert acc is not None and info is not None
     message = Message(
         account=acc.name,
         sender=sender,
         recipient=recipient,
+        country=country,
         text=text,
-        encoding=encoding,
+        encoding=info.encoding,
+        text_length=info.characters,
+        segments=info.parts,
         reference=reference or "",
         udh=udh or "",
         validity=validity,
@@ -175,21 +179,38 @@ def send_sms(
         test=acc.TEST_MODE if test is None else bool(test),
         metadata=metadata or {},
     )
-    # Checked above (or knowingly skipped): the save hook need not look again.
+    # Checked and measured above (the opt-out knowingly skipped, maybe): the save hook and
+    # save() need not look again.
     message._mitto_opt_out_checked = True  # type: ignore[attr-defined]
-    message.save()
+    message._mitto_measured = True  # type: ignore[attr-defined]
+    backend = get_backend()
+    using = router.db_for_write(Message)
+    if backend.sends_in_process and not transaction.get_connection(using).in_atomic_block:
+        # Sent here and now: the row is created already claimed ("sending", first attempt),
+        # so no other worker can take it, and the send needs no claim of its own.
+        message.status = Status.SENDING
+        message.attempts = 1
+        message.status_changed_at = timezone.now()
+        message.save(using=using)
+        _log_ignored_opt_out(message, opted_out)
+        return backend.send_created(message)
+    message.save(using=using)
+    _log_ignored_opt_out(message, opted_out)
+    queue_for_sending(message)
+    if not transaction.get_connection(using).in_atomic_block:
+        # Committed already: a backend that ran the task at once (Celery's eager mode) may
+        # have sent it; return the row as it is.
+        message.refresh_from_db()
+    return message
+
+
+def _log_ignored_opt_out(message: Message, opted_out: bool) -> None:
     if opted_out:
         logger.warning(
             "SMS %s to %s sent although the number opted out (ignore_opt_out=True)",
             message.pk,
-            recipient,
+            message.recipient,
         )
-    queue_for_sending(message)
-    if not transaction.get_connection(message._state.db).in_atomic_block:
-        # No transaction: the on-commit send has already run (inline backend), so the object
-        # in hand says "queued" while the row says "sent", "failed"...; return the row.
-        message.refresh_from_db()
-    return message
 
 
 def send_bulk(

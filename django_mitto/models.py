@@ -435,7 +435,8 @@ class Message(models.Model):
             )
             if errors:
                 raise ValidationError(errors)
-            self.measure()
+            if not getattr(self, "_mitto_measured", False):  # send_sms() measured it already
+                self.measure()
         super().save(*args, **kwargs)
 
     def clean(self) -> None:

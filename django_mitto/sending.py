@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Field, TextField, Value, When
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -59,6 +59,7 @@ __all__ = [
     "Failure",
     "SendOutcome",
     "attempt_chunk",
+    "attempt_claimed",
     "attempt_message",
     "classify_failure",
     "mark_failed",
@@ -200,16 +201,79 @@ def attempt_message(
     Mitto certainly did not receive it; after the last it is ``failed``.
     """
     pk = message_or_pk.pk if isinstance(message_or_pk, Message) else int(message_or_pk)
-    claimed = Message.objects.filter(pk=pk, status=Status.QUEUED).update(
-        status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=timezone.now()
-    )
-    message = Message.objects.get(pk=pk)
-    if not claimed:
-        return SendOutcome(message)
-
+    message = _claim(pk)
+    if message is None:  # not queued: sent, or being sent by another worker
+        return SendOutcome(Message.objects.get(pk=pk))
     problem = _precheck(message)
     if problem:
         return SendOutcome(_record_failure(message, problem, None))
+    return _attempt(message, max_attempts)
+
+
+def attempt_claimed(message: Message, *, max_attempts: int | None = None) -> SendOutcome:
+    """Send a message that its creator stored already claimed: ``sending``, on its first
+    attempt, every field validated (what ``send_sms()`` does when it sends in-process).
+    Returns as :func:`attempt_message`."""
+    return _attempt(message, max_attempts)
+
+
+def _claim(pk: int) -> Message | None:
+    """Move message ``pk`` from ``queued`` to ``sending`` (one more attempt) and return it as
+    it now is; None when it was not ``queued``. One query where the database can return the
+    updated row (PostgreSQL, SQLite 3.35+), two elsewhere."""
+    now = timezone.now()
+    using = router.db_for_write(Message)
+    connection = connections[using]
+    if not _can_return_from_update(connection):
+        claimed = (
+            Message.objects.using(using)
+            .filter(pk=pk, status=Status.QUEUED)
+            .update(status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
+        )
+        return Message.objects.using(using).get(pk=pk) if claimed else None
+    meta = Message._meta
+    fields = meta.concrete_fields
+    quote = connection.ops.quote_name
+    status, attempts, changed = (
+        meta.get_field(n) for n in ("status", "attempts", "status_changed_at")
+    )
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {quote(status.column)} = %s, "
+        f"{quote(attempts.column)} = {quote(attempts.column)} + 1, {quote(changed.column)} = %s "
+        f"WHERE {quote(meta.pk.column)} = %s AND {quote(status.column)} = %s "
+        f"RETURNING {', '.join(quote(f.column) for f in fields)}"
+    )
+    params = [
+        Status.SENDING,
+        changed.get_db_prep_value(now, connection),
+        pk,
+        Status.QUEUED,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = []
+    for model_field, value in zip(fields, row):
+        column = model_field.get_col(meta.db_table)
+        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(
+            connection
+        ):
+            value = convert(value, column, connection)
+        values.append(value)
+    return Message.from_db(using, [f.attname for f in fields], values)
+
+
+def _can_return_from_update(connection: Any) -> bool:
+    if connection.vendor == "postgresql":
+        return True
+    if connection.vendor == "sqlite":
+        return cast(bool, connection.Database.sqlite_version_info >= (3, 35))
+    return False
+
+
+def _attempt(message: Message, max_attempts: int | None) -> SendOutcome:
     try:
         # Everything that can go wrong before the request: nothing has been sent yet.
         options = _mitto_options(message)
@@ -235,7 +299,9 @@ def attempt_message(
         return SendOutcome(
             _record_failure(message, failure.error, exc if isinstance(exc, MittoError) else None)
         )
-    return SendOutcome(_record_sent(message, result))
+    # A report for a message sent with a callback URL of its own comes on that URL, which
+    # names the message: it is applied on arrival, none can be waiting for the id.
+    return SendOutcome(_record_sent(message, result, reports_wait=not options["callback"]))
 
 
 def _given_up(failure: Failure, attempts: int) -> Failure:
@@ -303,8 +369,10 @@ def _answer_fields(
 
 def _write_sent(
     message: Message, result: SendResult, fields: dict[str, Any], now: datetime
-) -> bool:
-    """Store an accepted answer on one row; True when stored.
+) -> bool | None:
+    """Store an accepted answer on one row: True when stored and the message moved to
+    ``sent``, None when stored on a message that a delivery report had already moved on,
+    False when not stored.
 
     When the row cannot take it (the id is already another message's, or the database refuses
     a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
@@ -316,9 +384,10 @@ def _write_sent(
             moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
                 status=Status.SENT, status_changed_at=now, **fields
             )
-            if not moved:
-                Message.objects.filter(pk=message.pk).update(**fields)
-        return True
+            if moved:
+                return True
+            Message.objects.filter(pk=message.pk).update(**fields)
+        return None
     except Exception as exc:
         owner = (
             _id_owner(message, fields["provider_id"]) if isinstance(exc, IntegrityError) else None
@@ -373,20 +442,30 @@ def _record_unstorable(message: Message, result: SendResult, reason: str) -> Non
         logger.exception("SMS %s: could not record the unknown outcome", message.pk)
 
 
-def _record_sent(message: Message, result: SendResult) -> Message:
+def _record_sent(message: Message, result: SendResult, *, reports_wait: bool = True) -> Message:
     now = timezone.now()
     fields, note = _answer_fields(result, now)
     stored = _write_sent(message, result, fields, now)
-    if stored and fields["provider_id"]:
+    if stored is False:
+        message.refresh_from_db()
+        return message
+    applied = 0
+    if fields["provider_id"] and reports_wait:
         # A report that came before the id was known is applied now (one query when none did).
         message.provider_id = fields["provider_id"]
         try:
-            apply_pending_reports(message)
+            applied = apply_pending_reports(message)
         except Exception:
             logger.exception("SMS %s: pending delivery reports could not be applied", message.pk)
-    message.refresh_from_db()
-    if not stored:
-        return message
+            applied = -1  # some may have been: read the row back
+    if stored and not applied:
+        # The row is as written: no need to read it back.
+        for name, value in fields.items():
+            setattr(message, name, value)
+        message.status = Status.SENT
+        message.status_changed_at = now
+    else:
+        message.refresh_from_db()
     if note:
         logger.warning("SMS %s to %s sent, but %s", message.pk, message.recipient, note)
     else:

@@ -17,6 +17,8 @@ from django.utils.translation import gettext as _
 
 from . import encoding as enc
 from .conf import conf
+from .countries import ALPHA3
+from .countries import UNKNOWN as UNKNOWN_COUNTRY
 
 _ALNUM_SENDER = re.compile(r"^[A-Za-z0-9 .\-_&+]{3,11}$")
 _NUMERIC_SENDER = re.compile(r"^\+?[0-9]{3,14}$")
@@ -43,6 +45,15 @@ def normalize_recipient(value: str, region: str | None = None) -> str:
     """Parse a phone number and return it in E.164 (``+41791234567``).
 
     A number without ``+`` or ``00`` needs a region: ``region`` or ``MITTO_DEFAULT_REGION``.
+    """
+    return parse_recipient(value, region)[0]
+
+
+def parse_recipient(value: str, region: str | None = None) -> tuple[str, str]:
+    """Parse a phone number once: its E.164 form and its ISO 3166-1 alpha-3 country
+    (``("+41791234567", "CHE")``; ``"???"`` for a number of no single country).
+
+    Raises ``ValidationError`` as :func:`normalize_recipient` does.
     """
     if value is not None:
         validate_str(value)
@@ -74,7 +85,10 @@ def normalize_recipient(value: str, region: str | None = None) -> str:
         raise ValidationError(
             _("%(value)s is not a valid phone number."), code="invalid", params={"value": value}
         )
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    return (
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        ALPHA3.get(phonenumbers.region_code_for_number(number) or "", UNKNOWN_COUNTRY),
+    )
 
 
 def validate_sender(value: str) -> None:

@@ -14,10 +14,13 @@ and ``MITTO_TASK_BACKEND = "myproject.sms.MyBackend"``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import sending
 from ..conf import conf
+
+if TYPE_CHECKING:
+    from ..models import Message
 
 __all__ = ["BATCH", "CHUNK", "KINDS", "MESSAGE", "TaskBackend"]
 
@@ -37,6 +40,10 @@ class TaskBackend:
     max_delay: float = 300.0
     #: The first wait of the exponential backoff, doubled at each attempt.
     base_delay: float = 0.25
+    #: True when a task scheduled with no delay runs in the calling process before
+    #: :meth:`schedule` returns (the inline backend). ``send_sms()`` outside a transaction
+    #: then creates the message already claimed and sends it with :meth:`send_created`.
+    sends_in_process: bool = False
 
     # -- what a subclass provides ----------------------------------------------------------
 
@@ -74,6 +81,19 @@ class TaskBackend:
         outcome = sending.attempt_message(pk, max_attempts=self.max_attempts)
         if outcome.retry:
             self.schedule(MESSAGE, (pk,), self.retry_delay(outcome.attempts, outcome.retry_after))
+
+    def send_created(self, message: Message) -> Message:
+        """Send, in this process, a message just created already claimed (``sending``, its
+        first attempt, validated); a retry is scheduled as for any message. Returns the
+        message as the send left it (as the row is, after a retry)."""
+        outcome = sending.attempt_claimed(message, max_attempts=self.max_attempts)
+        if not outcome.retry:
+            return outcome.message
+        self.schedule(
+            MESSAGE, (message.pk,), self.retry_delay(outcome.attempts, outcome.retry_after)
+        )
+        message.refresh_from_db()
+        return message
 
     def run_batch(self, pk: int) -> None:
         for ids in sending.plan_batch(pk):

@@ -23,6 +23,7 @@ class InlineBackend(TaskBackend):
     """Run every task at once, in this process."""
 
     max_delay = 2.0
+    sends_in_process = True
 
     def schedule(self, kind: str, args: tuple[Any, ...], delay: float) -> None:
         queue: deque[tuple[str, tuple[Any, ...], float]] | None = getattr(_local, "queue", None)
