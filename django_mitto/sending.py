@@ -15,6 +15,7 @@ Nothing here schedules anything: whether and when to try again is the task backe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import uuid
@@ -378,8 +379,11 @@ def _write_sent(
     a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
     something, so the message must not look unsent, and nothing is raised to the caller.
     """
+    # Outside a transaction each UPDATE commits on its own; inside one, a savepoint keeps a
+    # refused write from breaking the caller's transaction.
+    in_transaction = transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
             # A delivery report on the per-message callback URL may already have moved it on.
             moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
                 status=Status.SENT, status_changed_at=now, **fields

@@ -53,6 +53,85 @@ def test_send_sms_sends_once_and_records_the_answer(mitto_sandbox, captured_sign
     assert captured_signals["sent"] == [(message.pk, received["id"])]
 
 
+def _statements(run):
+    """The SQL statements ``run()`` executes, and how many transactions that write it commits
+    (an autocommitted write, or the end of an ``atomic`` block)."""
+    seen: list[str] = []
+    commits = 0
+
+    def execute(call, sql, params, many, context):
+        nonlocal commits
+        seen.append(sql)
+        if not connection.in_atomic_block and not sql.lstrip().upper().startswith("SELECT"):
+            commits += 1
+        return call(sql, params, many, context)
+
+    real_commit = connection.commit
+
+    def commit():
+        nonlocal commits
+        commits += 1
+        real_commit()
+
+    connection.ensure_connection()
+    connection.commit = commit
+    try:
+        with connection.execute_wrapper(execute):
+            result = run()
+    finally:
+        del connection.commit
+    return result, seen, commits
+
+
+def test_send_sms_costs_four_queries_and_two_commits(mitto_sandbox) -> None:
+    message, seen, commits = _statements(lambda: services.send_sms("+41791234567", "Hi"))
+    verbs = [sql.split()[0].upper() for sql in seen]
+    # The opt-out check, the insert (the row created claimed), the answer, and the look for
+    # reports that came on the account URL before the id was known.
+    assert verbs == ["SELECT", "INSERT", "UPDATE", "SELECT"]
+    assert commits == 2
+    assert message.status == "sent"
+
+
+def test_send_sms_with_its_own_callback_url_costs_three_queries(mitto_sandbox, settings) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://example.com"
+    message, seen, commits = _statements(lambda: services.send_sms("+41791234567", "Hi"))
+    # Its reports come on its own URL, which names it: none can wait for the id.
+    assert [sql.split()[0].upper() for sql in seen] == ["SELECT", "INSERT", "UPDATE"]
+    assert commits == 2
+    assert mitto_sandbox.messages[0]["body"]["callback"].startswith("https://example.com/")
+
+
+def test_message_returned_by_send_sms_is_the_row_as_stored(mitto_sandbox) -> None:
+    message = services.send_sms("+41 79 123 45 67", "Grüße ✓", reference="r-1")
+    stored = Message.objects.get(pk=message.pk)
+    for field in Message._meta.concrete_fields:
+        assert getattr(message, field.attname) == getattr(stored, field.attname), field.name
+    assert (stored.country, stored.encoding, stored.segments) == ("CHE", "Unicode", 1)
+
+
+def test_report_that_came_before_the_answer_is_applied_and_returned(mitto_sandbox) -> None:
+    # A report on the account URL for the id the answer will carry, stored before the answer.
+    from django_mitto.callbacks import ParsedReport, record_report
+
+    mitto_sandbox.add_fault("latency", seconds=0.0)
+    original = sending._write_sent
+
+    def report_first(message, result, fields, now):
+        record_report(
+            ParsedReport(provider_id=result.id, status="Delivered"), method="POST", remote_addr=None
+        )
+        return original(message, result, fields, now)
+
+    sending._write_sent = report_first
+    try:
+        message = services.send_sms("+41791234567", "Hi")
+    finally:
+        sending._write_sent = original
+    assert message.status == "delivered"
+    assert Message.objects.get(pk=message.pk).status == "delivered"
+
+
 def test_saving_a_new_message_sends_it_after_commit(mitto_sandbox) -> None:
     with transaction.atomic():
         message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
