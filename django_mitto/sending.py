@@ -26,8 +26,9 @@ from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Case, F, Field, TextField, Value, When
+from django.db.models import Case, F, Field, QuerySet, TextField, Value, When
 from django.db.models.functions import Concat
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -49,7 +50,7 @@ from .exceptions import (
     MittoTransportError,
     trim,
 )
-from .models import Batch, Message, Status
+from .models import Batch, DeliveryReport, Message, Status
 from .options import clean_options
 from .signals import announce, message_failed, message_sent
 
@@ -233,23 +234,13 @@ def _claim(pk: int) -> Message | None:
         )
         return Message.objects.using(using).get(pk=pk) if claimed else None
     meta = Message._meta
-    fields = meta.concrete_fields
+    fields: list[Field[Any, Any]] = list(meta.concrete_fields)
+    sql, params = _update_sql(
+        Message.objects.using(using).filter(pk=pk, status=Status.QUEUED),
+        {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now},
+    )
     quote = connection.ops.quote_name
-    status, attempts, changed = (
-        meta.get_field(n) for n in ("status", "attempts", "status_changed_at")
-    )
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {quote(status.column)} = %s, "
-        f"{quote(attempts.column)} = {quote(attempts.column)} + 1, {quote(changed.column)} = %s "
-        f"WHERE {quote(meta.pk.column)} = %s AND {quote(status.column)} = %s "
-        f"RETURNING {', '.join(quote(f.column) for f in fields)}"
-    )
-    params = [
-        Status.SENDING,
-        changed.get_db_prep_value(now, connection),
-        pk,
-        Status.QUEUED,
-    ]
+    sql += " RETURNING " + ", ".join(quote(cast(str, f.column)) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -264,6 +255,14 @@ def _claim(pk: int) -> Message | None:
             value = convert(value, column, connection)
         values.append(value)
     return Message.from_db(using, [f.attname for f in fields], values)
+
+
+def _update_sql(queryset: QuerySet[Message], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
+    """The SQL and parameters of ``queryset.update(**values)``, to extend with RETURNING."""
+    query = cast(UpdateQuery, queryset.query.chain(UpdateQuery))
+    query.add_update_values(values)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    return sql, tuple(params)
 
 
 def _can_return_from_update(connection: Any) -> bool:
@@ -369,11 +368,17 @@ def _answer_fields(
 
 
 def _write_sent(
-    message: Message, result: SendResult, fields: dict[str, Any], now: datetime
-) -> bool | None:
-    """Store an accepted answer on one row: True when stored and the message moved to
-    ``sent``, None when stored on a message that a delivery report had already moved on,
-    False when not stored.
+    message: Message,
+    result: SendResult,
+    fields: dict[str, Any],
+    now: datetime,
+    *,
+    reports_wait: bool = True,
+) -> tuple[bool | None, bool]:
+    """Store an accepted answer on one row. Returns whether it was stored (True, and the
+    message moved to ``sent``; None, stored on a message that a delivery report had already
+    moved on; False, not stored) and whether reports for its id wait to be applied (looked
+    for in the same statement, when ``reports_wait``; True means "look" otherwise).
 
     When the row cannot take it (the id is already another message's, or the database refuses
     a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
@@ -385,13 +390,15 @@ def _write_sent(
     try:
         with transaction.atomic() if in_transaction else contextlib.nullcontext():
             # A delivery report on the per-message callback URL may already have moved it on.
-            moved = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-                status=Status.SENT, status_changed_at=now, **fields
+            pending = _mark_sent(
+                message.pk,
+                {"status": Status.SENT, "status_changed_at": now, **fields},
+                fields["provider_id"] if reports_wait else "",
             )
-            if moved:
-                return True
+            if pending is not None:
+                return True, pending
             Message.objects.filter(pk=message.pk).update(**fields)
-        return None
+        return None, reports_wait
     except Exception as exc:
         owner = (
             _id_owner(message, fields["provider_id"]) if isinstance(exc, IntegrityError) else None
@@ -407,7 +414,39 @@ def _write_sent(
                 "error": type(exc).__name__
             }
     _record_unstorable(message, result, reason)
-    return False
+    return False, False
+
+
+def _mark_sent(pk: int, values: dict[str, Any], provider_id: str) -> bool | None:
+    """Write ``values`` on message ``pk`` if it is still ``sending``: None when it is not,
+    else whether delivery reports for ``provider_id`` wait unmatched (asked in the same
+    statement where the database can return from an UPDATE; "" asks nothing)."""
+    using = router.db_for_write(Message)
+    moving = Message.objects.using(using).filter(pk=pk, status=Status.SENDING)
+    connection = connections[using]
+    if not _can_return_from_update(connection):
+        moved = moving.update(**values)
+        if not moved:
+            return None
+        return bool(provider_id) and _reports_waiting(provider_id).using(using).exists()
+    sql, params = _update_sql(moving, values)
+    if provider_id:
+        waiting = _reports_waiting(provider_id).using(using).values("pk")[:1]
+        sub_sql, sub_params = waiting.query.get_compiler(using).as_sql()
+        sql = f"{sql} RETURNING EXISTS({sub_sql})"
+        params = (*params, *sub_params)
+    else:
+        sql = f"{sql} RETURNING 0"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    return None if row is None else bool(row[0])
+
+
+def _reports_waiting(provider_id: str) -> QuerySet[DeliveryReport]:
+    return DeliveryReport.objects.filter(
+        provider_id=provider_id, message__isnull=True, outcome=DeliveryReport.Outcome.UNMATCHED
+    )
 
 
 def _id_owner(message: Message, provider_id: str) -> int | None:
@@ -449,12 +488,12 @@ def _record_unstorable(message: Message, result: SendResult, reason: str) -> Non
 def _record_sent(message: Message, result: SendResult, *, reports_wait: bool = True) -> Message:
     now = timezone.now()
     fields, note = _answer_fields(result, now)
-    stored = _write_sent(message, result, fields, now)
+    stored, waiting = _write_sent(message, result, fields, now, reports_wait=reports_wait)
     if stored is False:
         message.refresh_from_db()
         return message
     applied = 0
-    if fields["provider_id"] and reports_wait:
+    if fields["provider_id"] and waiting:
         # A report that came before the id was known is applied now (one query when none did).
         message.provider_id = fields["provider_id"]
         try:
@@ -741,7 +780,8 @@ def _write_bulk_sent(
         )
     stored: list[tuple[Message, SendResult]] = []
     for message, item, fields in accepted:
-        if _write_sent(message, item, fields, done):
+        # Pending reports are applied for every stored row afterwards, in one query.
+        if _write_sent(message, item, fields, done, reports_wait=False)[0] is not False:
             stored.append((message, item))
         else:
             message.refresh_from_db()
