@@ -25,6 +25,9 @@ def mitto_sandbox_options() -> dict[str, Any]:
 
         @pytest.mark.parametrize("mitto_sandbox_options", [{"reply_shape": "ids"}])
         def test_ids_answers(mitto_sandbox): ...
+
+    ``{"keep": N}`` keeps the last N message records (default 10,000), for a test that sends
+    more than that, or one that checks what is dropped.
     """
     return {}
 
@@ -36,7 +39,8 @@ def mitto_sandbox(settings: Any, mitto_sandbox_options: dict[str, Any]) -> Itera
     Delivery reports are sent at once (``report_delay=0``) to the callback URL you set:
     ``mitto_sandbox.callback_url = live_server.url + "/mitto/callback/<secret>/"``, or to the
     per-message URL when ``MITTO_CALLBACK_BASE_URL`` is set. ``mitto_sandbox_options`` gives
-    further :class:`Sandbox` arguments (``reply_shape="ids"``, ``intermediate=True``...).
+    further :class:`Sandbox` arguments (``reply_shape="ids"``, ``intermediate=True``,
+    ``keep=100``...).
     """
     options = {"api_key": SANDBOX_API_KEY, "report_delay": 0, **mitto_sandbox_options}
     with Sandbox(**options) as sandbox:

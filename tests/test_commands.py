@@ -130,7 +130,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "--host", "::1", "--port", "0", "--api-key", "k-1", "--callback-url", "http://x.test/cb/",
         "--callback-method", "get", "--callback-template", "id=~msgid~", "--report-delay", "0.5",
         "--reply-shape", "ids", "--intermediate", "--duplicate-reports", "--reorder-reports",
-        "--report-test-messages", "--mcc", "310", "--mnc", "260", "--quiet",
+        "--report-test-messages", "--keep", "500", "--mcc", "310", "--mnc", "260", "--quiet",
         "--conversion-disabled", "--usage-shape", "object", "--usage-price", "0.07",
         "--inbound-url", "http://x.test/in/", "--auto-reply", "Thanks",
     )  # fmt: skip
@@ -147,6 +147,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "duplicate_reports": True,
         "reorder_reports": True,
         "report_test_messages": True,
+        "keep": 500,
         "mcc": "310",
         "mnc": "260",
         "quiet": True,

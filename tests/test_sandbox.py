@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import tracemalloc
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -33,7 +34,9 @@ from django_mitto.sandbox import (
     final_status,
     mitto_timestamp,
 )
+from django_mitto.sandbox.records import DEFAULT_KEEP, MAX_PAGE_SIZE
 from django_mitto.sandbox.reports import append_query, render_template, url_escape
+from django_mitto.sandbox.validation import validate
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "sandbox-key"
@@ -738,7 +741,7 @@ def test_cli_help() -> None:
         check=False,
     )
     assert result.returncode == 0
-    for option in ("--port", "--api-key", "--callback-url", "--report-delay", "--quiet"):
+    for option in ("--port", "--api-key", "--callback-url", "--report-delay", "--quiet", "--keep"):
         assert option in result.stdout
 
 
@@ -841,3 +844,195 @@ def test_cli_reply_shape() -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(10)
+
+
+# -- bounded memory: --keep, paging, shared request bodies ---------------------------------
+
+
+def numbers(count: int, start: int = 0) -> list[str]:
+    return [f"4179{start + n:07d}" for n in range(count)]
+
+
+def test_keep_drops_the_oldest_records(receiver: Receiver) -> None:
+    with Sandbox(keep=3, report_delay=0, callback_url=receiver.url) as sb:
+        assert sb.keep == 3
+        sent = numbers(2) + numbers(3, start=10)
+        send(sb, "/smsbulk", message(to=sent[:2]))
+        send(sb, "/smsbulk", message(to=sent[2:]))
+        sb.wait_for_reports(5)
+        kept = sb.messages
+        assert [m["to"] for m in kept] == sent[-3:]
+        assert [m["seq"] for m in kept] == [3, 4, 5]
+        listed = requests.get(sb.url + "/_sandbox/messages", timeout=5).json()
+        assert [m["id"] for m in listed] == [m["id"] for m in kept]
+        page = sb.messages_page()
+        assert (page["oldest"], page["dropped"], page["last"]) == (3, 2, 5)
+        # Callback attempts are kept the same way: the last 3 of the 5.
+        assert len(sb.reports) == 3
+        # A bulk bigger than keep keeps its last recipients.
+        send(sb, "/smsbulk", message(to=numbers(5, start=20)))
+        assert [m["to"] for m in sb.messages] == numbers(3, start=22)
+        assert sb.messages_page()["dropped"] == 7
+        sb.reset()
+        assert sb.messages == [] and sb.messages_page()["dropped"] == 0
+        send(sb)
+        assert [m["seq"] for m in sb.messages] == [11]  # numbers are never reused
+
+
+def test_a_report_for_a_dropped_record_is_still_sent(receiver: Receiver) -> None:
+    with Sandbox(keep=1, report_delay=0.2, callback_url=receiver.url) as sb:
+        first = send(sb, "/sms", message(to="41791234561")).json()["id"]
+        second = send(sb, "/sms", message(to="41791234562")).json()["id"]
+        assert [m["id"] for m in sb.messages] == [second]  # the first record is dropped...
+        sb.wait_for_reports(2)
+        reported = {json.loads(r["body"])["id"] for r in receiver.wait(2)}
+        assert reported == {first, second}  # ...but its report goes out
+        assert [m["id"] for m in sb.messages] == [second]
+        assert len(sb.messages[0]["callbacks"]) == 1
+
+
+def test_keep_must_be_positive() -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="keep"):
+            Sandbox(keep=bad)  # type: ignore[arg-type]
+    assert Sandbox().keep == DEFAULT_KEEP == 10_000
+
+
+def test_paging_returns_every_record_once(sandbox: Sandbox) -> None:
+    send(sandbox, "/smsbulk", message(to=numbers(23)))
+    for n in range(4):
+        send(sandbox, "/sms", message(to=numbers(1, start=100 + n)[0]))
+    everything = [m["id"] for m in sandbox.messages]
+    assert len(everything) == 27
+
+    url = sandbox.url + "/_sandbox/messages"
+    seen: list[str] = []
+    since: int | None = 0
+    pages = 0
+    while since is not None:
+        page = requests.get(url, params={"since": since, "limit": 5}, timeout=5).json()
+        assert len(page["messages"]) <= 5
+        seen += [m["id"] for m in page["messages"]]
+        since = page["next"]
+        pages += 1
+    assert seen == everything
+    assert pages == 6
+    assert page["next"] is None and page["last"] == 27 and page["oldest"] == 1
+    assert page["dropped"] == 0
+
+    # Polling from "last" gives only what came in since.
+    assert requests.get(url, params={"since": 27}, timeout=5).json()["messages"] == []
+    fresh = send(sandbox).json()["id"]
+    later = requests.get(url, params={"since": page["last"]}, timeout=5).json()
+    assert [m["id"] for m in later["messages"]] == [fresh]
+    assert later["last"] == 28 and later["next"] is None
+
+    # since may be a message id; limit alone starts from the oldest (default limit 100).
+    by_id = requests.get(url, params={"since": everything[24], "limit": 2}, timeout=5).json()
+    assert [m["id"] for m in by_id["messages"]] == everything[25:27]
+    assert by_id["next"] == 27
+    first = requests.get(url, params={"limit": 1}, timeout=5).json()
+    assert [m["id"] for m in first["messages"]] == everything[:1]
+    assert first["next"] == 1
+    assert len(sandbox.messages_page(since=0)["messages"]) == 28
+    # Without since and limit, the answer is the plain list, as before.
+    assert [m["id"] for m in requests.get(url, timeout=5).json()] == [*everything, fresh]
+
+
+def test_paging_with_dropped_records() -> None:
+    with Sandbox(keep=4, report_delay=0) as sb:
+        send(sb, "/smsbulk", message(to=numbers(10)))
+        page = sb.messages_page(since=2, limit=3)
+        assert [m["seq"] for m in page["messages"]] == [7, 8, 9]
+        assert (page["next"], page["oldest"], page["dropped"]) == (9, 7, 6)
+        assert [m["seq"] for m in sb.messages_page(since=9)["messages"]] == [10]
+
+
+@pytest.mark.parametrize(
+    ("query", "parameter"),
+    [
+        ({"limit": "0"}, "limit"),
+        ({"limit": str(MAX_PAGE_SIZE + 1)}, "limit"),
+        ({"limit": "ten"}, "limit"),
+        ({"limit": "-5"}, "limit"),
+        ({"limit": ""}, "limit"),
+        ({"since": "", "limit": "5"}, "since"),
+        ({"since": "-1"}, "since"),
+        ({"since": "not-an-id"}, "since"),
+        ({"since": "99"}, "since"),  # no message has that number yet
+        ({"since": "²"}, "since"),
+    ],
+)
+def test_bad_paging_parameters_get_400_naming_them(
+    sandbox: Sandbox, query: dict[str, str], parameter: str
+) -> None:
+    send(sandbox)
+    response = requests.get(sandbox.url + "/_sandbox/messages", params=query, timeout=5)
+    assert response.status_code == 400
+    assert response.json()["parameter"] == parameter
+    assert parameter in response.json()["error"]
+
+
+def test_limit_up_to_the_maximum_is_accepted(sandbox: Sandbox) -> None:
+    send(sandbox, "/smsbulk", message(to=numbers(3)))
+    url = sandbox.url + "/_sandbox/messages"
+    page = requests.get(url, params={"limit": MAX_PAGE_SIZE}, timeout=5).json()
+    assert len(page["messages"]) == 3
+    with pytest.raises(ValueError, match="limit"):
+        sandbox.messages_page(limit=0)
+
+
+def _bytes_kept(recipients: int, text: str) -> int:
+    """Memory the sandbox keeps for one bulk request to ``recipients`` numbers."""
+    sb = Sandbox(report_delay=0)
+    sb.accept("/smsbulk", "json", True, *_bulk(3, text))  # warm up
+    body, ok = _bulk(recipients, text)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        items = sb.accept("/smsbulk", "json", True, body, ok)
+        del items  # the answer is not kept
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+
+
+def _bulk(recipients: int, text: str) -> tuple[dict[str, Any], Any]:
+    body = {"from": "DjangoMitto", "to": numbers(recipients), "text": text}
+    return body, validate(body, True)
+
+
+def test_a_bulk_body_is_stored_once(sandbox: Sandbox) -> None:
+    send(sandbox, "/smsbulk", message(to=numbers(3), reference="spring"))
+    records = sandbox.messages
+    assert records[0]["body"] is records[1]["body"] is records[2]["body"]
+    assert all(r["body"]["to"] == numbers(3) and r["reference"] == "spring" for r in records)
+
+    # Each recipient costs a small record (id, time, status, a reference to the shared part):
+    # about 300 bytes on CPython 3.11, where a copy of every shared field per recipient (the
+    # sandbox before it shared them) cost about 700. The text is kept once: a text 600
+    # characters longer costs 600-odd bytes for the request, not per recipient.
+    short = _bytes_kept(2000, "Hi")
+    long = _bytes_kept(2000, "Hi" + "x" * 600)
+    assert short / 2000 < 450, short / 2000
+    assert abs(long - short) < 2000, (short, long)
+
+
+def test_cli_keep() -> None:
+    from django_mitto.sandbox.__main__ import build_parser, main
+
+    assert build_parser().parse_args([]).keep == DEFAULT_KEEP
+    assert main(["--keep", "0", "--port", "0"]) == 2
+    process, url = _start_cli("--quiet", "--keep", "2")
+    try:
+        send_to = {"X-Mitto-API-Key": KEY}
+        body = message(to=numbers(3))
+        assert requests.post(url + "/smsbulk", json=body, headers=send_to, timeout=5).ok
+        listed = requests.get(url + "/_sandbox/messages", timeout=5).json()
+        assert [m["to"] for m in listed] == numbers(3)[1:]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()

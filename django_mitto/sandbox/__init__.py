@@ -39,6 +39,11 @@ Faults (latency, 500, 503, 429, connection reset, timeout) can be injected
 for every request or per recipient: :meth:`Sandbox.add_fault` or
 ``POST /_sandbox/faults``. See :mod:`django_mitto.sandbox.faults`.
 
+The sandbox keeps the last ``keep`` message records and callback attempts (``--keep``,
+default 10,000) and drops the oldest; a bulk request's body is stored once for all its
+recipients. ``GET /_sandbox/messages?since=<seq or id>&limit=<n>`` pages through the records
+kept. See :mod:`django_mitto.sandbox.records`.
+
 The ``/_sandbox/*`` inspection and control endpoints need no API key. Never
 expose the sandbox publicly; it binds 127.0.0.1 by default.
 """

@@ -15,6 +15,7 @@ from types import FrameType
 from typing import Any
 
 from django_mitto.sandbox import REPLY_SHAPES, Sandbox, extras, inbound
+from django_mitto.sandbox.records import DEFAULT_KEEP
 
 DEFAULT_PORT = 5800
 
@@ -23,7 +24,8 @@ DESCRIPTION = (
     "Run a local Mitto-compatible SMS gateway (POST /sms, /smsbulk) that answers like "
     "Mitto and sends delivery reports. The final status depends on the recipient's last "
     "digit: 0-6 delivered, 7 undelivered, 8 expired, 9 rejected. Inspect it at "
-    "GET /_sandbox/messages; steer faults with POST/DELETE /_sandbox/faults. The "
+    "GET /_sandbox/messages (the last --keep records; ?since=SEQ&limit=N pages them); steer "
+    "faults with POST/DELETE /_sandbox/faults. The "
     "/_sandbox endpoints need no API key: never expose the sandbox publicly."
 )
 
@@ -121,6 +123,15 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> list[argp
         default=False,
         help="also send delivery reports for test messages",
     )
+    option(
+        "--keep",
+        dest="keep",
+        type=int,
+        default=DEFAULT_KEEP,
+        metavar="N",
+        help=f"keep the last N message records and callback attempts, dropping the oldest "
+        f"(default {DEFAULT_KEEP})",
+    )
     option("--mcc", dest="mcc", default="228", help="MCC in reports (default 228)")
     option("--mnc", dest="mnc", default="01", help="MNC in reports (default 01)")
     option(
@@ -199,6 +210,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.report_delay < 0:
         print("error: --report-delay must not be negative", file=sys.stderr)
         return 2
+    if args.keep < 1:
+        print("error: --keep must be 1 or more", file=sys.stderr)
+        return 2
     sandbox = Sandbox(
         host=args.host,
         port=args.port,
@@ -215,6 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         mnc=args.mnc,
         log_requests=not args.quiet,
         reply_shape=args.reply_shape,
+        keep=args.keep,
     )
     try:
         extras.configure(sandbox, args)

@@ -7,12 +7,22 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 from django_mitto.sandbox import faults as _faults
 from django_mitto.sandbox import reports as _reports
+from django_mitto.sandbox.records import (
+    DEFAULT_KEEP,
+    DEFAULT_PAGE_SIZE,
+    MAX_PAGE_SIZE,
+    MessageLog,
+    MessageRecord,
+    PageError,
+    SharedRequest,
+)
 from django_mitto.sandbox.validation import Accepted
 
 __all__ = ["REPLY_SHAPES", "Sandbox", "mitto_timestamp"]
@@ -67,7 +77,13 @@ class Sandbox:
     ``retry_backoff`` seconds), ``callback_timeout`` (seconds per callback) and
     ``report_workers`` (threads making callbacks), ``reply_shape`` (``"id"``, the default:
     answers carry ``"id": "..."``; ``"ids"``: they carry ``"ids": ["..."]`` instead, single
-    answers and bulk items alike).
+    answers and bulk items alike), ``keep`` (how many message records, and how many callback
+    attempts, are kept: the oldest beyond that are dropped; default 10,000).
+
+    A request's body and the options its recipients share are stored once per request, however
+    many recipients it has; each recipient adds only a small record that refers to them. A
+    delivery report due for a record already dropped is still sent, and listed in
+    :attr:`reports`; only the record is gone from :attr:`messages`.
     """
 
     def __init__(
@@ -93,6 +109,7 @@ class Sandbox:
         callback_timeout: float = 5.0,
         report_workers: int = 4,
         reply_shape: str = "id",
+        keep: int = DEFAULT_KEEP,
     ) -> None:
         self.host = host
         self.port = port
@@ -116,8 +133,8 @@ class Sandbox:
 
         self._lock = threading.Lock()
         self._reports_changed = threading.Condition(self._lock)
-        self._messages: list[dict[str, Any]] = []
-        self._reports: list[dict[str, Any]] = []
+        self._messages = MessageLog(keep)
+        self._reports: deque[dict[str, Any]] = deque(maxlen=keep)
         self._successes = 0
         self._generation = 0
         self.faults = _faults.FaultSet()
@@ -139,6 +156,11 @@ class Sandbox:
         if method not in ("GET", "POST"):
             raise ValueError(f"callback_method must be GET or POST, not {value!r}")
         self._callback_method = method
+
+    @property
+    def keep(self) -> int:
+        """How many message records (and callback attempts) are kept; set when created."""
+        return self._messages.keep
 
     @property
     def reply_shape(self) -> str:
@@ -261,15 +283,77 @@ class Sandbox:
 
     @property
     def messages(self) -> list[dict[str, Any]]:
-        """A snapshot of the accepted messages (one per recipient), oldest first."""
+        """A snapshot of the accepted messages kept (one per recipient), oldest first."""
         with self._lock:
-            return copy.deepcopy(self._messages)
+            return copy.deepcopy([record.as_dict() for record in self._messages])
+
+    def messages_page(
+        self, since: int | str | None = None, limit: int = DEFAULT_PAGE_SIZE
+    ) -> dict[str, Any]:
+        """One page of the accepted messages kept, oldest first: those after ``since``.
+
+        ``since`` is a sequence number (a record's ``seq``; 0 or None: from the oldest kept)
+        or a message id kept; ``limit`` is 1 to :data:`MAX_PAGE_SIZE` (default
+        :data:`DEFAULT_PAGE_SIZE`). Returns ``{"messages": [...], "next": ..., "last": ...,
+        "oldest": ..., "dropped": ...}``: ``next`` is the ``since`` of the next page, or None
+        when no more records are kept after this page; ``last`` is the ``seq`` of the last
+        record on the page (``since`` when the page is empty): the ``since`` that asks later
+        for the records accepted after this page; ``oldest`` the ``seq`` of the oldest record
+        kept (None when none is); ``dropped`` how many records were dropped to stay within
+        ``keep`` (since the start or the last reset).
+
+        Raises :class:`~django_mitto.sandbox.records.PageError` (a ``ValueError``; its
+        ``parameter`` is ``"since"`` or ``"limit"``) for a bad ``since`` or ``limit``: not a
+        number, out of range, a sequence number not given yet (a cursor from another run of the
+        sandbox), or an id not kept (unknown, or dropped already).
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int):
+            raise PageError("limit", "limit must be a whole number")
+        if not 1 <= limit <= MAX_PAGE_SIZE:
+            raise PageError("limit", f"limit must be between 1 and {MAX_PAGE_SIZE}")
+        with self._lock:
+            log = self._messages
+            if since is None:
+                after = 0
+            elif isinstance(since, str):
+                found = log.find(since)
+                if found is None:
+                    raise PageError(
+                        "since",
+                        f"since: {since!r} is neither a sequence number nor the id of a "
+                        "message kept",
+                    )
+                after = found.seq
+            elif isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                raise PageError(
+                    "since", "since must be a sequence number (0 or more) or a message id"
+                )
+            elif since > log.last_seq:
+                raise PageError(
+                    "since",
+                    f"since: no message has the sequence number {since} yet "
+                    f"(the newest is {log.last_seq})",
+                )
+            else:
+                after = since
+            page = log.after(after, limit + 1)
+            more = len(page) > limit
+            page = page[:limit]
+            result = {
+                "messages": copy.deepcopy([record.as_dict() for record in page]),
+                "next": page[-1].seq if more else None,
+                "last": page[-1].seq if page else after,
+                "oldest": log.oldest_seq,
+                "dropped": log.dropped,
+            }
+        return result
 
     @property
     def reports(self) -> list[dict[str, Any]]:
-        """A snapshot of every callback attempt, successful or not, oldest first."""
+        """A snapshot of the callback attempts kept (the last ``keep``), successful or not,
+        oldest first."""
         with self._lock:
-            return copy.deepcopy(self._reports)
+            return copy.deepcopy(list(self._reports))
 
     def wait_for_reports(self, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
         """Block until at least ``n`` callbacks were answered with a 2xx status.
@@ -288,14 +372,16 @@ class Sandbox:
 
     def _describe_wait(self, n: int, timeout: float) -> str:
         failed = [r for r in self._reports if not r["ok"]]
-        without_url = sum(1 for m in self._messages if m["callback_url"] is None)
+        without_url = sum(1 for m in self._messages if m.request.callback_url is None)
         skipped_test = sum(
-            1 for m in self._messages if m["test"] and m["callback_url"] and not m["reported"]
+            1
+            for m in self._messages
+            if m.request.test and m.request.callback_url and not m.request.reported
         )
         parts = [
             f"expected {n} successful delivery report(s) within {timeout:g}s, "
             f"got {self._successes}",
-            f"{len(self._messages)} message(s) accepted",
+            f"{len(self._messages)} message(s) accepted (kept)",
             f"{len(self._reports)} callback attempt(s), {len(failed)} failed",
         ]
         if failed:
@@ -361,8 +447,22 @@ class Sandbox:
         )
         words = self._status_words
         delay = self._report_delay
+        shared = SharedRequest(
+            path=path,
+            format=fmt,
+            bulk=bulk,
+            body=body,
+            test=ok.test,
+            encoding=ok.encoding,
+            text_length=ok.characters,
+            message_parts=ok.parts,
+            reference=ok.reference,
+            callback_url=callback_url,
+            callback_method=method if callback_url else None,
+            reported=report,
+        )
         items: list[dict[str, Any]] = []
-        records: list[dict[str, Any]] = []
+        records: list[MessageRecord] = []
         jobs: list[_reports.ReportJob] = []
         for recipient in ok.recipients:
             now = time.time_ns()
@@ -374,26 +474,9 @@ class Sandbox:
             else:
                 item = {"id": message_id, "timestamp": timestamp, "to": recipient}
             items.append(item)
-            record = {
-                "id": message_id,
-                "path": path,
-                "format": fmt,
-                "bulk": bulk,
-                "to": recipient,
-                "body": body,
-                "received_at": timestamp,
-                "test": ok.test,
-                "encoding": ok.encoding,
-                "text_length": ok.characters,
-                "message_parts": ok.parts,
-                "reference": ok.reference,
-                "status": words[status],
-                "errorcode": errorcode,
-                "callback_url": callback_url,
-                "callback_method": method if callback_url else None,
-                "reported": report,
-                "callbacks": [],
-            }
+            record = MessageRecord(
+                message_id, recipient, timestamp, words[status], errorcode, shared
+            )
             records.append(record)
             if report and callback_url is not None:
                 final = (words[status], errorcode)
@@ -419,7 +502,7 @@ class Sandbox:
                     _reports.ReportJob(record, callback_url, method, template, values, pending, 0)
                 )
         with self._lock:
-            self._messages.extend(records)
+            self._messages.add(records)
             generation = self._generation
         for job in jobs:
             job.generation = generation
@@ -436,7 +519,7 @@ class Sandbox:
             job.url, job.method, job.template, values, self.callback_timeout
         )
         record = {
-            "message_id": job.message["id"],
+            "message_id": job.message.id,
             "status": word,
             "errorcode": errorcode,
             "attempt": job.attempt,
@@ -447,13 +530,13 @@ class Sandbox:
             if job.generation != self._generation:
                 return None
             self._reports.append(record)
-            job.message["callbacks"].append(record)
+            job.message.add_callback(record)
             if record["ok"]:
                 self._successes += 1
             self._reports_changed.notify_all()
         if self.log_requests:
             outcome = record["http_status"] if record["ok"] else record["error"]
-            _log(f"report {word} {job.message['id']} -> {job.method} {job.url} {outcome}")
+            _log(f"report {word} {job.message.id} -> {job.method} {job.url} {outcome}")
         if record["ok"] or job.attempt > self.max_retries:
             job.pending.pop(0)
             job.attempt = 1

@@ -2,12 +2,14 @@
 
 ``POST /sms/converted`` (body ``{"messageId": "..."}``)
     200 (``"OK"``) for a message the sandbox accepted, and the message's record gets
-    ``converted_at``; 404 with a JSON string for an unknown id; 400 with a JSON string when
+    ``converted_at``; 404 with a JSON string for an unknown id (or the id of a record dropped
+    already, beyond ``keep``); 400 with a JSON string when
     conversion tracking is off (``sandbox.conversion_enabled = False``, or
     ``PATCH /_sandbox/extras {"conversion_enabled": false}``), as Mitto answers for an account
     without the feature; 429 and the other faults through the usual fault list.
 ``POST /usage/bycountry`` (body ``{"startDate", "endDate", "accountName"}``)
-    Usage computed from the messages the sandbox accepted (test calls excluded, as Mitto
+    Usage computed from the messages the sandbox accepted and still keeps (``keep``; test calls
+    excluded, as Mitto
     charges nothing for them), per ISO 3166-1 alpha-3 country: ``messagesCount`` (messages)
     and ``cost`` (parts times ``usage_price``), both as strings, like Mitto's documented
     fields. ``usage_shape`` chooses the form of the answer: ``"list"`` (default,
@@ -98,9 +100,9 @@ def usage_by_country(
     totals: dict[str, dict[str, Any]] = {}
     with sandbox._lock:
         records = [
-            (r["to"], r["received_at"][:10], r["message_parts"])
+            (r.to, r.received_at[:10], r.request.message_parts)
             for r in sandbox._messages
-            if not r["test"]
+            if not r.request.test
         ]
     for number, day, parts in records:
         if not start.isoformat() <= day <= end.isoformat():
@@ -127,10 +129,11 @@ def _convert(sandbox: Sandbox, data: Any) -> tuple[int, Any]:
         return 400, FEATURE_OFF_TEXT
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat()
     with sandbox._lock:
-        for record in sandbox._messages:
-            if record["id"] == message_id.strip():
-                record.setdefault("converted_at", stamp)
-                return 200, "OK"
+        record = sandbox._messages.find(message_id.strip())
+        if record is not None:
+            if record.converted_at is None:
+                record.converted_at = stamp
+            return 200, "OK"
     return 404, f'No convertible message found for id "{message_id.strip()}"'
 
 

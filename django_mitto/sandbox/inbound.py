@@ -7,7 +7,7 @@
     (``http_status``, ``ok``, ``error``); 400 naming a missing field; 409 when no inbound URL
     is set.
 ``GET /_sandbox/inbound``
-    The replies delivered so far, with the outcome of each.
+    The replies delivered so far (the last ``keep`` of them), with the outcome of each.
 ``PATCH /_sandbox/inbound``
     Change ``inbound_url`` and ``auto_reply`` at run time (``null`` turns either off).
 
@@ -25,6 +25,7 @@ import threading
 import urllib.error
 import urllib.request
 import uuid
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from django_mitto.sandbox import reports as _reports
@@ -65,10 +66,11 @@ def _set_options(sandbox: Sandbox, values: dict[str, Any]) -> dict[str, Any]:
     return options(sandbox)
 
 
-def _delivered(sandbox: Sandbox) -> list[dict[str, Any]]:
+def _delivered(sandbox: Sandbox) -> deque[dict[str, Any]]:
+    """The replies pushed so far: the last ``sandbox.keep`` of them."""
     with _lock:
         if not hasattr(sandbox, "_inbound_log"):
-            sandbox._inbound_log = []  # type: ignore[attr-defined]
+            sandbox._inbound_log = deque(maxlen=sandbox.keep)  # type: ignore[attr-defined]
         return sandbox._inbound_log  # type: ignore[attr-defined]
 
 
@@ -121,17 +123,21 @@ def after_send(sandbox: Sandbox) -> None:
     if not text or not options(sandbox)["inbound_url"]:
         return
     with sandbox._lock:
-        fresh = [r for r in sandbox._messages if not r.get("auto_replied")]
+        # Every record up to this sequence number is marked already: only newer ones are read.
+        upto = getattr(sandbox, "_auto_replied_upto", 0)
+        fresh = sandbox._messages.after(upto)
         for record in fresh:
-            record["auto_replied"] = True
+            record.auto_replied = True
+        if fresh:
+            sandbox._auto_replied_upto = fresh[-1].seq  # type: ignore[attr-defined]
     for record in fresh:
-        if record["test"] or _reports.final_status(record["to"])[0] != _reports.DELIVERED:
+        if record.request.test or _reports.final_status(record.to)[0] != _reports.DELIVERED:
             continue
-        body = record["body"] if isinstance(record["body"], dict) else {}
+        body = record.request.body if isinstance(record.request.body, dict) else {}
         timer = threading.Timer(
             sandbox.report_delay,
             deliver,
-            (sandbox, "+" + record["to"].lstrip("+"), str(body.get("from") or ""), text),
+            (sandbox, "+" + record.to.lstrip("+"), str(body.get("from") or ""), text),
         )
         timer.daemon = True
         timer.start()

@@ -37,7 +37,10 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django_mitto.sandbox.records import MessageRecord
 
 __all__ = [
     "BUFFERED",
@@ -152,7 +155,9 @@ def append_query(url: str, query: str) -> str:
 class ReportJob:
     """The reports still to send for one message, sent in order."""
 
-    message: dict[str, Any]
+    #: The record the reports are about (kept alive by the job, even once the sandbox has
+    #: dropped it from its messages: the reports are still sent and recorded).
+    message: MessageRecord
     url: str
     method: str
     template: str

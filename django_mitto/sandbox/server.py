@@ -9,7 +9,15 @@ are tolerated):
     Send one SMS to many recipients (``to`` as a JSON array or a
     comma-separated string); one message, with its own id, per recipient.
 ``GET /_sandbox/messages``, ``GET /_sandbox/reports``
-    Accepted messages and the callbacks made, as JSON.
+    Accepted messages and the callbacks made, as JSON lists: the last ``keep`` of each
+    (``--keep``, default 10,000; the oldest are dropped).
+``GET /_sandbox/messages?since=<seq or id>&limit=<n>``
+    One page of the messages kept, oldest first: those after the record with that ``seq``
+    (0: from the oldest) or id, at most ``limit`` (default 100, at most 1000). Answers
+    ``{"messages": [...], "next": N or null, "last": N, "oldest": N or null, "dropped": N}``:
+    ask ``?since=<next>`` for the next page; ``next`` is null on the last page, and
+    ``?since=<last>`` later gives what came in since. A bad ``since`` or ``limit`` gets 400
+    with ``{"error": "...", "parameter": "since"}`` (or ``"limit"``).
 ``POST /_sandbox/reset``
     Forget messages, reports, faults and pending reports.
 ``GET|POST|DELETE /_sandbox/faults``
@@ -71,6 +79,7 @@ from django_mitto import __version__
 from django_mitto.sandbox import extras as _extras
 from django_mitto.sandbox import faults as _faults
 from django_mitto.sandbox import inbound as _inbound
+from django_mitto.sandbox.records import DEFAULT_PAGE_SIZE, PageError
 from django_mitto.sandbox.validation import (
     RESPONSE_TEXTS,
     ValidationFailure,
@@ -168,6 +177,11 @@ def _query_format(query: str) -> str:
     if values and values[-1].strip().lower() == "xml":
         return "xml"
     return "json"
+
+
+def _is_number(text: str) -> bool:
+    """Whether a query-string value is a whole number written with ASCII digits."""
+    return text.isascii() and text.isdigit()
 
 
 class _Problem(Exception):
@@ -384,7 +398,7 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             if key in _extras.ROUTES:
                 return _extras.handle(self, method, key, body, headers, keep_alive)
             if key == "/_sandbox" or key.startswith("/_sandbox/"):
-                return self._control(method, key[len("/_sandbox") :], body, keep_alive)
+                return self._control(method, key[len("/_sandbox") :], query, body, keep_alive)
             payload = {"responseCode": 404, "responseText": "Not found"}
             return self._reply(404, payload, "json", keep_alive)
         except _Problem as problem:
@@ -549,13 +563,13 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
 
     # -- control endpoints -----------------------------------------------------------------
 
-    def _control(self, method: str, name: str, body: bytes, keep_alive: bool) -> bool:
+    def _control(self, method: str, name: str, query: str, body: bytes, keep_alive: bool) -> bool:
         sandbox = self.server.sandbox
         allowed: str
         if name == "/messages":
             allowed = "GET"
             if method == "GET":
-                return self._send_json(200, sandbox.messages, keep_alive)
+                return self._messages(query, keep_alive)
         elif name == "/reports":
             allowed = "GET"
             if method == "GET":
@@ -588,6 +602,33 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
             return self._send_json(404, {"error": f"Unknown sandbox endpoint {name!r}"}, keep_alive)
         extra = f"Allow: {allowed}\r\n".encode("ascii")
         return self._send_json(405, {"error": f"Use {allowed}"}, keep_alive, extra)
+
+    def _messages(self, query: str, keep_alive: bool) -> bool:
+        """``GET /_sandbox/messages``: every record kept as a list, or, with ``since`` or
+        ``limit`` in the query string, one page of them (see :meth:`Sandbox.messages_page`)."""
+        sandbox = self.server.sandbox
+        params = urllib.parse.parse_qs(query, keep_blank_values=True) if query else {}
+        if "since" not in params and "limit" not in params:
+            return self._send_json(200, sandbox.messages, keep_alive)
+        since: int | str | None = None
+        limit = DEFAULT_PAGE_SIZE
+        try:
+            if "limit" in params:
+                text = params["limit"][-1].strip()
+                if not _is_number(text):
+                    raise PageError("limit", f"limit must be a whole number, not {text!r}")
+                limit = int(text)
+            if "since" in params:
+                text = params["since"][-1].strip()
+                if not text:
+                    raise PageError(
+                        "since", "since must be a sequence number (0 or more) or a message id"
+                    )
+                since = int(text) if _is_number(text) else text
+            page = sandbox.messages_page(since, limit)
+        except PageError as exc:
+            return self._send_json(400, {"error": str(exc), "parameter": exc.parameter}, keep_alive)
+        return self._send_json(200, page, keep_alive)
 
     @staticmethod
     def _json_object(body: bytes) -> dict[str, Any]:
