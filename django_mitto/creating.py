@@ -12,7 +12,7 @@ Sending itself is in :mod:`django_mitto.sending`; the task backends run it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -230,6 +230,7 @@ def send_bulk(
     created_by: Any = None,
     ignore_opt_out: bool = False,
     account: str = DEFAULT_ACCOUNT,
+    progress: Callable[[str, int], None] | None = None,
 ) -> Batch:
     """Create a :class:`Batch` with one message per recipient and send it through ``/smsbulk``.
 
@@ -242,6 +243,9 @@ def send_bulk(
     Numbers that opted out are left out (logged); ``batch.opted_out`` counts them and
     ``batch.opted_out_numbers`` lists them on the returned object. ``ignore_opt_out=True``
     sends to them too (a transactional message; logged).
+
+    ``progress``, when given, is called as the work goes: ``progress("validate", n)`` and
+    ``progress("insert", n)``, ``n`` being how many more recipients that stage has done.
     """
     errors: dict[str, Any] = {}
     acc = _check_account(account, errors)
@@ -262,6 +266,8 @@ def send_bulk(
         except ValidationError as exc:
             shown = raw if isinstance(raw, str) else repr(raw)
             bad.append(f"{shown}: {exc.messages[0]}")
+        if progress is not None:
+            progress("validate", 1)
     if not recipients and "recipients" not in errors:
         errors["recipients"] = ValidationError("Give at least one recipient.", code="required")
     elif bad:
@@ -355,6 +361,8 @@ def send_bulk(
             ],
             batch_size=conf.BULK_CHUNK_SIZE,
         )
+        if progress is not None:
+            progress("insert", len(numbers))
         queue_batch(batch)
     batch.opted_out_numbers = [] if ignore_opt_out else sorted(blocked)  # type: ignore[attr-defined]
     return batch

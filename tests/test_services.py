@@ -366,6 +366,22 @@ def test_send_bulk_sends_in_chunks_and_records_each_id(mitto_sandbox, settings) 
     assert all(m.reference == "promo" for m in messages)
 
 
+def test_send_bulk_reports_its_progress_when_asked(mitto_sandbox) -> None:
+    from django_mitto.optouts import add_opt_out
+
+    add_opt_out("+41791234562")
+    calls: list[tuple[str, int]] = []
+    batch = services.send_bulk(
+        ["+41791234561", "+41791234562", "+41791234563"],
+        "Hi",
+        progress=lambda stage, count: calls.append((stage, count)),
+    )
+    # One step per number checked; the insert counts the messages created (the opt-out is not).
+    assert calls == [("validate", 1)] * 3 + [("insert", 2)]
+    assert batch.total == 2
+    assert len(mitto_sandbox.messages) == 2
+
+
 def test_send_bulk_with_an_invalid_number_creates_nothing(mitto_sandbox) -> None:
     with pytest.raises(ValidationError) as info:
         services.send_bulk(["+41791234567", "12", "hello"], "Hi")

@@ -22,7 +22,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
-from .. import services
+from ..bulk import send_preview
 from ..conf import conf
 from ..exceptions import MittoConfigurationError, MittoError
 from ..models import STATUS_INFO, STATUS_RANK, Batch, Message, Status
@@ -422,21 +422,7 @@ class BatchAdmin(admin.ModelAdmin):
         try:
             # Sending starts when this block commits, so the batch exists even if sending fails.
             with transaction.atomic():
-                batch = services.send_bulk(
-                    preview.numbers,
-                    preview.text,
-                    sender=preview.sender,
-                    encoding=preview.encoding,
-                    reference=preview.reference,
-                    references=preview.references,
-                    test=preview.test,
-                    created_by=request.user,
-                    account=preview.account,
-                )
-                if preview.opted_out:
-                    # The preview left them out already: the batch records them all the same.
-                    batch.opted_out += len(preview.opted_out)
-                    Batch.objects.filter(pk=batch.pk).update(opted_out=batch.opted_out)
+                batch = send_preview(preview, created_by=request.user)
         except ValidationError as exc:
             if batch is not None:
                 raise
