@@ -11,13 +11,17 @@ Sending itself is in :mod:`django_mitto.sending`; the task backends run it.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import router, transaction
+from django.db.models import Count, Min
+from django.db.models.base import ModelState
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -25,7 +29,6 @@ from . import encoding as enc
 from . import validators
 from .backends import get_backend
 from .conf import DEFAULT_ACCOUNT, Account, conf
-from .countries import country_of
 from .models import Batch, Message, Status
 from .options import clean_options
 
@@ -220,7 +223,7 @@ def send_bulk(
     sender: str | None = None,
     encoding: str = enc.AUTO,
     reference: str = "",
-    references: Sequence[str] | None = None,
+    references: Iterable[str] | None = None,
     udh: str = "",
     validity: int | None = None,
     pid: int | None = None,
@@ -234,11 +237,16 @@ def send_bulk(
 ) -> Batch:
     """Create a :class:`Batch` with one message per recipient and send it through ``/smsbulk``.
 
+    ``recipients`` may be any iterable, a generator of a million numbers included: it is read
+    once, in chunks of ``MITTO_BULK_CHUNK_SIZE``, each validated, checked against the
+    opt-outs and inserted before the next is read, so memory does not grow with the batch.
     Recipients are normalised to E.164; an invalid one raises ``ValidationError`` on
-    ``recipients`` naming each bad number, and nothing is created. ``references`` (same length
-    as ``recipients``) gives each message its own reference; otherwise all get ``reference``.
-    Messages are inserted with ``bulk_create`` and sent in chunks of ``MITTO_BULK_CHUNK_SIZE``
-    after the transaction commits. ``account`` names the Mitto account, as for :func:`send_sms`.
+    ``recipients`` naming the first bad numbers, and nothing is created (the rows already
+    inserted are rolled back). A number given twice is sent once (the first occurrence is
+    kept); ``batch.duplicates`` on the returned object counts the others. ``references``
+    (one per recipient, read alongside) gives each message its own reference; otherwise all
+    get ``reference``. The batch is sent in chunks after the transaction commits.
+    ``account`` names the Mitto account, as for :func:`send_sms`.
 
     Numbers that opted out are left out (logged); ``batch.opted_out`` counts them and
     ``batch.opted_out_numbers`` lists them on the returned object. ``ignore_opt_out=True``
@@ -249,8 +257,6 @@ def send_bulk(
     """
     errors: dict[str, Any] = {}
     acc = _check_account(account, errors)
-    numbers: list[str] = []
-    bad: list[str] = []
     # One string is one number, not a list of characters; bytes, ints and None are no list.
     if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
         errors["recipients"] = ValidationError(
@@ -258,40 +264,7 @@ def send_bulk(
             code="invalid_type",
             params={"type": type(recipients).__name__},
         )
-        recipients = []
-    recipients = list(recipients)
-    for raw in recipients:
-        try:
-            numbers.append(validators.normalize_recipient(raw, region))
-        except ValidationError as exc:
-            shown = raw if isinstance(raw, str) else repr(raw)
-            bad.append(f"{shown}: {exc.messages[0]}")
-        if progress is not None:
-            progress("validate", 1)
-    if not recipients and "recipients" not in errors:
-        errors["recipients"] = ValidationError("Give at least one recipient.", code="required")
-    elif bad:
-        errors["recipients"] = ValidationError(
-            "Invalid recipients: " + "; ".join(bad[:20]) + (" …" if len(bad) > 20 else ""),
-            code="invalid",
-        )
-    if references is not None:
-        references = list(references)
-    if references is not None and len(references) != len(recipients):
-        errors["references"] = ValidationError(
-            "references must have one item per recipient.", code="invalid"
-        )
-    elif references is not None:
-        problems = []
-        for position, ref in enumerate(references, start=1):
-            try:
-                validators.validate_reference("" if ref is None else ref)
-            except ValidationError as exc:
-                problems.append(f"#{position}: {' '.join(exc.messages)}")
-        if problems:
-            errors["references"] = ValidationError(
-                "Invalid references: " + "; ".join(problems[:20]), code="invalid"
-            )
+        recipients = ()
     sender, encoding, info = clean_options(
         reference=reference,
         sender=sender,
@@ -303,66 +276,212 @@ def send_bulk(
         errors=errors,
         default_sender=acc.DEFAULT_SENDER if acc else None,
     )
-    if errors:
-        raise ValidationError(errors)
-    assert info is not None and acc is not None
-    is_test = acc.TEST_MODE if test is None else bool(test)
-    from . import optouts
-
-    refs = list(references) if references is not None else [reference or ""] * len(numbers)
-    blocked = optouts.opted_out_numbers(numbers, acc.name)
-    skipped = 0
-    if blocked and ignore_opt_out:
-        logger.warning(
-            "Bulk send to %d number(s) that opted out (ignore_opt_out=True)", len(blocked)
-        )
-    elif blocked:
-        kept = [(number, ref) for number, ref in zip(numbers, refs) if number not in blocked]
-        skipped = len(numbers) - len(kept)
-        numbers, refs = [n for n, _r in kept], [r for _n, r in kept]
-        logger.info("Bulk send: %d recipient(s) left out, they opted out", skipped)
+    is_test = (acc.TEST_MODE if acc else False) if test is None else bool(test)
     options = {
         k: v
         for k, v in {"udh": udh, "validity": validity, "pid": pid, "flash": flash}.items()
         if v not in (None, "", False)
     }
     with transaction.atomic():
-        batch = Batch.objects.create(
-            account=acc.name,
-            sender=sender,
-            text=text,
-            encoding=info.encoding,
-            options={**options, "reference": reference} if reference else options,
-            test=is_test,
-            total=len(numbers),
-            opted_out=skipped,
-            created_by=created_by,
+        batch: Batch | None = None
+        if not errors:
+            assert info is not None and acc is not None
+            batch = Batch.objects.create(
+                account=acc.name,
+                sender=sender,
+                text=text,
+                encoding=info.encoding,
+                options={**options, "reference": reference} if reference else options,
+                test=is_test,
+                total=0,
+                created_by=created_by,
+            )
+        template = (
+            None
+            if batch is None or info is None
+            else Message(
+                batch=batch,
+                account=batch.account,
+                sender=sender,
+                text=text,
+                encoding=info.encoding,
+                udh=udh or "",
+                validity=validity,
+                pid=pid,
+                flash=bool(flash),
+                test=is_test,
+                text_length=info.characters,
+                segments=info.parts,
+            )
         )
-        Message.objects.bulk_create(
-            [
-                Message(
-                    batch=batch,
-                    account=acc.name,
-                    sender=sender,
-                    recipient=number,
-                    country=country_of(number),
-                    text=text,
-                    encoding=info.encoding,
-                    reference=ref or "",
-                    udh=udh or "",
-                    validity=validity,
-                    pid=pid,
-                    flash=bool(flash),
-                    test=is_test,
-                    text_length=info.characters,
-                    segments=info.parts,
-                )
-                for number, ref in zip(numbers, refs)
-            ],
-            batch_size=conf.BULK_CHUNK_SIZE,
+        stream = _BulkStream(
+            template,
+            acc.name if acc else DEFAULT_ACCOUNT,
+            region,
+            reference or "",
+            ignore_opt_out,
+            progress,
         )
-        if progress is not None:
-            progress("insert", len(numbers))
+        stream.read(recipients, references)
+        stream.add_errors(errors, references is not None)
+        if errors:
+            raise ValidationError(errors)
+        assert batch is not None
+        duplicates = stream.drop_duplicates(batch)
+        batch.total = stream.inserted - duplicates
+        batch.opted_out = stream.skipped
+        batch.save(update_fields=["total", "opted_out"])
         queue_batch(batch)
-    batch.opted_out_numbers = [] if ignore_opt_out else sorted(blocked)  # type: ignore[attr-defined]
+    if stream.blocked and ignore_opt_out:
+        logger.warning(
+            "Bulk send to %d number(s) that opted out (ignore_opt_out=True)", len(stream.blocked)
+        )
+    elif stream.blocked:
+        logger.info("Bulk send: %d recipient(s) left out, they opted out", stream.skipped)
+    batch.opted_out_numbers = [] if ignore_opt_out else sorted(stream.blocked)  # type: ignore[attr-defined]
+    batch.duplicates = duplicates  # type: ignore[attr-defined]
     return batch
+
+
+#: Invalid recipients (and references) named in the error; the rest are counted.
+_SHOWN_PROBLEMS = 20
+_END = object()
+
+
+class _BulkStream:
+    """Reads the recipients of :func:`send_bulk` chunk by chunk: validates each, leaves out
+    the numbers that opted out, and inserts the chunk (when there is a batch and nothing was
+    wrong so far). Keeps only counts, the first problems and the opted-out numbers."""
+
+    def __init__(
+        self,
+        template: Message | None,
+        account: str,
+        region: str | None,
+        reference: str,
+        ignore_opt_out: bool,
+        progress: Callable[[str, int], None] | None,
+    ) -> None:
+        self.template = template
+        self.account = account
+        self.region = region
+        self.reference = reference
+        self.ignore_opt_out = ignore_opt_out
+        self.progress = progress
+        self.count = 0
+        self.bad: list[str] = []
+        self.bad_count = 0
+        self.bad_references: list[str] = []
+        self.references_mismatch = False
+        self.blocked: set[str] = set()
+        self.skipped = 0
+        self.inserted = 0
+
+    def read(self, recipients: Iterable[Any], references: Iterable[Any] | None) -> None:
+        pairs: Iterator[tuple[Any, Any]]
+        if references is None:
+            pairs = ((raw, self.reference) for raw in recipients)
+        else:
+            pairs = itertools.zip_longest(recipients, references, fillvalue=_END)
+        size = max(1, conf.BULK_CHUNK_SIZE)
+        while True:
+            chunk = list(itertools.islice(pairs, size))
+            if not chunk:
+                break
+            self._take(chunk)
+
+    def _take(self, chunk: list[tuple[Any, Any]]) -> None:
+        rows: list[tuple[str, str, str]] = []
+        for raw, ref in chunk:
+            if raw is _END or ref is _END:
+                self.references_mismatch = True
+                continue
+            self.count += 1
+            try:
+                number, country = validators.parse_recipient(raw, self.region)
+            except ValidationError as exc:
+                self.bad_count += 1
+                if len(self.bad) < _SHOWN_PROBLEMS:
+                    shown = raw if isinstance(raw, str) else repr(raw)
+                    self.bad.append(f"{shown}: {exc.messages[0]}")
+                continue
+            ref = "" if ref is None else ref
+            if ref != self.reference:
+                try:
+                    validators.validate_reference(ref)
+                except ValidationError as exc:
+                    if len(self.bad_references) < _SHOWN_PROBLEMS:
+                        self.bad_references.append(f"#{self.count}: {' '.join(exc.messages)}")
+                    continue
+            rows.append((number, country, ref))
+        if self.progress is not None:
+            self.progress("validate", len(chunk))
+        if self.template is None or self.bad or self.bad_references or self.references_mismatch:
+            return  # nothing is inserted once anything is wrong: only the checks go on
+        from . import optouts
+
+        blocked = optouts.opted_out_numbers([number for number, _c, _r in rows], self.account)
+        if blocked:
+            self.blocked |= blocked
+            if not self.ignore_opt_out:
+                kept = [row for row in rows if row[0] not in blocked]
+                self.skipped += len(rows) - len(kept)
+                rows = kept
+        messages = []
+        for number, country, ref in rows:
+            # A copy of one prepared instance: building a model instance per row costs more
+            # than the insert. Each gets its own state (bulk_create writes its pk and db).
+            message = copy.copy(self.template)
+            message._state = ModelState()
+            message.recipient, message.country, message.reference = number, country, ref
+            messages.append(message)
+        Message.objects.bulk_create(messages)
+        self.inserted += len(messages)
+        if self.progress is not None:
+            self.progress("insert", len(messages))
+
+    def add_errors(self, errors: dict[str, Any], with_references: bool) -> None:
+        if "recipients" in errors:
+            pass
+        elif self.bad:
+            more = self.bad_count - len(self.bad)
+            errors["recipients"] = ValidationError(
+                "Invalid recipients: "
+                + "; ".join(self.bad)
+                + (f" … and {more} more" if more > 0 else ""),
+                code="invalid",
+            )
+        elif not self.count:
+            errors["recipients"] = ValidationError("Give at least one recipient.", code="required")
+        if with_references and self.references_mismatch:
+            errors["references"] = ValidationError(
+                "references must have one item per recipient.", code="invalid"
+            )
+        elif self.bad_references:
+            errors["references"] = ValidationError(
+                "Invalid references: " + "; ".join(self.bad_references), code="invalid"
+            )
+
+    def drop_duplicates(self, batch: Batch) -> int:
+        """Delete the rows of ``batch`` whose number an earlier row has; how many went. One
+        query when there are none (the rows were inserted chunk by chunk: a duplicate may be
+        in another chunk, so this asks the database rather than keeping every number)."""
+        firsts = (
+            Message.objects.filter(batch=batch)
+            .values("recipient")
+            .annotate(first=Min("pk"), copies=Count("pk"))
+            .filter(copies__gt=1)
+        )
+        numbers = list(firsts.values_list("recipient", "first"))
+        if not numbers:
+            return 0
+        dropped = 0
+        for start in range(0, len(numbers), 1000):
+            part = numbers[start : start + 1000]
+            _total, deleted = (
+                Message.objects.filter(batch=batch, recipient__in=[n for n, _ in part])
+                .exclude(pk__in=[first for _, first in part])
+                .delete()
+            )
+            dropped += deleted.get(Message._meta.label, 0)
+        return dropped

@@ -366,9 +366,10 @@ def test_send_bulk_sends_in_chunks_and_records_each_id(mitto_sandbox, settings) 
     assert all(m.reference == "promo" for m in messages)
 
 
-def test_send_bulk_reports_its_progress_when_asked(mitto_sandbox) -> None:
+def test_send_bulk_reports_its_progress_when_asked(mitto_sandbox, settings) -> None:
     from django_mitto.optouts import add_opt_out
 
+    settings.MITTO_BULK_CHUNK_SIZE = 2
     add_opt_out("+41791234562")
     calls: list[tuple[str, int]] = []
     batch = services.send_bulk(
@@ -376,8 +377,8 @@ def test_send_bulk_reports_its_progress_when_asked(mitto_sandbox) -> None:
         "Hi",
         progress=lambda stage, count: calls.append((stage, count)),
     )
-    # One step per number checked; the insert counts the messages created (the opt-out is not).
-    assert calls == [("validate", 1)] * 3 + [("insert", 2)]
+    # Chunk by chunk: the numbers checked, then the messages created (the opt-out is not).
+    assert calls == [("validate", 2), ("insert", 1), ("validate", 1), ("insert", 1)]
     assert batch.total == 2
     assert len(mitto_sandbox.messages) == 2
 
@@ -1145,7 +1146,7 @@ def test_bulk_errors_name_each_bad_recipient_and_the_reference_rules(mitto_sandb
     }
     many = _errors(services.send_bulk, [f"+41 {n}" for n in range(22)], "Hi")["recipients"][0]
     assert many.count("is not") == 20
-    assert many.endswith(" …")
+    assert many.endswith(" … and 2 more")
     assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["a", "b"]) == {
         "references": ["references must have one item per recipient."]
     }
@@ -1255,3 +1256,65 @@ def test_queued_message_that_became_invalid_fails_with_each_reason(
     assert returned.attempts == 1
     assert mitto_sandbox.messages == []
     assert captured_signals["failed"] == [(message.pk, None)]
+
+
+def test_send_bulk_reads_a_generator_once_chunk_by_chunk(mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 3
+    read: list[int] = []
+
+    def numbers():
+        for i in range(10):
+            read.append(i)
+            yield f"+4179123450{i}"
+
+    batch = services.send_bulk(numbers(), "Hi", references=(f"r{i}" for i in range(10)))
+    assert read == list(range(10))
+    assert batch.total == 10
+    assert sorted(batch.messages.values_list("reference", flat=True)) == [
+        f"r{i}" for i in range(10)
+    ]
+    assert len(mitto_sandbox.messages) == 10
+
+
+def test_send_bulk_sends_a_number_given_twice_once(mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    given = ["+41791234501", "+41 79 123 45 02", "+41791234503", "0041791234501", "+41791234502"]
+    batch = services.send_bulk(given, "Hi", references=["a", "b", "c", "d", "e"])
+    assert (batch.total, batch.duplicates) == (3, 2)
+    # The first occurrence is kept, with its own reference.
+    assert dict(batch.messages.values_list("recipient", "reference")) == {
+        "+41791234501": "a",
+        "+41791234502": "b",
+        "+41791234503": "c",
+    }
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == [
+        "41791234501",
+        "41791234502",
+        "41791234503",
+    ]
+    batch.refresh_from_db()
+    assert batch.total == 3
+
+
+def test_send_bulk_with_a_bad_number_late_in_the_stream_creates_nothing(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    given = [f"+4179123450{i}" for i in range(7)] + ["not a number"]
+    with pytest.raises(ValidationError) as caught:
+        services.send_bulk(iter(given), "Hi")
+    assert "not a number" in caught.value.message_dict["recipients"][0]
+    # The chunks inserted before the bad number was read are rolled back.
+    assert (Batch.objects.count(), Message.objects.count()) == (0, 0)
+    assert mitto_sandbox.messages == []
+
+
+@pytest.mark.django_db
+def test_messages_are_indexed_by_batch_once() -> None:
+    # (batch, status) serves every lookup by batch; an index on the column alone would only
+    # slow down the inserts of a bulk send.
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, Message._meta.db_table)
+    indexed = [c["columns"] for c in constraints.values() if c["index"] and not c["primary_key"]]
+    assert ["batch_id", "status"] in indexed
+    assert ["batch_id"] not in indexed

@@ -4,15 +4,28 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_mitto', '0001_initial'),
+        ("django_mitto", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='deliveryreport',
-            name='outcome',
-            field=models.CharField(blank=True, choices=[('applied', 'Applied'), ('duplicate', 'Duplicate'), ('stale', 'Older than the current status'), ('unmatched', 'No message yet'), ('unknown_status', 'Unknown status word'), ('unparsed', 'Unparsed'), ('mismatched', 'Id of another message')], db_index=True, max_length=16, verbose_name='outcome'),
+            model_name="deliveryreport",
+            name="outcome",
+            field=models.CharField(
+                blank=True,
+                choices=[
+                    ("applied", "Applied"),
+                    ("duplicate", "Duplicate"),
+                    ("stale", "Older than the current status"),
+                    ("unmatched", "No message yet"),
+                    ("unknown_status", "Unknown status word"),
+                    ("unparsed", "Unparsed"),
+                    ("mismatched", "Id of another message"),
+                ],
+                db_index=True,
+                max_length=16,
+                verbose_name="outcome",
+            ),
         ),
     ]

@@ -4,15 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_mitto', '0002_report_outcomes'),
+        ("django_mitto", "0002_report_outcomes"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='message',
-            name='converted_at',
-            field=models.DateTimeField(blank=True, help_text='When the recipient acted on the message, as reported to Mitto.', null=True, verbose_name='converted at'),
+            model_name="message",
+            name="converted_at",
+            field=models.DateTimeField(
+                blank=True,
+                help_text="When the recipient acted on the message, as reported to Mitto.",
+                null=True,
+                verbose_name="converted at",
+            ),
         ),
     ]

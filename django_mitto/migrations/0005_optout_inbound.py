@@ -5,55 +5,152 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_mitto', '0004_message_country'),
+        ("django_mitto", "0004_message_country"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='opted_out',
-            field=models.PositiveIntegerField(default=0, help_text='Recipients left out because they opted out.', verbose_name='opted out'),
+            model_name="batch",
+            name="opted_out",
+            field=models.PositiveIntegerField(
+                default=0,
+                help_text="Recipients left out because they opted out.",
+                verbose_name="opted out",
+            ),
         ),
         migrations.CreateModel(
-            name='InboundMessage',
+            name="InboundMessage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('sender', models.CharField(blank=True, db_index=True, max_length=32, verbose_name='from')),
-                ('recipient', models.CharField(blank=True, help_text='Our number or sender ID.', max_length=32, verbose_name='to')),
-                ('text', models.TextField(blank=True, verbose_name='text')),
-                ('account', models.CharField(default='default', max_length=64, verbose_name='account')),
-                ('provider_id', models.CharField(blank=True, max_length=64, verbose_name='Mitto id')),
-                ('outcome', models.CharField(choices=[('stored', 'Stored'), ('unparsed', 'Unparsed')], default='stored', max_length=12, verbose_name='outcome')),
-                ('opted_out', models.BooleanField(default=False, help_text='The text asked to receive no more.', verbose_name='opt-out keyword')),
-                ('method', models.CharField(blank=True, max_length=8, verbose_name='method')),
-                ('remote_addr', models.GenericIPAddressField(blank=True, null=True, verbose_name='client address')),
-                ('payload', models.JSONField(default=dict, verbose_name='payload')),
-                ('received_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='received at')),
-                ('in_reply_to', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='replies', to='django_mitto.message', verbose_name='in reply to')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "sender",
+                    models.CharField(blank=True, db_index=True, max_length=32, verbose_name="from"),
+                ),
+                (
+                    "recipient",
+                    models.CharField(
+                        blank=True,
+                        help_text="Our number or sender ID.",
+                        max_length=32,
+                        verbose_name="to",
+                    ),
+                ),
+                ("text", models.TextField(blank=True, verbose_name="text")),
+                (
+                    "account",
+                    models.CharField(default="default", max_length=64, verbose_name="account"),
+                ),
+                (
+                    "provider_id",
+                    models.CharField(blank=True, max_length=64, verbose_name="Mitto id"),
+                ),
+                (
+                    "outcome",
+                    models.CharField(
+                        choices=[("stored", "Stored"), ("unparsed", "Unparsed")],
+                        default="stored",
+                        max_length=12,
+                        verbose_name="outcome",
+                    ),
+                ),
+                (
+                    "opted_out",
+                    models.BooleanField(
+                        default=False,
+                        help_text="The text asked to receive no more.",
+                        verbose_name="opt-out keyword",
+                    ),
+                ),
+                ("method", models.CharField(blank=True, max_length=8, verbose_name="method")),
+                (
+                    "remote_addr",
+                    models.GenericIPAddressField(
+                        blank=True, null=True, verbose_name="client address"
+                    ),
+                ),
+                ("payload", models.JSONField(default=dict, verbose_name="payload")),
+                (
+                    "received_at",
+                    models.DateTimeField(
+                        auto_now_add=True, db_index=True, verbose_name="received at"
+                    ),
+                ),
+                (
+                    "in_reply_to",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="replies",
+                        to="django_mitto.message",
+                        verbose_name="in reply to",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'reply',
-                'verbose_name_plural': 'replies',
-                'ordering': ['-received_at', '-pk'],
+                "verbose_name": "reply",
+                "verbose_name_plural": "replies",
+                "ordering": ["-received_at", "-pk"],
             },
         ),
         migrations.CreateModel(
-            name='OptOut',
+            name="OptOut",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.CharField(help_text='In E.164, for example +41791234567.', max_length=20, verbose_name='number')),
-                ('account', models.CharField(default='default', max_length=64, verbose_name='account')),
-                ('source', models.CharField(choices=[('admin', 'Admin'), ('import', 'Import'), ('keyword', 'Inbound keyword'), ('api', 'API')], default='admin', max_length=8, verbose_name='source')),
-                ('note', models.TextField(blank=True, verbose_name='note')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True, verbose_name='created at')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "number",
+                    models.CharField(
+                        help_text="In E.164, for example +41791234567.",
+                        max_length=20,
+                        verbose_name="number",
+                    ),
+                ),
+                (
+                    "account",
+                    models.CharField(default="default", max_length=64, verbose_name="account"),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[
+                            ("admin", "Admin"),
+                            ("import", "Import"),
+                            ("keyword", "Inbound keyword"),
+                            ("api", "API"),
+                        ],
+                        default="admin",
+                        max_length=8,
+                        verbose_name="source",
+                    ),
+                ),
+                ("note", models.TextField(blank=True, verbose_name="note")),
+                (
+                    "created_at",
+                    models.DateTimeField(
+                        auto_now_add=True, db_index=True, verbose_name="created at"
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'opt-out',
-                'verbose_name_plural': 'opt-outs',
-                'ordering': ['-created_at', '-pk'],
-                'constraints': [models.UniqueConstraint(fields=('number', 'account'), name='mitto_optout_unique')],
+                "verbose_name": "opt-out",
+                "verbose_name_plural": "opt-outs",
+                "ordering": ["-created_at", "-pk"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("number", "account"), name="mitto_optout_unique"
+                    )
+                ],
             },
         ),
     ]

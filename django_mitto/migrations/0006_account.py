@@ -5,29 +5,40 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('django_mitto', '0005_optout_inbound'),
+        ("django_mitto", "0005_optout_inbound"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='batch',
-            name='account',
-            field=models.CharField(default='default', help_text='The Mitto account (a key of MITTO_ACCOUNTS) it is sent through.', max_length=64, verbose_name='account'),
+            model_name="batch",
+            name="account",
+            field=models.CharField(
+                default="default",
+                help_text="The Mitto account (a key of MITTO_ACCOUNTS) it is sent through.",
+                max_length=64,
+                verbose_name="account",
+            ),
         ),
         migrations.AddField(
-            model_name='message',
-            name='account',
-            field=models.CharField(default='default', help_text='The Mitto account (a key of MITTO_ACCOUNTS) it is sent through.', max_length=64, verbose_name='account'),
+            model_name="message",
+            name="account",
+            field=models.CharField(
+                default="default",
+                help_text="The Mitto account (a key of MITTO_ACCOUNTS) it is sent through.",
+                max_length=64,
+                verbose_name="account",
+            ),
         ),
         migrations.AddIndex(
-            model_name='batch',
-            index=models.Index(fields=['account', 'created_at'], name='mitto_batch_account_created'),
+            model_name="batch",
+            index=models.Index(
+                fields=["account", "created_at"], name="mitto_batch_account_created"
+            ),
         ),
         migrations.AddIndex(
-            model_name='message',
-            index=models.Index(fields=['account', 'created_at'], name='mitto_msg_account_created'),
+            model_name="message",
+            index=models.Index(fields=["account", "created_at"], name="mitto_msg_account_created"),
         ),
     ]
