@@ -11,17 +11,15 @@ Sending itself is in :mod:`django_mitto.sending`; the task backends run it.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 from django.core.exceptions import ValidationError
-from django.db import router, transaction
+from django.db import connections, router, transaction
 from django.db.models import Count, Min
-from django.db.models.base import ModelState
 from django.utils import timezone
 from django.utils.translation import gettext
 
@@ -427,18 +425,44 @@ class _BulkStream:
                 kept = [row for row in rows if row[0] not in blocked]
                 self.skipped += len(rows) - len(kept)
                 rows = kept
-        messages = []
-        for number, country, ref in rows:
-            # A copy of one prepared instance: building a model instance per row costs more
-            # than the insert. Each gets its own state (bulk_create writes its pk and db).
-            message = copy.copy(self.template)
-            message._state = ModelState()
-            message.recipient, message.country, message.reference = number, country, ref
-            messages.append(message)
-        Message.objects.bulk_create(messages)
-        self.inserted += len(messages)
+        if rows:
+            self._insert(rows)
+        self.inserted += len(rows)
         if self.progress is not None:
-            self.progress("insert", len(messages))
+            self.progress("insert", len(rows))
+
+    #: The columns that differ from one row of a batch to the next.
+    PER_ROW = ("recipient", "country", "reference")
+
+    def _insert(self, rows: list[tuple[str, str, str]]) -> None:
+        """Insert one chunk with one ``executemany``: every other column holds the template's
+        value, prepared for the database once per chunk (``bulk_create`` would build and
+        prepare a model instance per row, which costs more than the insert itself)."""
+        assert self.template is not None
+        using = router.db_for_write(Message)
+        connection = connections[using]
+        fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+        columns: list[str] = []
+        shared: list[Any] = []
+        slots: list[int] = []
+        for field in fields:
+            columns.append(connection.ops.quote_name(cast(str, field.column)))
+            if field.attname in self.PER_ROW:
+                slots.append(self.PER_ROW.index(field.attname))
+                shared.append(None)
+            else:
+                value = field.pre_save(self.template, add=True)  # created_at: now
+                slots.append(-1)
+                shared.append(field.get_db_prep_save(value, connection))
+        sql = (
+            f"INSERT INTO {connection.ops.quote_name(Message._meta.db_table)} "
+            f"({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
+        )
+        params = [
+            [value if slot < 0 else row[slot] for value, slot in zip(shared, slots)] for row in rows
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
 
     def add_errors(self, errors: dict[str, Any], with_references: bool) -> None:
         if "recipients" in errors:

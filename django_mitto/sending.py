@@ -27,6 +27,7 @@ from typing import Any, cast
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import Case, F, Field, QuerySet, TextField, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.db.models.sql import UpdateQuery
 from django.utils import timezone
@@ -225,36 +226,58 @@ def _claim(pk: int) -> Message | None:
     updated row (PostgreSQL, SQLite 3.35+), two elsewhere."""
     now = timezone.now()
     using = router.db_for_write(Message)
-    connection = connections[using]
-    if not _can_return_from_update(connection):
-        claimed = (
+    claimed = _update_returning(
+        Message.objects.using(using).filter(pk=pk, status=Status.QUEUED),
+        {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now},
+    )
+    if claimed is None:
+        moved = (
             Message.objects.using(using)
             .filter(pk=pk, status=Status.QUEUED)
             .update(status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
         )
-        return Message.objects.using(using).get(pk=pk) if claimed else None
+        return Message.objects.using(using).get(pk=pk) if moved else None
+    return claimed[0] if claimed else None
+
+
+def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> list[Message] | None:
+    """``queryset.update(**values)`` that returns the rows updated, as they now are, in one
+    statement; None where the database cannot return rows from an UPDATE (nothing is done
+    then: the caller updates and reads)."""
+    connection = connections[queryset.db]
+    if not _can_return_from_update(connection):
+        return None
     meta = Message._meta
     fields: list[Field[Any, Any]] = list(meta.concrete_fields)
-    sql, params = _update_sql(
-        Message.objects.using(using).filter(pk=pk, status=Status.QUEUED),
-        {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now},
-    )
+    sql, params = _update_sql(queryset, values)
     quote = connection.ops.quote_name
     sql += " RETURNING " + ", ".join(quote(cast(str, f.column)) for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    values = []
-    for model_field, value in zip(fields, row):
-        column = model_field.get_col(meta.db_table)
-        for convert in connection.ops.get_db_converters(column) + column.get_db_converters(
-            connection
-        ):
-            value = convert(value, column, connection)
-        values.append(value)
-    return Message.from_db(using, [f.attname for f in fields], values)
+        rows = cursor.fetchall()
+    columns = [f.get_col(meta.db_table) for f in fields]
+    converters = [
+        connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        for column in columns
+    ]
+    names = [f.attname for f in fields]
+    found = []
+    for row in rows:
+        values_ = list(row)
+        for position, convert_all in enumerate(converters):
+            for convert in convert_all:
+                values_[position] = convert(values_[position], columns[position], connection)
+        found.append(Message.from_db(queryset.db, names, values_))
+    found.sort(key=lambda message: message.pk)
+    return found
+
+
+def _pks(ids: list[int], using: str) -> Any:
+    """What ``pk__in`` takes for a chunk of ids: on PostgreSQL one array parameter (hundreds of
+    placeholders cost more to send and parse than the statement itself)."""
+    if connections[using].vendor == "postgresql":
+        return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
+    return ids
 
 
 def _update_sql(queryset: QuerySet[Message], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
@@ -644,10 +667,21 @@ def attempt_chunk(
 def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> ChunkOutcome:
     token = uuid.uuid4()
     now = timezone.now()
-    Message.objects.filter(pk__in=ids, batch=batch, status=Status.QUEUED).update(
-        status=Status.SENDING, claim=token, attempts=F("attempts") + 1, status_changed_at=now
+    using = router.db_for_write(Message)
+    claiming = Message.objects.using(using).filter(
+        pk__in=_pks(ids, using), batch=batch, status=Status.QUEUED
     )
-    messages = list(Message.objects.filter(claim=token).order_by("pk"))
+    change = {
+        "status": Status.SENDING,
+        "claim": token,
+        "attempts": F("attempts") + 1,
+        "status_changed_at": now,
+    }
+    claimed = _update_returning(claiming, change)
+    if claimed is None:
+        claiming.update(**change)
+        claimed = list(Message.objects.using(using).filter(claim=token).order_by("pk"))
+    messages = claimed
     if not messages:
         return ChunkOutcome(batch.pk)
     first = messages[0]
@@ -802,37 +836,32 @@ def _bulk_write(rows: list[Message], names: list[str]) -> None:
             same[name] = distinct.pop()
         else:
             varying.append(name)
+    using = router.db_for_write(Message)
+    pks = [row.pk for row in rows]
     if same:
-        Message.objects.filter(pk__in=[row.pk for row in rows]).update(**same)
+        Message.objects.using(using).filter(pk__in=_pks(pks, using)).update(**same)
     if not varying:
         return
-    connection = connections[Message.objects.db]
+    connection = connections[using]
     if connection.vendor != "postgresql":
-        Message.objects.bulk_update(rows, varying, batch_size=500)
+        Message.objects.using(using).bulk_update(rows, varying, batch_size=500)
         return
-    # PostgreSQL: one UPDATE ... FROM (VALUES ...) per 500 rows, with nothing to compile per row.
-    table = connection.ops.quote_name(Message._meta.db_table)
-    # Concrete fields: each has a column.
-    columns = [cast(str, cast(Field, Message._meta.get_field(name)).column) for name in varying]
-    quoted = [connection.ops.quote_name(column) for column in columns]
+    # PostgreSQL: one UPDATE ... FROM unnest(arrays): one array per column, so the statement
+    # is the same short text whatever the number of rows, with nothing to compile per row.
+    quote = connection.ops.quote_name
+    table = quote(Message._meta.db_table)
+    fields = [cast(Field, Message._meta.get_field(name)) for name in varying]
+    quoted = [quote(cast(str, f.column)) for f in fields]
     assignments = ", ".join(f"{q} = v.{q}" for q in quoted)
-    casts = [cast(Field, Message._meta.get_field(name)).db_type(connection) for name in varying]
+    arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+    params: list[Any] = [pks]
+    params += [[getattr(row, f.attname) for row in rows] for f in fields]
     with connection.cursor() as cursor:
-        for start in range(0, len(rows), 500):
-            part = rows[start : start + 500]
-            values = ", ".join(
-                "(%s::bigint, " + ", ".join(f"%s::{db_type}" for db_type in casts) + ")"
-                for _ in part
-            )
-            params: list[Any] = []
-            for row in part:
-                params.append(row.pk)
-                params.extend(getattr(row, name) for name in varying)
-            cursor.execute(
-                f"UPDATE {table} AS m SET {assignments} FROM (VALUES {values}) "
-                f"AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
-                params,
-            )
+        cursor.execute(
+            f"UPDATE {table} AS m SET {assignments} FROM unnest(%s::bigint[], {arrays}) "
+            f"AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
+            params,
+        )
 
 
 def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:
