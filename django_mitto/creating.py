@@ -435,9 +435,10 @@ class _BulkStream:
     PER_ROW = ("recipient", "country", "reference")
 
     def _insert(self, rows: list[tuple[str, str, str]]) -> None:
-        """Insert one chunk with one ``executemany``: every other column holds the template's
-        value, prepared for the database once per chunk (``bulk_create`` would build and
-        prepare a model instance per row, which costs more than the insert itself)."""
+        """Insert one chunk with one ``COPY`` (PostgreSQL with psycopg 3) or one
+        ``executemany``: every other column holds the template's value, prepared for the
+        database once per chunk (``bulk_create`` would build and prepare a model instance per
+        row, which costs more than the insert itself)."""
         assert self.template is not None
         using = router.db_for_write(Message)
         connection = connections[using]
@@ -454,15 +455,23 @@ class _BulkStream:
                 value = field.pre_save(self.template, add=True)  # created_at: now
                 slots.append(-1)
                 shared.append(field.get_db_prep_save(value, connection))
-        sql = (
-            f"INSERT INTO {connection.ops.quote_name(Message._meta.db_table)} "
-            f"({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))})"
-        )
-        params = [
+        table = connection.ops.quote_name(Message._meta.db_table)
+        params = (
             [value if slot < 0 else row[slot] for value, slot in zip(shared, slots)] for row in rows
-        ]
+        )
         with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+            raw = getattr(cursor, "cursor", None)
+            if raw is not None and connection.vendor == "postgresql" and hasattr(raw, "copy"):
+                # psycopg 3: COPY, several times faster than INSERTs, on the server too.
+                with raw.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for values in params:
+                        copy.write_row(values)
+                return
+            cursor.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) "
+                f"VALUES ({', '.join(['%s'] * len(columns))})",
+                list(params),
+            )
 
     def add_errors(self, errors: dict[str, Any], with_references: bool) -> None:
         if "recipients" in errors:

@@ -838,28 +838,33 @@ def _bulk_write(rows: list[Message], names: list[str]) -> None:
             varying.append(name)
     using = router.db_for_write(Message)
     pks = [row.pk for row in rows]
-    if same:
-        Message.objects.using(using).filter(pk__in=_pks(pks, using)).update(**same)
-    if not varying:
-        return
     connection = connections[using]
-    if connection.vendor != "postgresql":
-        Message.objects.using(using).bulk_update(rows, varying, batch_size=500)
+    if connection.vendor != "postgresql" or not varying:
+        if same:
+            Message.objects.using(using).filter(pk__in=_pks(pks, using)).update(**same)
+        if varying:
+            Message.objects.using(using).bulk_update(rows, varying, batch_size=500)
         return
-    # PostgreSQL: one UPDATE ... FROM unnest(arrays): one array per column, so the statement
-    # is the same short text whatever the number of rows, with nothing to compile per row.
+    # PostgreSQL: one UPDATE ... FROM unnest(arrays), one array per varying column and the
+    # shared values as constants: each row is rewritten once, and the statement is the same
+    # short text whatever the number of rows, with nothing to compile per row.
     quote = connection.ops.quote_name
     table = quote(Message._meta.db_table)
     fields = [cast(Field, Message._meta.get_field(name)) for name in varying]
     quoted = [quote(cast(str, f.column)) for f in fields]
-    assignments = ", ".join(f"{q} = v.{q}" for q in quoted)
+    assignments = [f"{q} = v.{q}" for q in quoted]
+    params: list[Any] = []
+    for name, value in same.items():
+        field = cast(Field, Message._meta.get_field(name))
+        assignments.append(f"{quote(cast(str, field.column))} = %s")
+        params.append(field.get_db_prep_save(value, connection))
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    params: list[Any] = [pks]
+    params.append(pks)
     params += [[getattr(row, f.attname) for row in rows] for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} AS m SET {assignments} FROM unnest(%s::bigint[], {arrays}) "
-            f"AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
+            f"UPDATE {table} AS m SET {', '.join(assignments)} FROM unnest(%s::bigint[], "
+            f"{arrays}) AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
             params,
         )
 

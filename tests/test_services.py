@@ -984,8 +984,11 @@ def test_bulk_send_carries_its_signed_batch_callback_url(mitto_sandbox, settings
     bodies = {repr(m["body"]) for m in mitto_sandbox.messages}
     assert len(bodies) == 1  # one request for the two recipients
     callback = mitto_sandbox.messages[0]["body"]["callback"]
-    token = callbacks.batch_token(batch)
-    assert callback == f"https://shop.example.com/mitto/callback/{token}/"
+    # The token holds its time of signing: read it from the URL rather than sign another.
+    prefix = "https://shop.example.com/mitto/callback/"
+    assert callback.startswith(prefix) and callback.endswith("/")
+    token = callback[len(prefix) : -1]
+    assert token.split(".")[0] == callbacks.batch_token(batch).split(".")[0]
     assert callbacks.check_token(token) == callbacks.TokenCheck(True, batch_pk=batch.pk)
 
 
