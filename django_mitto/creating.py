@@ -325,6 +325,7 @@ def send_bulk(
         if errors:
             raise ValidationError(errors)
         assert batch is not None
+        stream.analyze()
         duplicates = stream.drop_duplicates(batch)
         batch.total = stream.inserted - duplicates
         batch.opted_out = stream.skipped
@@ -472,6 +473,20 @@ class _BulkStream:
                 f"VALUES ({', '.join(['%s'] * len(columns))})",
                 list(params),
             )
+
+    #: From this many rows on, PostgreSQL's statistics are refreshed after the insert.
+    ANALYZE_FROM = 10_000
+
+    def analyze(self) -> None:
+        """After a large insert, refresh PostgreSQL's statistics of the message table (what
+        its documentation advises after a bulk load): until autovacuum does, the planner
+        believes the new batch holds one row and its ``queued`` rows are rare, and each
+        chunk's claim would scan the whole batch instead of finding its rows by id."""
+        connection = connections[router.db_for_write(Message)]
+        if self.inserted < self.ANALYZE_FROM or connection.vendor != "postgresql":
+            return
+        with connection.cursor() as cursor:
+            cursor.execute(f"ANALYZE {connection.ops.quote_name(Message._meta.db_table)}")
 
     def add_errors(self, errors: dict[str, Any], with_references: bool) -> None:
         if "recipients" in errors:

@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import Case, F, Field, QuerySet, TextField, Value, When
+from django.db.models import BooleanField, Case, F, Field, Q, QuerySet, TextField, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Concat
 from django.db.models.sql import UpdateQuery
@@ -272,12 +272,19 @@ def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> li
     return found
 
 
-def _pks(ids: list[int], using: str) -> Any:
-    """What ``pk__in`` takes for a chunk of ids: on PostgreSQL one array parameter (hundreds of
-    placeholders cost more to send and parse than the statement itself)."""
+def _pks_in(ids: list[int], using: str) -> Any:
+    """A filter for the messages ``ids`` (a chunk of a batch). On PostgreSQL one array
+    parameter, ``id = ANY(...)``: hundreds of placeholders cost more to send and parse than
+    the statement, and the planner then takes the primary key's index (for a batch just
+    inserted, its statistics know nothing of the batch and would scan all of it)."""
     if connections[using].vendor == "postgresql":
-        return RawSQL("SELECT unnest(%s::bigint[])", (list(ids),))
-    return ids
+        connection = connections[using]
+        column = (
+            f"{connection.ops.quote_name(Message._meta.db_table)}."
+            f"{connection.ops.quote_name(cast(str, Message._meta.pk.column))}"
+        )
+        return RawSQL(f"{column} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField())
+    return Q(pk__in=ids)
 
 
 def _update_sql(queryset: QuerySet[Message], values: dict[str, Any]) -> tuple[str, tuple[Any, ...]]:
@@ -669,7 +676,7 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
     now = timezone.now()
     using = router.db_for_write(Message)
     claiming = Message.objects.using(using).filter(
-        pk__in=_pks(ids, using), batch=batch, status=Status.QUEUED
+        _pks_in(ids, using), batch=batch, status=Status.QUEUED
     )
     change = {
         "status": Status.SENDING,
@@ -841,7 +848,7 @@ def _bulk_write(rows: list[Message], names: list[str]) -> None:
     connection = connections[using]
     if connection.vendor != "postgresql" or not varying:
         if same:
-            Message.objects.using(using).filter(pk__in=_pks(pks, using)).update(**same)
+            Message.objects.using(using).filter(_pks_in(pks, using)).update(**same)
         if varying:
             Message.objects.using(using).bulk_update(rows, varying, batch_size=500)
         return
