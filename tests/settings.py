@@ -114,7 +114,7 @@ CELERY_TASK_DEFAULT_QUEUE = (
 )
 MITTO_DEFAULT_SENDER = "DjangoMitto"
 MITTO_CALLBACK_SECRET = "callback-secret"
-MITTO_TIMEOUT = 5.0
+MITTO_TIMEOUT = float(os.environ.get("MITTO_TIMEOUT", "5.0"))
 
 # The admin tests log a user in for nearly every test: a deliberately slow hash would dominate.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
