@@ -283,7 +283,65 @@ def _account_value_problem(key: str, value: Any) -> str:
     if key == "TIMEOUT":
         ok = not isinstance(value, bool) and isinstance(value, (int, float)) and value > 0
         return "" if ok else "must be a positive number of seconds"
+    if key == "RATE_LIMIT":
+        return _rate_limit_problem(value)
     return ""
+
+
+def _rate_limit_problem(value: Any) -> str:
+    ok = value is None or (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and 0 < value < 1e6
+    )
+    return "" if ok else "must be None or a positive number of messages a second"
+
+
+def check_throttle(app_configs: Sequence[Any] | None = None, **kwargs: Any) -> list[CheckMessage]:
+    """``MITTO_RATE_LIMIT`` and the cache that shares it between processes."""
+    from django.conf import settings
+
+    out: list[CheckMessage] = []
+    problem = _rate_limit_problem(conf.raw("MITTO_RATE_LIMIT"))
+    if problem:
+        out.append(
+            Error(
+                f"MITTO_RATE_LIMIT {problem}.",
+                hint="For example 20 (messages a second, every process together), or None.",
+                id="django_mitto.E034",
+            )
+        )
+    alias = conf.RATE_LIMIT_CACHE
+    caches = getattr(settings, "CACHES", {"default": {}})
+    if alias not in caches:
+        out.append(
+            Error(
+                f"MITTO_RATE_LIMIT_CACHE names the cache {alias!r}, which CACHES does not have.",
+                hint=f"Known caches: {', '.join(caches) or 'none'}.",
+                id="django_mitto.E035",
+            )
+        )
+        return out
+    limited = [name for name in conf.accounts() if _account_limit(name)]
+    backend = str(caches[alias].get("BACKEND", "django.core.cache.backends.locmem.LocMemCache"))
+    shared = not backend.endswith(("LocMemCache", "DummyCache"))
+    if limited and not shared:
+        out.append(
+            Warning(
+                f"The rate limit of {', '.join(limited)} goes through the cache {alias!r} "
+                f"({backend.rsplit('.', 1)[-1]}), which each process keeps to itself: every "
+                "worker may then send at the full rate.",
+                hint="Point MITTO_RATE_LIMIT_CACHE at a cache shared by the processes (Redis "
+                "or Memcached).",
+                id="django_mitto.W005",
+            )
+        )
+    return out
+
+
+def _account_limit(name: str) -> float | None:
+    try:
+        return conf.account(name).RATE_LIMIT
+    except (TypeError, ValueError):
+        return None  # reported by E032/E034
 
 
 def check_accounts() -> list[CheckMessage]:

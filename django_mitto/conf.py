@@ -48,6 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "MITTO_REPLY_WINDOW": 7 * 24 * 3600,
     "MITTO_OPT_OUT_KEYWORDS": ["STOP", "STOPP", "ARRET", "UNSUBSCRIBE"],
     "MITTO_ACCOUNTS": {},
+    # Messages a second, per account, shared by every process through Django's cache; None: off.
+    "MITTO_RATE_LIMIT": None,
+    "MITTO_RATE_LIMIT_CACHE": "default",
 }
 
 #: The keys ``MITTO_RETENTION`` takes; a key left out turns its part off (batch_size: 2000).
@@ -78,6 +81,7 @@ ACCOUNT_KEYS = (
     "TIMEOUT",
     "ACCOUNT_NAME",
     "CALLBACK_BASE_URL",
+    "RATE_LIMIT",
 )
 
 #: Keys that never fall back to the flat setting for an account other than ``default``: an
@@ -161,6 +165,12 @@ class Account:
     def ACCOUNT_NAME(self) -> str:
         """The account name tied to the API key, which Mitto's usage report asks for."""
         return str(self._get("ACCOUNT_NAME") or "")
+
+    @property
+    def RATE_LIMIT(self) -> float | None:
+        """Messages a second this account may send, all processes together (None: no limit)."""
+        value = self._get("RATE_LIMIT")
+        return None if value in (None, 0, "") else float(value)
 
     def require_api_key(self) -> str:
         """Return the API key, or raise :class:`MittoConfigurationError` when it is not set."""
@@ -299,6 +309,11 @@ class MittoSettings:
         return int(self._get("MITTO_BULK_CHUNK_SIZE"))
 
     @property
+    def MITTO_RATE_LIMIT_CACHE(self) -> str:
+        """The alias in ``CACHES`` that the rate limit and the 429 pauses are shared through."""
+        return str(self._get("MITTO_RATE_LIMIT_CACHE"))
+
+    @property
     def MITTO_MAX_PARTS(self) -> int:
         """Most SMS parts one message may take (a longer text is refused)."""
         return int(self._get("MITTO_MAX_PARTS"))
@@ -369,6 +384,7 @@ class MittoSettings:
     MAX_ATTEMPTS = MITTO_MAX_ATTEMPTS
     BULK_CHUNK_SIZE = MITTO_BULK_CHUNK_SIZE
     MAX_PARTS = MITTO_MAX_PARTS
+    RATE_LIMIT_CACHE = MITTO_RATE_LIMIT_CACHE
     ACCOUNT_NAME = MITTO_ACCOUNT_NAME
     REPLY_WINDOW = MITTO_REPLY_WINDOW
     OPT_OUT_KEYWORDS = MITTO_OPT_OUT_KEYWORDS

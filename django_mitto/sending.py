@@ -33,7 +33,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from . import validators
+from . import throttle, validators
 from .callbacks import (
     apply_pending_batch_reports,
     apply_pending_reports,
@@ -313,10 +313,12 @@ def _attempt(message: Message, max_attempts: int | None) -> SendOutcome:
     except Exception as exc:
         logger.exception("SMS %s could not be prepared", message.pk)
         return SendOutcome(_record_failure(message, f"Not sent: {type(exc).__name__}: {exc}", None))
+    _wait_turn(message.account, 1)
     try:
         result = client.send(message.recipient, message.text, **options)
     except Exception as exc:
         failure = classify_failure(exc)
+        _pause_if_asked(message.account, failure)
         if not isinstance(exc, MittoError):
             logger.exception("SMS %s: unexpected error while sending", message.pk)
         if failure.status == Status.UNKNOWN:
@@ -332,6 +334,26 @@ def _attempt(message: Message, max_attempts: int | None) -> SendOutcome:
     # A report for a message sent with a callback URL of its own comes on that URL, which
     # names the message: it is applied on arrival, none can be waiting for the id.
     return SendOutcome(_record_sent(message, result, reports_wait=not options["callback"]))
+
+
+def _wait_turn(account: str, count: int) -> None:
+    """Wait for the account's pause to end and its rate limit to have room (see
+    :mod:`django_mitto.throttle`). A cache that fails does not stop the send: it is logged."""
+    try:
+        throttle.acquire(account, count)
+    except Exception:
+        logger.exception("The rate limit of account %s could not be checked", account)
+
+
+def _pause_if_asked(account: str, failure: Failure) -> None:
+    """Mitto said when to come back (429 or 503 with ``Retry-After``): every process of the
+    account waits until then, not only the one that was told."""
+    if failure.retry_after is None or failure.status != Status.QUEUED:
+        return
+    try:
+        throttle.pause(account, failure.retry_after)
+    except Exception:
+        logger.exception("The pause of account %s could not be shared", account)
 
 
 def _given_up(failure: Failure, attempts: int) -> Failure:
@@ -696,13 +718,14 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
         # The account may be unknown (removed from the settings): that fails the chunk unsent.
         options = _mitto_options(first)
         options["callback"] = callback_url_for_batch(batch) or None
-        result = get_client(batch.account).send_bulk(
-            [m.recipient for m in messages], first.text, **options
-        )
+        client = get_client(batch.account)
+        _wait_turn(batch.account, len(messages))
+        result = client.send_bulk([m.recipient for m in messages], first.text, **options)
     except Exception as exc:
         if not isinstance(exc, MittoError):
             logger.exception("Batch %s: unexpected error while sending a chunk", batch.pk)
         failure = classify_failure(exc)
+        _pause_if_asked(batch.account, failure)
         limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
         if failure.status == Status.QUEUED and first.attempts >= limit:
             failure = _given_up(failure, first.attempts)

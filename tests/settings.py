@@ -115,6 +115,17 @@ CELERY_TASK_DEFAULT_QUEUE = (
 MITTO_DEFAULT_SENDER = "DjangoMitto"
 MITTO_CALLBACK_SECRET = "callback-secret"
 MITTO_TIMEOUT = float(os.environ.get("MITTO_TIMEOUT", "5.0"))
+# The throttling tests start processes that share a rate limit through Redis.
+if os.environ.get("MITTO_RATE_LIMIT"):
+    MITTO_RATE_LIMIT = float(os.environ["MITTO_RATE_LIMIT"])
+if os.environ.get("MITTO_TEST_CACHE_URL"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["MITTO_TEST_CACHE_URL"],
+            "KEY_PREFIX": os.environ.get("MITTO_TEST_CACHE_PREFIX", ""),
+        }
+    }
 
 # The admin tests log a user in for nearly every test: a deliberately slow hash would dominate.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
