@@ -81,6 +81,9 @@ def _database() -> dict:
 
 
 DATABASES = {"default": _database()}
+# Worker processes started by the benchmarks keep their connection, as the README advises.
+if os.environ.get("MITTO_TEST_CONN_MAX_AGE"):
+    DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["MITTO_TEST_CONN_MAX_AGE"])
 
 # Django's Tasks framework (the "tasks" task backend): django.tasks on Django 6+, else the
 # django-tasks backport; its database backend comes from django-tasks-db. Tests run tasks at
@@ -107,6 +110,7 @@ MITTO_TASK_BACKEND = os.environ.get("MITTO_TASK_BACKEND", "inline")
 MITTO_BULK_CHUNK_SIZE = int(os.environ.get("MITTO_BULK_CHUNK_SIZE", "500"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = bool(os.environ.get("MITTO_TEST_CELERY_ACKS_LATE"))
 # A queue of this test run's own, so that two runs sharing a Redis never take each other's tasks
 # (the worker the tests start is given the name).
 CELERY_TASK_DEFAULT_QUEUE = (
