@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
@@ -236,7 +237,16 @@ class MittoClient:
         self.timeout = float(timeout)
         self.response_format = response_format
         self.test_mode = bool(test_mode)
-        self.session = session or requests.Session()
+        if session is None:
+            session = requests.Session()
+            # What requests would read from the environment on every request (the proxy
+            # variables, a CA bundle), read once here: the API host does not change.
+            session.proxies.update(requests.utils.get_environ_proxies(self.api_url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                session.verify = bundle
+            session.trust_env = False
+        self.session = session
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)

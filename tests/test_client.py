@@ -722,3 +722,21 @@ def test_repr_names_url_and_format_only() -> None:
     assert client.timeout == 5.0
     assert client.session.headers["Accept"] == "application/xml"
     assert client.session.headers["User-Agent"] == f"django-mitto/{__version__}"
+
+
+def test_proxy_settings_of_the_environment_are_read_once_when_the_client_is_made(
+    monkeypatch,
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/company.pem")
+    client = MittoClient("key", api_url="http://mitto.example", timeout=1, response_format="json",
+                         test_mode=False)  # fmt: skip
+    assert client.session.proxies.get("http") == "http://proxy.example:3128"
+    assert client.session.verify == "/etc/ssl/certs/company.pem"
+    # A host the environment exempts goes direct.
+    monkeypatch.setenv("NO_PROXY", "mitto.example")
+    direct = MittoClient("key", api_url="http://mitto.example", timeout=1, response_format="json",
+                         test_mode=False)  # fmt: skip
+    assert "http" not in direct.session.proxies
