@@ -100,8 +100,18 @@ lint: venv
 	$(BIN)/python -m django makemigrations django_mitto --check --dry-run --settings=tests.settings --pythonpath=.
 	$(BIN)/python -m mypy
 
+## Every benchmark (PostgreSQL and Redis; each prints its figures, baseline and subject side by side).
+BENCH_DATABASE ?= postgres://postgres@127.0.0.1:5432/mitto_bench
 bench: venv
+	$(BIN)/python bench/bench_send.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_bulk.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_bulk.py --memory 1000000 --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_reports_view.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_reports.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_worker_tasks.py --database $(BENCH_DATABASE)
+	$(BIN)/python bench/bench_workers.py --count 20000
 	$(BIN)/python bench/bench_sandbox.py
+	$(BIN)/python bench/bench_sandbox_memory.py
 
 ## Mutation testing of the modules that hold the rules (slow: not part of `make test`).
 ## Prints the score per module; docs/mutants.md explains each surviving mutant.
