@@ -25,23 +25,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+import _common
 
-
-def create_database(url: str) -> None:
-    import psycopg
-
-    parts = urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = parts._replace(path="/postgres").geturl()
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
+ROOT = _common.ROOT
 
 
 def main() -> None:
@@ -57,7 +45,7 @@ def main() -> None:
 
     from django_mitto.sandbox import Sandbox
 
-    create_database(args.database)
+    _common.create_database(args.database)
     with Sandbox(api_key="bench-key") as sandbox:
         env = {
             **os.environ,

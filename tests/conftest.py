@@ -4,6 +4,7 @@ import os
 import socket
 import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import django
@@ -116,3 +117,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 # Browser fixtures (chromium, page) for the admin's browser tests.
 from tests.browser import chromium, page  # noqa: E402, F401
+
+
+def process_env(sandbox_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a process a test starts (a worker, a racing sender): the test's own
+    database (PostgreSQL: a process of its own cannot share an SQLite test file safely), the
+    sandbox at ``sandbox_url``, the test settings, and ``settings`` as environment variables
+    that tests/settings.py reads."""
+    from django.conf import settings as django_settings
+
+    db = connection.settings_dict
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
+        "MITTO_API_URL": sandbox_url,
+        "MITTO_API_KEY": django_settings.MITTO_API_KEY,
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+        **settings,
+    }

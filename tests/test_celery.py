@@ -10,11 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from django_mitto import services
 from django_mitto.models import Message
-from tests.conftest import require_part
+from tests.conftest import process_env, require_part
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery, pytest.mark.django_db(transaction=True)]
 
@@ -44,19 +43,13 @@ def worker(mitto_sandbox, settings):
     from tests.celery_app import app  # noqa: F401  (the app the tasks are sent with)
 
     settings.MITTO_TASK_BACKEND = "celery"
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "MITTO_API_URL": mitto_sandbox.url,
-        "MITTO_API_KEY": settings.MITTO_API_KEY,
-        "MITTO_TASK_BACKEND": "celery",
-        "CELERY_BROKER_URL": BROKER,
-        "MITTO_TEST_CELERY_QUEUE": queue,
-        "MITTO_BULK_CHUNK_SIZE": "10",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = process_env(
+        mitto_sandbox.url,
+        MITTO_TASK_BACKEND="celery",
+        CELERY_BROKER_URL=BROKER,
+        MITTO_TEST_CELERY_QUEUE=queue,
+        MITTO_BULK_CHUNK_SIZE="10",
+    )
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "--concurrency=2",
          "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],

@@ -11,7 +11,6 @@ Celery and Tasks backends with real workers. The last test has eight processes r
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -23,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from django_mitto import sending, services
 from django_mitto.backends import inline
 from django_mitto.models import Message
 from django_mitto.sandbox import Sandbox
 from tests.canned import CannedServer, Reply
+from tests.conftest import process_env
 from tests.test_celery import worker  # noqa: F401  (the real Celery worker fixture)
 from tests.test_tasks_backend import (  # noqa: F401  (the real db_worker fixtures)
     database_queue,
@@ -440,16 +439,7 @@ def test_eight_processes_racing_for_5000_messages_send_each_exactly_once(
         for i in range(RACE_MESSAGES)
     )
     pks = list(Message.objects.order_by("pk").values_list("pk", flat=True))
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "MITTO_API_URL": mitto_sandbox.url,
-        "MITTO_API_KEY": settings.MITTO_API_KEY,
-        "MITTO_TASK_BACKEND": "inline",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = process_env(mitto_sandbox.url, MITTO_TASK_BACKEND="inline")
     code = (
         "import django; django.setup(); from tests.test_guarantees import race_worker; "
         f"race_worker({pks[0]}, {pks[-1]})"

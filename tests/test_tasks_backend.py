@@ -3,7 +3,6 @@ with its database backend and its real ``db_worker`` command."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -13,12 +12,11 @@ from typing import Any
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
 
 from django_mitto import services
 from django_mitto.admin.batch import BatchProgress
 from django_mitto.models import Batch, Message
-from tests.conftest import require_part, skip_without_tasks_support
+from tests.conftest import process_env, require_part, skip_without_tasks_support
 
 try:
     from django_tasks_db.models import DBTaskResult
@@ -122,18 +120,12 @@ def worker_processes(database_queue, settings):
     """Start ``count`` ``db_worker`` processes sending to the sandbox (chunks of 100); stop them
     afterwards."""
     settings.MITTO_BULK_CHUNK_SIZE = 100
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.settings",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "MITTO_API_URL": database_queue.url,
-        "MITTO_API_KEY": settings.MITTO_API_KEY,
-        "MITTO_TASK_BACKEND": "tasks",
-        "MITTO_TEST_TASKS_BACKEND": DATABASE_BACKEND,
-        "MITTO_BULK_CHUNK_SIZE": "100",
-        "PYTHONPATH": str(ROOT),
-    }
+    env = process_env(
+        database_queue.url,
+        MITTO_TASK_BACKEND="tasks",
+        MITTO_TEST_TASKS_BACKEND=DATABASE_BACKEND,
+        MITTO_BULK_CHUNK_SIZE="100",
+    )
     processes: list[subprocess.Popen] = []
 
     command = [sys.executable, "-m", "django", "db_worker", "--interval", "0.05", "--no-reload"]

@@ -13,11 +13,10 @@ from typing import Any
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
 
 from django_mitto import services, throttle
 from django_mitto.models import Message
-from tests.conftest import require_part
+from tests.conftest import process_env, require_part
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = os.environ.get("MITTO_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -171,23 +170,17 @@ def throttle_worker(count: int, offset: int) -> None:
 @pytest.fixture
 def processes(mitto_sandbox, settings) -> Iterator[Any]:
     require_part(redis_available(), f"Redis is not reachable at {REDIS}")
-    db = connection.settings_dict
     started: list[subprocess.Popen[str]] = []
     prefix = f"mitto-throttle-{uuid.uuid4().hex}"
 
     def start(count: int, rate: float) -> list[subprocess.Popen[str]]:
-        env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-            "MITTO_API_URL": mitto_sandbox.url,
-            "MITTO_API_KEY": settings.MITTO_API_KEY,
-            "MITTO_TASK_BACKEND": "inline",
-            "MITTO_RATE_LIMIT": str(rate),
-            "MITTO_TEST_CACHE_URL": REDIS,
-            "MITTO_TEST_CACHE_PREFIX": prefix,
-            "PYTHONPATH": str(ROOT),
-        }
+        env = process_env(
+            mitto_sandbox.url,
+            MITTO_TASK_BACKEND="inline",
+            MITTO_RATE_LIMIT=str(rate),
+            MITTO_TEST_CACHE_URL=REDIS,
+            MITTO_TEST_CACHE_PREFIX=prefix,
+        )
         for number in range(4):
             code = (
                 "import django; django.setup(); from tests.test_throttle import throttle_worker; "
