@@ -309,6 +309,11 @@ class MittoSettings:
         return int(self._get("MITTO_BULK_CHUNK_SIZE"))
 
     @property
+    def MITTO_RATE_LIMIT(self) -> float | None:
+        """The ``default`` account's messages a second (None: no limit)."""
+        return Account(DEFAULT_ACCOUNT).RATE_LIMIT
+
+    @property
     def MITTO_RATE_LIMIT_CACHE(self) -> str:
         """The alias in ``CACHES`` that the rate limit and the 429 pauses are shared through."""
         return str(self._get("MITTO_RATE_LIMIT_CACHE"))
@@ -384,6 +389,7 @@ class MittoSettings:
     MAX_ATTEMPTS = MITTO_MAX_ATTEMPTS
     BULK_CHUNK_SIZE = MITTO_BULK_CHUNK_SIZE
     MAX_PARTS = MITTO_MAX_PARTS
+    RATE_LIMIT = MITTO_RATE_LIMIT
     RATE_LIMIT_CACHE = MITTO_RATE_LIMIT_CACHE
     ACCOUNT_NAME = MITTO_ACCOUNT_NAME
     REPLY_WINDOW = MITTO_REPLY_WINDOW
