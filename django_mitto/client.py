@@ -66,8 +66,17 @@ class SendResult:
     text_length: int | None = None
     parts: int | None = None
     test: bool = False
-    #: The answer as received (for a bulk item: the item), cleaned and trimmed, to keep on record.
+    #: The answer as received, cleaned and trimmed, to keep on record ("" for a bulk item,
+    #: whose text is made only when asked for: see :meth:`answer`).
     raw: str = ""
+    #: A bulk item as parsed, for :meth:`answer`.
+    item: Any = field(default=None, repr=False, compare=False)
+
+    def answer(self) -> str:
+        """The answer as received (for a bulk item: the item), cleaned and trimmed."""
+        if self.raw or self.item is None:
+            return self.raw
+        return _raw_item(self.item)
 
 
 @dataclass(frozen=True)
@@ -354,9 +363,7 @@ class MittoClient:
             items = [{"id": value} for value in data["ids"]]
         is_test = _bool(data.get("test", body.get("test", False)))
         messages = [
-            self._result(
-                _lower_keys(item), default_to="", test=is_test, envelope=data, raw=_raw_item(item)
-            )
+            self._result(_lower_keys(item), default_to="", test=is_test, envelope=data, item=item)
             for item in items
             if isinstance(item, Mapping)
         ]
@@ -514,6 +521,7 @@ class MittoClient:
         test: bool,
         envelope: Mapping[str, Any] | None = None,
         raw: str = "",
+        item: Any = None,
     ) -> SendResult:
         envelope = envelope or data
         # Every field is cleaned and bounded here, so whatever Mitto answered can be stored.
@@ -527,6 +535,7 @@ class MittoClient:
             parts=_int_or_none(data.get("messageparts"), 0, MAX_PARTS),
             test=_bool(data.get("test", test)),
             raw=raw,
+            item=item,
         )
 
     # -- Mitto's other endpoints (conversion tracking, usage, the account check) ----------------

@@ -255,18 +255,21 @@ def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> li
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
-    columns = [f.get_col(meta.db_table) for f in fields]
-    converters = [
-        connection.ops.get_db_converters(column) + column.get_db_converters(connection)
-        for column in columns
-    ]
+    # The columns whose value the database gives in another form than the field's (a JSON
+    # text, a date on SQLite...), with what turns it into the field's.
+    converting = []
+    for position, model_field in enumerate(fields):
+        column = model_field.get_col(meta.db_table)
+        converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
+        if converters:
+            converting.append((position, column, converters))
     names = [f.attname for f in fields]
     found = []
     for row in rows:
         values_ = list(row)
-        for position, convert_all in enumerate(converters):
-            for convert in convert_all:
-                values_[position] = convert(values_[position], columns[position], connection)
+        for position, column, converters in converting:
+            for convert in converters:
+                values_[position] = convert(values_[position], column, connection)
         found.append(Message.from_db(queryset.db, names, values_))
     found.sort(key=lambda message: message.pk)
     return found
@@ -391,7 +394,7 @@ def _answer_fields(
         note = gettext(
             "Mitto accepted the message (responseCode 0) but its answer has no message id, so "
             "delivery reports cannot be matched by id. Answer: %(answer)s"
-        ) % {"answer": result.raw or "-"}
+        ) % {"answer": result.answer() or "-"}
     elif len(provider_id) > _PROVIDER_ID_LENGTH or not _STORABLE_ID.fullmatch(provider_id):
         note = gettext(
             "Mitto accepted the message (responseCode 0) but its id cannot be stored (more than "
@@ -543,7 +546,7 @@ def _record_unstorable(message: Message, result: SendResult, reason: str) -> Non
     error = gettext(
         "%(reason)s Answer: %(answer)s. Mitto accepted the request (responseCode 0): "
         "check before sending it again."
-    ) % {"reason": reason, "answer": result.raw or "-"}
+    ) % {"reason": reason, "answer": result.answer() or "-"}
     logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, reason)
     now = timezone.now()
     try:
