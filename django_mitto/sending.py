@@ -16,6 +16,7 @@ Nothing here schedules anything: whether and when to try again is the task backe
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import uuid
@@ -226,30 +227,56 @@ def _claim(pk: int) -> Message | None:
     updated row (PostgreSQL, SQLite 3.35+), two elsewhere."""
     now = timezone.now()
     using = router.db_for_write(Message)
-    claimed = _update_returning(
-        Message.objects.using(using).filter(pk=pk, status=Status.QUEUED),
-        {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now},
-    )
-    if claimed is None:
-        moved = (
-            Message.objects.using(using)
-            .filter(pk=pk, status=Status.QUEUED)
-            .update(status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
-        )
+    claiming = Message.objects.using(using).filter(pk=pk, status=Status.QUEUED)
+    change = {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now}
+    if not _can_return_from_update(connections[using]):
+        moved = claiming.update(**change)
         return Message.objects.using(using).get(pk=pk) if moved else None
+    connection = connections[using]
+    stamp = cast(Field, Message._meta.get_field("status_changed_at"))
+    written = (
+        _claim_sql(using),
+        (Status.SENDING, stamp.get_db_prep_save(now, connection), pk, Status.QUEUED),
+    )
+    claimed = _update_returning(claiming, change, written=written)
     return claimed[0] if claimed else None
 
 
-def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> list[Message] | None:
+@functools.lru_cache(maxsize=8)
+def _claim_sql(using: str) -> str:
+    """The UPDATE of :func:`_claim`, written out once per database: it runs for every
+    message a worker sends, and compiling it each time cost more than running it. Its
+    parameters are, in order: ``sending``, the time, the id, ``queued``."""
+    connection = connections[using]
+    quote = connection.ops.quote_name
+    meta = Message._meta
+
+    def column(name: str) -> str:
+        return quote(cast(str, cast(Field, meta.get_field(name)).column))
+
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {column('status')} = %s, "
+        f"{column('attempts')} = {column('attempts')} + 1, {column('status_changed_at')} = %s "
+        f"WHERE {column('id')} = %s AND {column('status')} = %s"
+    )
+
+
+def _update_returning(
+    queryset: QuerySet[Message],
+    values: dict[str, Any],
+    *,
+    written: tuple[str, tuple[Any, ...]] | None = None,
+) -> list[Message] | None:
     """``queryset.update(**values)`` that returns the rows updated, as they now are, in one
     statement; None where the database cannot return rows from an UPDATE (nothing is done
-    then: the caller updates and reads)."""
+    then: the caller updates and reads). ``written``, when given, is that UPDATE already
+    written, with its parameters (for :func:`_claim`)."""
     connection = connections[queryset.db]
     if not _can_return_from_update(connection):
         return None
     meta = Message._meta
     fields: list[Field[Any, Any]] = list(meta.concrete_fields)
-    sql, params = _update_sql(queryset, values)
+    sql, params = written if written is not None else _update_sql(queryset, values)
     quote = connection.ops.quote_name
     sql += " RETURNING " + ", ".join(quote(cast(str, f.column)) for f in fields)
     with connection.cursor() as cursor:
