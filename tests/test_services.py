@@ -1321,3 +1321,15 @@ def test_messages_are_indexed_by_batch_once() -> None:
     indexed = [c["columns"] for c in constraints.values() if c["index"] and not c["primary_key"]]
     assert ["batch_id", "status"] in indexed
     assert ["batch_id"] not in indexed
+
+
+def test_bulk_rows_keep_tabs_line_breaks_and_backslashes(mitto_sandbox, settings) -> None:
+    # The rows are inserted with COPY on PostgreSQL: what its text format escapes must survive.
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    text = "Line 1\nLine 2\ttab \\N \\ backslash; “quotes” ✓"
+    batch = services.send_bulk(
+        ["+41791234561", "+41791234562", "+41791234563"], text, references=["a\\b", "", "c d"]
+    )
+    rows = list(batch.messages.order_by("pk").values_list("text", "reference", "metadata"))
+    assert rows == [(text, "a\\b", {}), (text, "", {}), (text, "c d", {})]
+    assert {m["body"]["text"] for m in mitto_sandbox.messages} == {text}
