@@ -167,6 +167,16 @@ def test_altered_message_token_is_refused(forge: Callable[[str], str]) -> None:
     assert callbacks.check_token(forge(token)).valid is False
 
 
+def test_a_value_signed_elsewhere_in_the_site_is_no_token(settings: Any) -> None:
+    # Same SECRET_KEY, but Django's default salt: a signature made for another purpose.
+    from django.core import signing
+
+    settings.MITTO_CALLBACK_SECRET = ""
+    for signer in (signing.TimestampSigner(sep="."), signing.Signer(sep=".")):
+        assert callbacks.check_token(signer.sign("m5")) == callbacks.TokenCheck(False)
+        assert callbacks.check_token(signer.sign("b5")) == callbacks.TokenCheck(False)
+
+
 def test_tokens_follow_the_current_secret_key(settings: Any) -> None:
     settings.SECRET_KEY = "another-project"
     foreign = callbacks.message_token(1)
@@ -672,6 +682,9 @@ def test_client_address_is_the_last_entry_of_a_forwarded_list(settings: Any) -> 
     assert callbacks.client_address(meta) == "192.0.2.7"
     meta["HTTP_X_FORWARDED_FOR"] = "10.0.0.1,10.0.0.2 ,  203.0.113.9  "
     assert callbacks.client_address(meta) == "203.0.113.9"
+    # Entries are separated by commas, with or without a space.
+    meta["HTTP_X_FORWARDED_FOR"] = "10.0.0.1,192.0.2.7"
+    assert callbacks.client_address(meta) == "192.0.2.7"
 
 
 def test_a_prepended_allowed_address_does_not_open_the_callback(
@@ -775,7 +788,8 @@ def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None
     from django.core import signing
 
     signer = signing.Signer(salt="django_mitto.callback", sep=".")
-    for value in ("mabc", "m", "m-1", "x12"):
+    # "\u0663" is a digit (ARABIC-INDIC THREE), but no primary key is written with it.
+    for value in ("mabc", "m", "m-1", "x12", "m\u0663", "m\u06631"):
         assert callbacks.check_token(signer.sign(value)) == callbacks.TokenCheck(False)
     settings.MITTO_CALLBACK_SECRET = ""
     assert callbacks.check_token(signer.sign("b12")) == callbacks.TokenCheck(True, batch_pk=12)
