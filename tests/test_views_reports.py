@@ -4,6 +4,7 @@ messages whose Mitto id was never learned (issue 8, items 2 to 4)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -350,6 +351,25 @@ def test_expired_batch_token_is_refused(client: Client, make_message, settings: 
     make_message(provider_id="in-batch", batch=batch)
     old = _minted_ago(7200, callbacks.batch_token, batch.pk)
     assert client.get(callback_url(old), {"id": "in-batch", "status": "x"}).status_code == 403
+
+
+def test_an_expired_token_is_refused_and_logged_with_what_it_names(
+    client: Client, make_message, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = 3600
+    message = make_message(status=Status.SENDING)
+    batch = Batch.objects.create(text="Hello", total=1)
+    expired = {
+        f"message {message.pk}": _minted_ago(7200, callbacks.message_token, message.pk),
+        f"batch {batch.pk}": _minted_ago(7200, callbacks.batch_token, batch.pk),
+    }
+    for scope, token in expired.items():
+        assert callbacks.check_token(token) == callbacks.TokenCheck(False, expired=True)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="django_mitto.callbacks"):
+            assert client.get(callback_url(token), {"status": "delivered"}).status_code == 403
+        assert f"the callback token of {scope} has expired" in caplog.text
+    assert status_of(message) == Status.SENDING
 
 
 def test_default_max_age_is_seven_days(make_message) -> None:
