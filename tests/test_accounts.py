@@ -347,6 +347,9 @@ def test_a_secret_names_its_account(two_sandboxes: tuple[Sandbox, Sandbox]) -> N
     assert callbacks.check_token(MARKETING_SECRET).account == "marketing"
     assert callbacks.check_token(DEFAULT_SECRET).account == "default"
     assert not callbacks.check_token("nobody's-secret").valid
+    # The label names whose secret it was (for log lines), never the secret itself.
+    assert callbacks.check_token(MARKETING_SECRET).label == "secret of account marketing"
+    assert callbacks.check_token(DEFAULT_SECRET).label == "account secret"
 
 
 # -- conversion, usage, mitto_check -----------------------------------------------------------
