@@ -278,6 +278,20 @@ def test_per_message_callback_urls_use_the_account_base_url(
     assert wait_for_status(promo, Status.DELIVERED).status == Status.DELIVERED
 
 
+def test_callback_urls_of_a_batch_and_a_message_use_their_account_base_url(
+    settings: Any,
+) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    settings.MITTO_ACCOUNTS = {
+        "marketing": {"API_KEY": "k", "CALLBACK_BASE_URL": "https://promo.example.com"}
+    }
+    base = "https://promo.example.com/mitto/callback/"
+    batch = Batch(pk=6, account="marketing")
+    assert callbacks.callback_url_for_batch(batch) == base + callbacks.batch_token(6) + "/"
+    message = Message(pk=5, account="marketing")
+    assert callbacks.callback_url_for_message(message) == base + callbacks.message_token(5) + "/"
+
+
 def post_report(secret: str, provider_id: str, status: str = "delivered") -> Any:
     client = APIClient(enforce_csrf_checks=True)
     return client.post(

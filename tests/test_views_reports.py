@@ -497,6 +497,22 @@ def test_message_token_records_the_id_it_learns(client: Client, make_message) ->
     assert (stored.status, stored.provider_id) == (Status.DELIVERED, "learned")
 
 
+def test_an_id_is_learned_only_by_a_message_still_without_one(make_message) -> None:
+    # The report was matched to a message without id; meanwhile the send path recorded one.
+    message = make_message(status=Status.UNKNOWN, provider_id="")
+    matched = Message.objects.get(pk=message.pk)
+    Message.objects.filter(pk=message.pk).update(provider_id="from-the-send")
+    assert callbacks._learn_id(matched, "from-a-report") is False
+    assert Message.objects.get(pk=message.pk).provider_id == "from-the-send"
+    # The same id recorded meanwhile: the report is about this message all the same.
+    assert callbacks._learn_id(matched, "from-the-send") is True
+    # An id another message holds is never learned.
+    make_message(provider_id="taken")
+    other = make_message(status=Status.UNKNOWN, provider_id="")
+    assert callbacks._learn_id(other, "taken") is False
+    assert Message.objects.get(pk=other.pk).provider_id == ""
+
+
 def test_learned_id_also_takes_the_reports_that_waited_on_the_account_url(
     client: Client, make_message
 ) -> None:
