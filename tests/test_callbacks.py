@@ -543,6 +543,8 @@ def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_messag
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, second.status) == (Status.DELIVERED, Status.UNDELIVERED)
+    # Messages without a Mitto id have no report to take.
+    assert callbacks.apply_pending_reports_bulk([make_message(status=Status.SENDING)]) == 0
 
 
 def test_report_on_the_message_token_before_the_send_response_is_applied_at_once(

@@ -678,6 +678,33 @@ def test_reports_that_came_while_a_bulk_send_timed_out_are_matched_once_it_gave_
     assert callbacks.apply_pending_batch_reports(batch.pk) == 0
 
 
+def test_reports_held_for_a_bulk_send_are_each_linked_to_the_row_they_are_about(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=2)
+    # Two rows to one number, told apart by their reference.
+    first = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch, reference="r-1")
+    second = _make(
+        make_message, "+41791234501", status=Status.SENDING, batch=batch, reference="r-2"
+    )
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-0", "status": "expired", "to": "41791234509"})  # nobody's, first
+    client.get(url, {"id": "id-2", "status": "delivered", "to": "41791234501", "reference": "r-2"})
+    client.get(
+        url, {"id": "id-1", "status": "undelivered", "to": "41791234501", "reference": "r-1"}
+    )
+    Message.objects.filter(batch=batch).update(status=Status.UNKNOWN)
+    assert callbacks.apply_pending_batch_reports(batch) == 2
+    rows = {m.pk: (m.status, m.provider_id) for m in Message.objects.filter(batch=batch)}
+    assert rows == {
+        first.pk: (Status.UNDELIVERED, "id-1"),
+        second.pk: (Status.DELIVERED, "id-2"),
+    }
+    linked = dict(DeliveryReport.objects.values_list("provider_id", "message_id"))
+    assert linked == {"id-0": None, "id-1": first.pk, "id-2": second.pk}
+    assert only_unmatched_count() == 1
+
+
 def only_unmatched_count() -> int:
     return DeliveryReport.objects.filter(outcome=Outcome.UNMATCHED, message__isnull=True).count()
 
