@@ -530,6 +530,20 @@ def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
     assert (other.message_id, other.outcome) == (None, Outcome.UNMATCHED)
 
 
+def test_a_report_stored_unread_is_never_taken_by_the_message_whose_id_it_named(
+    make_message,
+) -> None:
+    callbacks.store_unparsed(
+        {"body": "id-1 delivered"}, method="POST", remote_addr=None, fields={"id": "id-1"}
+    )
+    message = make_message(status=Status.SENT, provider_id="id-1")
+    assert callbacks.apply_pending_reports_bulk([message]) == 0
+    assert callbacks.apply_pending_reports(message) == 0
+    stored = DeliveryReport.objects.get()
+    assert (stored.message_id, stored.outcome) == (None, DeliveryReport.Outcome.UNPARSED)
+    assert Message.objects.get(pk=message.pk).status == Status.SENT
+
+
 def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_message) -> None:
     first = make_message(status=Status.SENDING)
     second = make_message(status=Status.SENDING)
