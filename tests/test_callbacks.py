@@ -530,6 +530,36 @@ def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
     assert (other.message_id, other.outcome) == (None, Outcome.UNMATCHED)
 
 
+@pytest.mark.django_db
+def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields() -> None:
+    kept = callbacks.store_unparsed(
+        {"body": "x"},
+        method="POST",
+        remote_addr="2001:db8::0:1",
+        fields={
+            "id": 12345,  # a number is kept as its text
+            "status": True,  # a boolean is no text
+            "reference": "r" * 255,  # as long as the column allows
+            "receiver": "4179\x00123\ud800\udfff",  # control and surrogate characters dropped
+        },
+    )
+    assert (kept.provider_id, kept.status, kept.reference, kept.recipient) == (
+        "12345",
+        "",
+        "r" * 255,
+        "4179123",
+    )
+    assert kept.remote_addr == "2001:db8::1"
+    dropped = callbacks.store_unparsed(
+        {"body": "x"},
+        method="POST",
+        remote_addr=None,
+        fields={"id": 1.5, "reference": "r" * 256, "receiver": ["41791234567"]},
+    )
+    assert (dropped.provider_id, dropped.reference, dropped.recipient) == ("1.5", "", "")
+    assert dropped.remote_addr is None
+
+
 def test_a_report_stored_unread_is_never_taken_by_the_message_whose_id_it_named(
     make_message,
 ) -> None:
