@@ -554,10 +554,16 @@ def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields() 
         {"body": "x"},
         method="POST",
         remote_addr=None,
-        fields={"id": 1.5, "reference": "r" * 256, "receiver": ["41791234567"]},
+        fields={"id": "i" * 65, "status": 1.5, "reference": "r" * 256, "receiver": ["4179"]},
     )
-    assert (dropped.provider_id, dropped.reference, dropped.recipient) == ("1.5", "", "")
+    assert (dropped.provider_id, dropped.status, dropped.reference, dropped.recipient) == (
+        "",
+        "1.5",
+        "",
+        "",
+    )
     assert dropped.remote_addr is None
+    assert (kept.method, dropped.method) == ("POST", "POST")
 
 
 def test_a_report_stored_unread_is_never_taken_by_the_message_whose_id_it_named(
