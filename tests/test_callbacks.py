@@ -530,19 +530,40 @@ def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
     assert (other.message_id, other.outcome) == (None, Outcome.UNMATCHED)
 
 
+@pytest.mark.parametrize(
+    ("receiver", "numbers"),
+    [
+        ("41791234567", ["+41791234567"]),  # Mitto writes no "+"
+        ("0041791234567", ["+41791234567"]),  # "00" is the international prefix
+        (" 00 41 79 123 45 67", ["+41791234567"]),
+        ("123456", ["+123456"]),  # 6 to 15 digits
+        ("123456789012345", ["+123456789012345"]),
+        ("12345", []),
+        ("1234567890123456", []),
+        ("", []),
+    ],
+)
+def test_a_report_receiver_is_looked_up_in_its_e164_form(receiver: str, numbers: list[str]) -> None:
+    assert callbacks._receiver_numbers(receiver) == numbers
+
+
 @pytest.mark.django_db
-def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields() -> None:
-    kept = callbacks.store_unparsed(
-        {"body": "x"},
-        method="POST",
-        remote_addr="2001:db8::0:1",
-        fields={
-            "id": 12345,  # a number is kept as its text
-            "status": True,  # a boolean is no text
-            "reference": "r" * 255,  # as long as the column allows
-            "receiver": "4179\x00123\ud800\udfff",  # control and surrogate characters dropped
-        },
-    )
+def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields(
+    signals: SignalLog, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        kept = callbacks.store_unparsed(
+            {"body": "x"},
+            method="POST",
+            remote_addr="2001:db8::0:1",
+            fields={
+                "id": 12345,  # a number is kept as its text
+                "status": True,  # a boolean is no text
+                "reference": "r" * 255,  # as long as the column allows
+                "receiver": "4179\x00123\ud800\udfff",  # control, surrogates dropped
+            },
+        )
+    assert signals.received == [(kept.pk, None)]
     assert (kept.provider_id, kept.status, kept.reference, kept.recipient) == (
         "12345",
         "",
