@@ -292,6 +292,18 @@ def test_callback_urls_of_a_batch_and_a_message_use_their_account_base_url(
     assert callbacks.callback_url_for_message(message) == base + callbacks.message_token(5) + "/"
 
 
+def test_a_secret_finds_its_account_message_without_id_by_receiver(
+    settings: Any, make_message: Any
+) -> None:
+    settings.MITTO_CALLBACK_SECRET = DEFAULT_SECRET
+    settings.MITTO_ACCOUNTS = {"marketing": {"API_KEY": "k", "CALLBACK_SECRET": MARKETING_SECRET}}
+    promo = make_message(account="marketing", status=Status.SENT)
+    Message.objects.filter(pk=promo.pk).update(recipient="+41791234561")
+    assert post_report(MARKETING_SECRET, "late-id").json()["outcome"] == "applied"
+    promo.refresh_from_db()
+    assert (promo.status, promo.provider_id) == (Status.DELIVERED, "late-id")
+
+
 def post_report(secret: str, provider_id: str, status: str = "delivered") -> Any:
     client = APIClient(enforce_csrf_checks=True)
     return client.post(

@@ -536,6 +536,30 @@ def test_account_url_matches_a_message_accepted_without_id_by_receiver(
     assert (stored.status, stored.provider_id) == (Status.DELIVERED, "late-id")
 
 
+def test_account_url_matches_by_receiver_only_a_message_without_id(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    order = _make(make_message, "+41791234501", status=Status.SENT, reference="order-1")
+    holder = _make(make_message, "+41791234503", status=Status.SENT, provider_id="other")
+    waiting = _make(make_message, "+41791234503", status=Status.SENT)
+    bulk_row = _make(make_message, "+41791234504", status=Status.SENT, batch=batch)
+
+    def report(provider_id: str, receiver: str, **more: str) -> Any:
+        query = {"id": provider_id, "status": "delivered", "receiver": receiver, **more}
+        return client.get(callback_url(), query).json()["outcome"]
+
+    # Same reference, another number: not that message.
+    assert report("x-1", "41791234502", reference="order-1") == Outcome.UNMATCHED
+    # A message that has its id already is no candidate: the one without id is.
+    assert report("x-3", "41791234503") == Outcome.APPLIED
+    # A row of a bulk send is found the same way on the account URL.
+    assert report("x-4", "41791234504") == Outcome.APPLIED
+    ids = dict(Message.objects.values_list("pk", "provider_id"))
+    assert ids == {order.pk: "", holder.pk: "other", waiting.pk: "x-3", bulk_row.pk: "x-4"}
+    assert status_of(order) == Status.SENT
+
+
 def test_account_url_does_not_guess_between_two_messages_without_id(
     client: Client, make_message
 ) -> None:
