@@ -729,6 +729,21 @@ def test_reports_held_for_a_bulk_send_are_each_linked_to_the_row_they_are_about(
     assert only_unmatched_count() == 1
 
 
+def test_a_held_report_goes_to_the_row_that_got_its_id_before_any_row_without_one(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=2)
+    named = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    unnamed = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-1", "status": "delivered", "to": "41791234501"})
+    # The bulk send stopped half-way: one row got its id, the other none.
+    Message.objects.filter(pk=named.pk).update(status=Status.UNKNOWN, provider_id="id-1")
+    Message.objects.filter(pk=unnamed.pk).update(status=Status.UNKNOWN)
+    assert callbacks.apply_pending_batch_reports(batch) == 1
+    assert (status_of(named), status_of(unnamed)) == (Status.DELIVERED, Status.UNKNOWN)
+
+
 def only_unmatched_count() -> int:
     return DeliveryReport.objects.filter(outcome=Outcome.UNMATCHED, message__isnull=True).count()
 
