@@ -744,6 +744,20 @@ def test_a_held_report_goes_to_the_row_that_got_its_id_before_any_row_without_on
     assert (status_of(named), status_of(unnamed)) == (Status.DELIVERED, Status.UNKNOWN)
 
 
+def test_a_report_stored_unread_on_a_batch_url_never_names_a_row(make_message) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    row = _make(make_message, "+41791234501", status=Status.UNKNOWN, batch=batch)
+    callbacks.store_unparsed(
+        {"body": "id-1 delivered 41791234501", "scope": f"batch {batch.pk}"},
+        method="POST",
+        remote_addr=None,
+        fields={"id": "id-1", "receiver": "41791234501"},
+    )
+    assert callbacks.apply_pending_batch_reports(batch) == 0
+    assert Message.objects.get(pk=row.pk).provider_id == ""
+    assert status_of(row) == Status.UNKNOWN
+
+
 def only_unmatched_count() -> int:
     return DeliveryReport.objects.filter(outcome=Outcome.UNMATCHED, message__isnull=True).count()
 
