@@ -278,6 +278,32 @@ def test_per_message_callback_urls_use_the_account_base_url(
     assert wait_for_status(promo, Status.DELIVERED).status == Status.DELIVERED
 
 
+def test_callback_urls_of_a_batch_and_a_message_use_their_account_base_url(
+    settings: Any,
+) -> None:
+    settings.MITTO_CALLBACK_BASE_URL = "https://shop.example.com"
+    settings.MITTO_ACCOUNTS = {
+        "marketing": {"API_KEY": "k", "CALLBACK_BASE_URL": "https://promo.example.com"}
+    }
+    base = "https://promo.example.com/mitto/callback/"
+    batch = Batch(pk=6, account="marketing")
+    assert callbacks.callback_url_for_batch(batch) == base + callbacks.batch_token(6) + "/"
+    message = Message(pk=5, account="marketing")
+    assert callbacks.callback_url_for_message(message) == base + callbacks.message_token(5) + "/"
+
+
+def test_a_secret_finds_its_account_message_without_id_by_receiver(
+    settings: Any, make_message: Any
+) -> None:
+    settings.MITTO_CALLBACK_SECRET = DEFAULT_SECRET
+    settings.MITTO_ACCOUNTS = {"marketing": {"API_KEY": "k", "CALLBACK_SECRET": MARKETING_SECRET}}
+    promo = make_message(account="marketing", status=Status.SENT)
+    Message.objects.filter(pk=promo.pk).update(recipient="+41791234561")
+    assert post_report(MARKETING_SECRET, "late-id").json()["outcome"] == "applied"
+    promo.refresh_from_db()
+    assert (promo.status, promo.provider_id) == (Status.DELIVERED, "late-id")
+
+
 def post_report(secret: str, provider_id: str, status: str = "delivered") -> Any:
     client = APIClient(enforce_csrf_checks=True)
     return client.post(
@@ -347,6 +373,9 @@ def test_a_secret_names_its_account(two_sandboxes: tuple[Sandbox, Sandbox]) -> N
     assert callbacks.check_token(MARKETING_SECRET).account == "marketing"
     assert callbacks.check_token(DEFAULT_SECRET).account == "default"
     assert not callbacks.check_token("nobody's-secret").valid
+    # The label names whose secret it was (for log lines), never the secret itself.
+    assert callbacks.check_token(MARKETING_SECRET).label == "secret of account marketing"
+    assert callbacks.check_token(DEFAULT_SECRET).label == "account secret"
 
 
 # -- conversion, usage, mitto_check -----------------------------------------------------------

@@ -167,6 +167,16 @@ def test_altered_message_token_is_refused(forge: Callable[[str], str]) -> None:
     assert callbacks.check_token(forge(token)).valid is False
 
 
+def test_a_value_signed_elsewhere_in_the_site_is_no_token(settings: Any) -> None:
+    # Same SECRET_KEY, but Django's default salt: a signature made for another purpose.
+    from django.core import signing
+
+    settings.MITTO_CALLBACK_SECRET = ""
+    for signer in (signing.TimestampSigner(sep="."), signing.Signer(sep=".")):
+        assert callbacks.check_token(signer.sign("m5")) == callbacks.TokenCheck(False)
+        assert callbacks.check_token(signer.sign("b5")) == callbacks.TokenCheck(False)
+
+
 def test_tokens_follow_the_current_secret_key(settings: Any) -> None:
     settings.SECRET_KEY = "another-project"
     foreign = callbacks.message_token(1)
@@ -520,6 +530,82 @@ def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
     assert (other.message_id, other.outcome) == (None, Outcome.UNMATCHED)
 
 
+@pytest.mark.parametrize(
+    ("receiver", "numbers"),
+    [
+        ("41791234567", ["+41791234567"]),  # Mitto writes no "+"
+        ("0041791234567", ["+41791234567"]),  # "00" is the international prefix
+        (" 00 41 79 123 45 67", ["+41791234567"]),
+        ("123456", ["+123456"]),  # 6 to 15 digits
+        ("123456789012345", ["+123456789012345"]),
+        ("12345", []),
+        ("1234567890123456", []),
+        ("", []),
+    ],
+)
+def test_a_report_receiver_is_looked_up_in_its_e164_form(receiver: str, numbers: list[str]) -> None:
+    assert callbacks._receiver_numbers(receiver) == numbers
+
+
+@pytest.mark.django_db
+def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields(
+    signals: SignalLog, django_capture_on_commit_callbacks: Any
+) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        kept = callbacks.store_unparsed(
+            {"body": "x"},
+            method="POST",
+            remote_addr="2001:db8::0:1",
+            fields={
+                "id": 12345,  # a number is kept as its text
+                "status": True,  # a boolean is no text
+                "reference": "r" * 255,  # as long as the column allows
+                "receiver": "4179\x00123\ud800\udfff",  # control, surrogates dropped
+            },
+        )
+    assert signals.received == [(kept.pk, None)]
+    assert (kept.provider_id, kept.status, kept.reference, kept.recipient) == (
+        "12345",
+        "",
+        "r" * 255,
+        "4179123",
+    )
+    assert kept.remote_addr == "2001:db8::1"
+    dropped = callbacks.store_unparsed(
+        {"body": "x"},
+        method="POST",
+        remote_addr=None,
+        fields={"id": "i" * 65, "status": 1.5, "reference": "r" * 256, "receiver": ["4179"]},
+    )
+    assert (dropped.provider_id, dropped.status, dropped.reference, dropped.recipient) == (
+        "",
+        "1.5",
+        "",
+        "",
+    )
+    assert dropped.remote_addr is None
+    assert (kept.method, dropped.method) == ("POST", "POST")
+    # Whatever the client sent as method is cut to the column (8 characters).
+    odd = callbacks.store_unparsed(
+        {"body": "x"}, method="M-SEARCH-X", remote_addr=None, fields={"status": "s" * 33}
+    )
+    assert (odd.method, odd.status) == ("M-SEARCH", "")
+
+
+def test_a_report_stored_unread_is_never_taken_by_the_message_whose_id_it_named(
+    make_message,
+) -> None:
+    callbacks.store_unparsed(
+        {"body": "id-1 delivered"}, method="POST", remote_addr=None, fields={"id": "id-1"}
+    )
+    message = make_message(status=Status.SENT, provider_id="id-1")
+    assert callbacks.apply_pending_reports_bulk([message]) == 0
+    assert callbacks.apply_pending_reports(message) == 0
+    stored = DeliveryReport.objects.get()
+    assert (stored.message_id, stored.outcome) == (None, DeliveryReport.Outcome.UNPARSED)
+    assert Message.objects.get(pk=message.pk).status == Status.SENT
+
+
 def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_message) -> None:
     first = make_message(status=Status.SENDING)
     second = make_message(status=Status.SENDING)
@@ -533,6 +619,8 @@ def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_messag
     first.refresh_from_db()
     second.refresh_from_db()
     assert (first.status, second.status) == (Status.DELIVERED, Status.UNDELIVERED)
+    # Messages without a Mitto id have no report to take.
+    assert callbacks.apply_pending_reports_bulk([make_message(status=Status.SENDING)]) == 0
 
 
 def test_report_on_the_message_token_before_the_send_response_is_applied_at_once(
@@ -672,6 +760,9 @@ def test_client_address_is_the_last_entry_of_a_forwarded_list(settings: Any) -> 
     assert callbacks.client_address(meta) == "192.0.2.7"
     meta["HTTP_X_FORWARDED_FOR"] = "10.0.0.1,10.0.0.2 ,  203.0.113.9  "
     assert callbacks.client_address(meta) == "203.0.113.9"
+    # Entries are separated by commas, with or without a space.
+    meta["HTTP_X_FORWARDED_FOR"] = "10.0.0.1,192.0.2.7"
+    assert callbacks.client_address(meta) == "192.0.2.7"
 
 
 def test_a_prepended_allowed_address_does_not_open_the_callback(
@@ -775,7 +866,8 @@ def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None
     from django.core import signing
 
     signer = signing.Signer(salt="django_mitto.callback", sep=".")
-    for value in ("mabc", "m", "m-1", "x12"):
+    # "\u0663" is a digit (ARABIC-INDIC THREE), but no primary key is written with it.
+    for value in ("mabc", "m", "m-1", "x12", "m\u0663", "m\u06631"):
         assert callbacks.check_token(signer.sign(value)) == callbacks.TokenCheck(False)
     settings.MITTO_CALLBACK_SECRET = ""
     assert callbacks.check_token(signer.sign("b12")) == callbacks.TokenCheck(True, batch_pk=12)

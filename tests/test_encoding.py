@@ -24,6 +24,7 @@ from django_mitto.encoding import (
     UNICODE,
     EncodingError,
     SmsInfo,
+    _build_gsm_tables,
     analyze,
     is_gsm,
     non_gsm_characters,
@@ -96,6 +97,31 @@ def test_gsm_tables_have_the_standard_sizes() -> None:
     assert len(GSM_BASIC_CHARACTERS) == 127
     assert frozenset("\f^{}\\[~]|" + EURO) == GSM_EXTENSION_CHARACTERS
     assert not GSM_BASIC_CHARACTERS & GSM_EXTENSION_CHARACTERS
+
+
+#: The GSM 03.38 default alphabet (3GPP TS 23.038), codes 0x00 to 0x7F in order; 0x1B is the
+#: escape to the extension table, not a character.
+GSM_0338_DEFAULT_ALPHABET = (
+    "@\u00a3$\u00a5\u00e8\u00e9\u00f9\u00ec\u00f2\u00c7\n\u00d8\u00f8\r\u00c5\u00e5"
+    "\u0394_\u03a6\u0393\u039b\u03a9\u03a0\u03a8\u03a3\u0398\u039e\x1b\u00c6\u00e6\u00df\u00c9"
+    " !\"#\u00a4%&'()*+,-./"
+    "0123456789:;<=>?"
+    "\u00a1ABCDEFGHIJKLMNO"
+    "PQRSTUVWXYZ\u00c4\u00d6\u00d1\u00dc\u00a7"
+    "\u00bfabcdefghijklmno"
+    "pqrstuvwxyz\u00e4\u00f6\u00f1\u00fc\u00e0"
+)
+#: Its extension table (two septets each: the escape, then the code).
+GSM_0338_EXTENSION_TABLE = "\f^{}\\[~]|" + EURO
+
+
+def test_gsm_tables_derived_from_the_codec_are_the_published_tables() -> None:
+    # Called here, not only read from the module: the tables are built once, at import.
+    basic, extension = _build_gsm_tables()
+    assert len(GSM_0338_DEFAULT_ALPHABET) == 128
+    assert basic == frozenset(GSM_0338_DEFAULT_ALPHABET) - {"\x1b"}
+    assert extension == frozenset(GSM_0338_EXTENSION_TABLE)
+    assert (basic, extension) == (GSM_BASIC_CHARACTERS, GSM_EXTENSION_CHARACTERS)
 
 
 def test_gsm_tables_contain_only_characters_that_round_trip_through_the_codec() -> None:
@@ -181,6 +207,7 @@ def test_requesting_gsm_for_text_with_emoji_names_the_characters() -> None:
     with pytest.raises(EncodingError) as excinfo:
         analyze("Hi " + SMILE + " and \u4e2d" + SMILE, GSM)
     message = str(excinfo.value)
+    assert message.startswith("Text contains characters that are not in the GSM 03.38 alphabet: ")
     assert SMILE in message
     assert "\u4e2d" in message
     assert "U+1F600" in message
@@ -202,6 +229,13 @@ def test_emoji_is_never_split_across_parts() -> None:
     assert (info.units, info.parts, info.remaining) == (72, 2, 61)
 
 
+def test_the_last_bmp_character_costs_one_unit_when_parts_are_packed() -> None:
+    # The emoji makes the units outnumber the characters, so each character's width counts.
+    text = SMILE + "\uffff" * 70
+    assert [len(p) for p in split_parts(text)] == [66, 5]
+    assert (analyze(text).units, analyze(text).parts) == (72, 2)
+
+
 def test_unicode_can_be_requested_for_gsm_text() -> None:
     info = analyze("Hello", "ucs2")
     assert (info.requested, info.encoding, info.part_size) == (UNICODE, UNICODE, 70)
@@ -220,13 +254,16 @@ def test_binary_counts_bytes_and_splits_into_hex_strings() -> None:
     text = "Ab" * 141
     info = analyze(text, BINARY)
     assert (info.characters, info.units, info.parts, info.remaining) == (141, 141, 2, 127)
+    assert json.dumps(info.as_dict()["characters"]) == "141"
     parts = split_parts(text, BINARY)
     assert [len(p) for p in parts] == [268, 14]
     assert "".join(parts) == text
 
 
 def test_binary_with_odd_number_of_digits_is_refused() -> None:
-    with pytest.raises(EncodingError, match="even number of hexadecimal digits"):
+    with pytest.raises(
+        EncodingError, match=r"^Binary text must be an even number of hexadecimal digits\.$"
+    ):
         analyze("abc", BINARY)
 
 

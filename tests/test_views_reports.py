@@ -4,6 +4,7 @@ messages whose Mitto id was never learned (issue 8, items 2 to 4)."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -352,6 +353,25 @@ def test_expired_batch_token_is_refused(client: Client, make_message, settings: 
     assert client.get(callback_url(old), {"id": "in-batch", "status": "x"}).status_code == 403
 
 
+def test_an_expired_token_is_refused_and_logged_with_what_it_names(
+    client: Client, make_message, settings: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings.MITTO_CALLBACK_TOKEN_MAX_AGE = 3600
+    message = make_message(status=Status.SENDING)
+    batch = Batch.objects.create(text="Hello", total=1)
+    expired = {
+        f"message {message.pk}": _minted_ago(7200, callbacks.message_token, message.pk),
+        f"batch {batch.pk}": _minted_ago(7200, callbacks.batch_token, batch.pk),
+    }
+    for scope, token in expired.items():
+        assert callbacks.check_token(token) == callbacks.TokenCheck(False, expired=True)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="django_mitto.callbacks"):
+            assert client.get(callback_url(token), {"status": "delivered"}).status_code == 403
+        assert f"the callback token of {scope} has expired" in caplog.text
+    assert status_of(message) == Status.SENDING
+
+
 def test_default_max_age_is_seven_days(make_message) -> None:
     token = _minted_ago(6 * 86400, callbacks.message_token, 5)
     assert callbacks.check_token(token).valid
@@ -477,6 +497,22 @@ def test_message_token_records_the_id_it_learns(client: Client, make_message) ->
     assert (stored.status, stored.provider_id) == (Status.DELIVERED, "learned")
 
 
+def test_an_id_is_learned_only_by_a_message_still_without_one(make_message) -> None:
+    # The report was matched to a message without id; meanwhile the send path recorded one.
+    message = make_message(status=Status.UNKNOWN, provider_id="")
+    matched = Message.objects.get(pk=message.pk)
+    Message.objects.filter(pk=message.pk).update(provider_id="from-the-send")
+    assert callbacks._learn_id(matched, "from-a-report") is False
+    assert Message.objects.get(pk=message.pk).provider_id == "from-the-send"
+    # The same id recorded meanwhile: the report is about this message all the same.
+    assert callbacks._learn_id(matched, "from-the-send") is True
+    # An id another message holds is never learned.
+    make_message(provider_id="taken")
+    other = make_message(status=Status.UNKNOWN, provider_id="")
+    assert callbacks._learn_id(other, "taken") is False
+    assert Message.objects.get(pk=other.pk).provider_id == ""
+
+
 def test_learned_id_also_takes_the_reports_that_waited_on_the_account_url(
     client: Client, make_message
 ) -> None:
@@ -498,6 +534,30 @@ def test_account_url_matches_a_message_accepted_without_id_by_receiver(
     assert response.json()["outcome"] == Outcome.APPLIED
     stored = Message.objects.get(pk=message.pk)
     assert (stored.status, stored.provider_id) == (Status.DELIVERED, "late-id")
+
+
+def test_account_url_matches_by_receiver_only_a_message_without_id(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    order = _make(make_message, "+41791234501", status=Status.SENT, reference="order-1")
+    holder = _make(make_message, "+41791234503", status=Status.SENT, provider_id="other")
+    waiting = _make(make_message, "+41791234503", status=Status.SENT)
+    bulk_row = _make(make_message, "+41791234504", status=Status.SENT, batch=batch)
+
+    def report(provider_id: str, receiver: str, **more: str) -> Any:
+        query = {"id": provider_id, "status": "delivered", "receiver": receiver, **more}
+        return client.get(callback_url(), query).json()["outcome"]
+
+    # Same reference, another number: not that message.
+    assert report("x-1", "41791234502", reference="order-1") == Outcome.UNMATCHED
+    # A message that has its id already is no candidate: the one without id is.
+    assert report("x-3", "41791234503") == Outcome.APPLIED
+    # A row of a bulk send is found the same way on the account URL.
+    assert report("x-4", "41791234504") == Outcome.APPLIED
+    ids = dict(Message.objects.values_list("pk", "provider_id"))
+    assert ids == {order.pk: "", holder.pk: "other", waiting.pk: "x-3", bulk_row.pk: "x-4"}
+    assert status_of(order) == Status.SENT
 
 
 def test_account_url_does_not_guess_between_two_messages_without_id(
@@ -640,6 +700,62 @@ def test_reports_that_came_while_a_bulk_send_timed_out_are_matched_once_it_gave_
     assert status_of(second) == Status.UNKNOWN
     assert only_unmatched_count() == 2
     assert callbacks.apply_pending_batch_reports(batch.pk) == 0
+
+
+def test_reports_held_for_a_bulk_send_are_each_linked_to_the_row_they_are_about(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=2)
+    # Two rows to one number, told apart by their reference.
+    first = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch, reference="r-1")
+    second = _make(
+        make_message, "+41791234501", status=Status.SENDING, batch=batch, reference="r-2"
+    )
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-0", "status": "expired", "to": "41791234509"})  # nobody's, first
+    client.get(url, {"id": "id-2", "status": "delivered", "to": "41791234501", "reference": "r-2"})
+    client.get(
+        url, {"id": "id-1", "status": "undelivered", "to": "41791234501", "reference": "r-1"}
+    )
+    Message.objects.filter(batch=batch).update(status=Status.UNKNOWN)
+    assert callbacks.apply_pending_batch_reports(batch) == 2
+    rows = {m.pk: (m.status, m.provider_id) for m in Message.objects.filter(batch=batch)}
+    assert rows == {
+        first.pk: (Status.UNDELIVERED, "id-1"),
+        second.pk: (Status.DELIVERED, "id-2"),
+    }
+    linked = dict(DeliveryReport.objects.values_list("provider_id", "message_id"))
+    assert linked == {"id-0": None, "id-1": first.pk, "id-2": second.pk}
+    assert only_unmatched_count() == 1
+
+
+def test_a_held_report_goes_to_the_row_that_got_its_id_before_any_row_without_one(
+    client: Client, make_message
+) -> None:
+    batch = Batch.objects.create(text="Hello", total=2)
+    named = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    unnamed = _make(make_message, "+41791234501", status=Status.SENDING, batch=batch)
+    url = callback_url(callbacks.batch_token(batch))
+    client.get(url, {"id": "id-1", "status": "delivered", "to": "41791234501"})
+    # The bulk send stopped half-way: one row got its id, the other none.
+    Message.objects.filter(pk=named.pk).update(status=Status.UNKNOWN, provider_id="id-1")
+    Message.objects.filter(pk=unnamed.pk).update(status=Status.UNKNOWN)
+    assert callbacks.apply_pending_batch_reports(batch) == 1
+    assert (status_of(named), status_of(unnamed)) == (Status.DELIVERED, Status.UNKNOWN)
+
+
+def test_a_report_stored_unread_on_a_batch_url_never_names_a_row(make_message) -> None:
+    batch = Batch.objects.create(text="Hello", total=1)
+    row = _make(make_message, "+41791234501", status=Status.UNKNOWN, batch=batch)
+    callbacks.store_unparsed(
+        {"body": "id-1 delivered 41791234501", "scope": f"batch {batch.pk}"},
+        method="POST",
+        remote_addr=None,
+        fields={"id": "id-1", "receiver": "41791234501"},
+    )
+    assert callbacks.apply_pending_batch_reports(batch) == 0
+    assert Message.objects.get(pk=row.pk).provider_id == ""
+    assert status_of(row) == Status.UNKNOWN
 
 
 def only_unmatched_count() -> int:
