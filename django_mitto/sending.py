@@ -52,7 +52,7 @@ from .exceptions import (
     MittoTransportError,
     trim,
 )
-from .models import Batch, DeliveryReport, Message, Status
+from .models import Batch, Message, Status
 from .options import clean_options
 from .signals import announce, message_failed, message_sent
 
@@ -459,8 +459,8 @@ def _write_sent(
 ) -> tuple[bool | None, bool]:
     """Store an accepted answer on one row. Returns whether it was stored (True, and the
     message moved to ``sent``; None, stored on a message that a delivery report had already
-    moved on; False, not stored) and whether reports for its id wait to be applied (looked
-    for in the same statement, when ``reports_wait``; True means "look" otherwise).
+    moved on; False, not stored) and whether to look for reports waiting for its id
+    (``reports_wait``, when stored).
 
     When the row cannot take it (the id is already another message's, or the database refuses
     a value), the message ends ``unknown`` with the answer kept in ``error``: Mitto accepted
@@ -472,13 +472,8 @@ def _write_sent(
     try:
         with transaction.atomic() if in_transaction else contextlib.nullcontext():
             # A delivery report on the per-message callback URL may already have moved it on.
-            pending = _mark_sent(
-                message.pk,
-                {"status": Status.SENT, "status_changed_at": now, **fields},
-                fields["provider_id"] if reports_wait else "",
-            )
-            if pending is not None:
-                return True, pending
+            if _mark_sent(message.pk, {"status": Status.SENT, "status_changed_at": now, **fields}):
+                return True, reports_wait
             Message.objects.filter(pk=message.pk).update(**fields)
         return None, reports_wait
     except Exception as exc:
@@ -499,18 +494,16 @@ def _write_sent(
     return False, False
 
 
-def _mark_sent(pk: int, values: dict[str, Any], provider_id: str) -> bool | None:
-    """Write ``values`` on message ``pk`` if it is still ``sending``: None when it is not,
-    else whether delivery reports for ``provider_id`` wait unmatched (asked in the same
-    statement where the database can return from an UPDATE; "" asks nothing)."""
+def _mark_sent(pk: int, values: dict[str, Any]) -> bool:
+    """Write ``values`` on message ``pk`` if it is still ``sending``; whether it was.
+
+    The reports that came before the id was known are looked for by the caller only after
+    this has committed: a report stored meanwhile either sees the id here (the view looks for
+    the message again after storing the report) or is seen by that look. Asked in this same
+    statement, before its commit, a report stored while it ran would be seen by neither.
+    """
     using = router.db_for_write(Message)
-    moving = Message.objects.using(using).filter(pk=pk, status=Status.SENDING)
     connection = connections[using]
-    if not _can_return_from_update(connection):
-        moved = moving.update(**values)
-        if not moved:
-            return None
-        return bool(provider_id) and _reports_waiting(provider_id).using(using).exists()
     # Written out rather than compiled by the ORM: this is the one statement of every send,
     # and compiling it cost more than running it.
     meta = Message._meta
@@ -527,30 +520,9 @@ def _mark_sent(pk: int, values: dict[str, Any], provider_id: str) -> bool | None
         f"{quote(cast(str, cast(Field, meta.get_field('status')).column))} = %s"
     )
     params += [pk, Status.SENDING]
-    if provider_id:
-        reports = DeliveryReport._meta
-
-        def column(name: str) -> str:
-            return quote(cast(str, cast(Field, reports.get_field(name)).column))
-
-        sql += (
-            f" RETURNING EXISTS(SELECT 1 FROM {quote(reports.db_table)} WHERE "
-            f"{column('provider_id')} = %s AND {column('message')} IS NULL AND "
-            f"{column('outcome')} = %s)"
-        )
-        params += [provider_id, DeliveryReport.Outcome.UNMATCHED]
-    else:
-        sql += " RETURNING 0"
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        row = cursor.fetchone()
-    return None if row is None else bool(row[0])
-
-
-def _reports_waiting(provider_id: str) -> QuerySet[DeliveryReport]:
-    return DeliveryReport.objects.filter(
-        provider_id=provider_id, message__isnull=True, outcome=DeliveryReport.Outcome.UNMATCHED
-    )
+        return bool(cursor.rowcount)
 
 
 def _id_owner(message: Message, provider_id: str) -> int | None:
