@@ -158,6 +158,10 @@ class Counted:
         real_commit = connection.commit
 
         def execute(run: Callable[..., Any], sql: str, params: Any, many: bool, context: Any):
+            if sql.strip().upper() == "BEGIN":
+                # SQLite's backend opens an atomic block with a BEGIN statement: not a query,
+                # and the transaction's commit is counted once, at its end.
+                return run(sql, params, many, context)
             self.queries += 1
             if not connection.in_atomic_block and not sql.lstrip().upper().startswith("SELECT"):
                 self.commits += 1  # autocommit: a write is a transaction of its own
