@@ -8,7 +8,8 @@ Usage::
 One gunicorn (gthread workers, persistent database connections: ``CONN_MAX_AGE``) on
 PostgreSQL serves both ``bench/bare_urls.py`` views: django-mitto's callback view, and a bare
 Django view (no DRF, no token, no rules) that reads the JSON body and does one UPDATE of a
-message by its primary key. Each round posts ``--count`` reports ("delivered", each for
+message by its primary key, setting what an applied report sets (status, raw status, when it
+changed). Each round posts ``--count`` reports ("delivered", each for
 another sent message: every one applied) to each, from ``--concurrency`` threads with one
 keep-alive connection each, the messages put back in the sent state in between; rounds
 alternate and the medians are compared (the ratio: callback / bare).
