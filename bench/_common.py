@@ -345,3 +345,25 @@ def post_concurrently(
         thread.join()
     result.elapsed = time.perf_counter() - began
     return result
+
+
+def process_cpu(*, parent: int | None = None, cmdline: str | None = None) -> float:
+    """CPU seconds (user and system) used so far by the processes whose parent is ``parent``,
+    or whose command line contains ``cmdline`` (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if parent is not None and int(stat[1]) != parent:
+                continue
+            if cmdline is not None and cmdline not in (entry / "cmdline").read_text():
+                continue
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")

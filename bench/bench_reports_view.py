@@ -15,7 +15,8 @@ keep-alive connection each, the messages put back in the sent state in between; 
 alternate and the medians are compared (the ratio: callback / bare).
 
 Also prints what one report costs on the database, counted in this process
-(:class:`bench._common.Counted`): applied, duplicate, unmatched; and the applied report's SQL.
+(:class:`bench._common.Counted`): applied, duplicate, unmatched; and the applied report's SQL;
+and the CPU time one report took in the gunicorn workers and in PostgreSQL's backends (Linux).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from bench._common import (
     alternate,
     empty_tables,
     post_concurrently,
+    process_cpu,
     setup_django,
 )
 from bench.bench_reports import DATABASE, SECRET, make_messages
@@ -104,11 +106,21 @@ def main() -> None:
     ]
     bare_requests = [(f"/bare/{pk}/", b'{"status": "delivered"}') for pk, _pid, _n in messages]
 
-    def run(requests: list[tuple[str, bytes]], url: str) -> float:
+    database = args.database.rsplit("/", 1)[-1]
+    cpu: dict[str, list[float]] = {}
+
+    def run(requests: list[tuple[str, bytes]], url: str, name: str = "") -> float:
         reset()
+        before = (process_cpu(parent=server.process.pid), process_cpu(cmdline=f" {database} "))
         posted = post_concurrently(url, requests, args.concurrency)
+        after = (process_cpu(parent=server.process.pid), process_cpu(cmdline=f" {database} "))
         if posted.errors:
             raise SystemExit(f"{len(posted.errors)} errors, first: {posted.errors[0]}")
+        if name:
+            used = cpu.setdefault(name, [0.0, 0.0, 0])
+            used[0] += after[0] - before[0]
+            used[1] += after[1] - before[1]
+            used[2] += len(requests)
         return posted.rate
 
     print(
@@ -124,8 +136,8 @@ def main() -> None:
         medians = alternate(
             args.rounds,
             {
-                "bare view": lambda: run(bare_requests, server.url),
-                "callback view": lambda: run(callback_requests, server.url),
+                "bare view": lambda: run(bare_requests, server.url, "bare view"),
+                "callback view": lambda: run(callback_requests, server.url, "callback view"),
             },
             unit="reports/s",
         )
@@ -133,6 +145,11 @@ def main() -> None:
 
     applied = DeliveryReport.objects.filter(outcome=DeliveryReport.Outcome.APPLIED).count()
     assert applied == args.count, f"{applied} of {args.count} reports applied in the last round"
+    for name, (workers, postgres, count) in cpu.items():
+        print(
+            f"  {name}: CPU per report {workers / count * 1000:.2f} ms in the gunicorn workers, "
+            f"{postgres / count * 1000:.2f} ms in PostgreSQL"
+        )
     bare, callback = medians["bare view"], medians["callback view"]
     print(
         f"medians of {args.rounds}: bare view {bare:,.0f} reports/s, callback view "
