@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -157,6 +158,10 @@ class Counted:
         real_commit = connection.commit
 
         def execute(run: Callable[..., Any], sql: str, params: Any, many: bool, context: Any):
+            if sql.strip().upper() == "BEGIN":
+                # SQLite's backend opens an atomic block with a BEGIN statement: not a query,
+                # and the transaction's commit is counted once, at its end.
+                return run(sql, params, many, context)
             self.queries += 1
             if not connection.in_atomic_block and not sql.lstrip().upper().startswith("SELECT"):
                 self.commits += 1  # autocommit: a write is a transaction of its own
@@ -194,3 +199,171 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class GunicornProcess:
+    """gunicorn (gthread workers) serving ``bench.reports_wsgi`` on 127.0.0.1, with ``env``
+    (the database, the settings) as its environment."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 2, threads: int = 16) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--keep-alive",
+                "60",
+                "--log-level",
+                "warning",
+                "bench.reports_wsgi:application",
+            ],
+            cwd=ROOT,
+            env={
+                **env,
+                "DJANGO_SETTINGS_MODULE": "bench.reports_settings",
+                "PYTHONPATH": str(ROOT),
+            },
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/bare/0/", timeout=5):
+                    pass
+            except urllib.error.HTTPError:
+                break  # answering (a GET to the bare view fails, that is enough)
+            except OSError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    self.close()
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.1)
+            else:
+                break
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # pragma: no cover - a stuck worker
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> GunicornProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Posted:
+    """What :func:`post_concurrently` measured: seconds, latencies, answers by status, errors."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+        self.latencies: list[float] = []
+        self.statuses: dict[int, int] = {}
+        self.errors: list[str] = []
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies) / self.elapsed if self.elapsed else 0.0
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return 0.0
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def post_concurrently(
+    url: str, requests: list[tuple[str, bytes]], concurrency: int, *, timeout: float = 30
+) -> Posted:
+    """POST each ``(path, JSON body)`` of ``requests`` to ``url`` from ``concurrency`` threads,
+    each holding one keep-alive ``http.client`` connection, in the order given (thread ``i``
+    takes requests ``i``, ``i + concurrency``...). A non-2xx answer or a failed request is an
+    error; a connection that fails is opened again for the next request."""
+    import http.client
+    import threading
+
+    host = urlsplit(url)
+    result = Posted()
+    lock = threading.Lock()
+    start = threading.Barrier(concurrency + 1)
+
+    def client(share: list[tuple[str, bytes]]) -> None:
+        connection = http.client.HTTPConnection(host.hostname, host.port, timeout=timeout)
+        latencies: list[float] = []
+        statuses: dict[int, int] = {}
+        errors: list[str] = []
+        start.wait()
+        for path, body in share:
+            began = time.perf_counter()
+            try:
+                connection.request(
+                    "POST",
+                    path,
+                    body,
+                    {"Content-Type": "application/json", "Connection": "keep-alive"},
+                )
+                answer = connection.getresponse()
+                text = answer.read()
+            except (OSError, http.client.HTTPException) as exc:
+                errors.append(f"{path}: {exc!r}")
+                connection.close()
+                connection = http.client.HTTPConnection(host.hostname, host.port, timeout=timeout)
+                continue
+            latencies.append(time.perf_counter() - began)
+            statuses[answer.status] = statuses.get(answer.status, 0) + 1
+            if not 200 <= answer.status < 300:
+                errors.append(f"{path}: {answer.status} {text[:200]!r}")
+        connection.close()
+        with lock:
+            result.latencies.extend(latencies)
+            result.errors.extend(errors)
+            for code, count in statuses.items():
+                result.statuses[code] = result.statuses.get(code, 0) + count
+
+    threads = [
+        threading.Thread(target=client, args=(requests[i::concurrency],))
+        for i in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    result.elapsed = time.perf_counter() - began
+    return result
+
+
+def process_cpu(*, parent: int | None = None, cmdline: str | None = None) -> float:
+    """CPU seconds (user and system) used so far by the processes whose parent is ``parent``,
+    or whose command line contains ``cmdline`` (Linux ``/proc``; 0 elsewhere)."""
+    total = 0
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if parent is not None and int(stat[1]) != parent:
+                continue
+            if cmdline is not None and cmdline not in (entry / "cmdline").read_text():
+                continue
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        total += int(stat[11]) + int(stat[12])
+    return total / os.sysconf("SC_CLK_TCK")

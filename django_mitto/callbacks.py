@@ -15,12 +15,14 @@ The rules (see the README's "Statuses" section):
 * a message that never got its Mitto id is found by receiver (and reference) when exactly one
   fits, and the report's id is recorded on it.
 
-Applying a report is one SELECT, one INSERT and one conditional UPDATE, so concurrent reports
-for the same message settle on one state and one status change.
+Applying a report is one SELECT (of the few columns the rules read, without ORDER BY), then
+one INSERT and one conditional UPDATE in one transaction, so concurrent reports for the same
+message settle on one state and one status change, with one commit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -28,9 +30,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
-from django.db.models import BooleanField, Case, Q, Value, When
+from django.db import IntegrityError, connection, connections, router, transaction
+from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
+from django.db.models.signals import post_save, pre_save
 from django.urls import reverse
 from django.utils import timezone
 
@@ -134,13 +137,68 @@ def _receiver_numbers(receiver: str) -> list[str]:
     return [f"+{digits}"] if 6 <= len(digits) <= 15 else []
 
 
+#: The columns of a message the rules read (the rest load on access, see
+#: :func:`_after_commit_received`).
+MATCH_FIELDS = ("id", "provider_id", "status", "delivery_status", "account", "batch_id")
+
+
+def _messages() -> Any:
+    """Messages, unordered, with only :data:`MATCH_FIELDS` read."""
+    return Message.objects.order_by().only(*MATCH_FIELDS)
+
+
+def _select(conditions: list[tuple[str, str, Any]], limit: int) -> list[Message]:
+    """At most ``limit`` messages, unordered, with only :data:`MATCH_FIELDS` read, where every
+    ``(column, operator, value)`` holds (``"in"`` takes a list; ``"or"`` takes two lists of
+    conditions, either of which holds). Raw SQL: building this query with the ORM takes longer
+    than the database takes to answer it."""
+    using = router.db_for_read(Message)
+    db = connections[using]
+    qn = db.ops.quote_name
+    params: list[Any] = []
+
+    def where(items: list[tuple[str, str, Any]]) -> str:
+        parts = []
+        for column, operator, value in items:
+            if operator == "or":
+                parts.append(f"(({where(value[0])}) OR ({where(value[1])}))")
+            elif operator == "in":
+                parts.append(f"{qn(column)} IN ({', '.join(['%s'] * len(value))})")
+                params.extend(value)
+            else:
+                parts.append(f"{qn(column)} {operator} %s")
+                if isinstance(value, datetime):
+                    value = db.ops.adapt_datetimefield_value(value)
+                params.append(value)
+        return " AND ".join(parts)
+
+    by_name = {f.attname: f for f in Message._meta.concrete_fields}
+    columns = ", ".join(qn(str(by_name[name].column)) for name in MATCH_FIELDS)
+    table = qn(Message._meta.db_table)
+    sql = f"SELECT {columns} FROM {table} WHERE {where(conditions)} LIMIT {int(limit)}"
+    return list(Message.objects.db_manager(using).raw(sql, params))
+
+
+def _by_provider_id(
+    provider_id: str, scope: list[tuple[str, str, Any]] | None = None
+) -> Message | None:
+    """The message holding ``provider_id`` (unique) within ``scope``, without ORDER BY."""
+    found = _select([*(scope or []), ("provider_id", "=", provider_id)], 1)
+    return found[0] if found else None
+
+
+def _current_status(pk: int) -> str:
+    found = list(Message.objects.filter(pk=pk).order_by().values_list("status", flat=True)[:1])
+    return found[0] if found else ""
+
+
 def _match_message_token(message_pk: int, provider_id: str) -> tuple[Message, str, bool]:
     """The message a message token names, a forced outcome ("" or mismatched), whether to learn
     the report's id. One query: the message, and whichever message holds the report's id."""
     condition = Q(pk=message_pk)
     if provider_id:
         condition |= Q(provider_id=provider_id)
-    found = list(Message.objects.filter(condition)[:2])
+    found = list(_messages().filter(condition)[:2])
     own = next((m for m in found if m.pk == message_pk), None)
     if own is None:
         raise MessageGone(message_pk)
@@ -159,36 +217,43 @@ def _match_by_id(
 ) -> tuple[Message | None, bool]:
     """The message with the report's id (within the batch a batch token names, or among the
     messages of the account whose secret authenticated it), else the one message without an id
-    that the receiver (and reference) point at. One query."""
+    that the receiver (and reference) point at. One query (two when three messages without id
+    fit besides)."""
     provider_id = parsed.provider_id
     if not provider_id:
         return None, False
-    candidates = (
-        Message.objects.all() if batch_pk is None else Message.objects.filter(batch_id=batch_pk)
-    )
+    scope: list[tuple[str, str, Any]] = []
+    if batch_pk is not None:
+        scope.append(("batch_id", "=", batch_pk))
     if account:
         # An account's secret speaks for that account's messages only.
-        candidates = candidates.filter(account=account)
+        scope.append(("account", "=", account))
     numbers = _receiver_numbers(parsed.recipient)
     if not numbers:
-        return candidates.filter(provider_id=provider_id).first(), False
-    fallback = Q(provider_id="", recipient__in=numbers)
+        return _by_provider_id(provider_id, scope), False
+    fallback: list[tuple[str, str, Any]] = [("provider_id", "=", ""), ("recipient", "in", numbers)]
     if parsed.reference:
-        fallback &= Q(reference=parsed.reference)
+        fallback.append(("reference", "=", parsed.reference))
     if batch_pk is None:
         # Accepted by Mitto but no id in its answer: only recent ones, only when unambiguous.
-        fallback &= Q(status=Status.SENT, created_at__gte=timezone.now() - RECENT_WITHOUT_ID)
+        fallback += [
+            ("status", "=", Status.SENT),
+            ("created_at", ">=", timezone.now() - RECENT_WITHOUT_ID),
+        ]
     else:
         # A bulk send that timed out or stopped half-way leaves its rows without ids. Rows still
         # 'sending' are left alone: the bulk answer, when it comes, writes every row, and applies
         # the reports stored meanwhile by their id.
-        fallback &= Q(status__in=[Status.UNKNOWN, Status.SENT])
-    exact_first = Case(When(provider_id=provider_id, then=Value(0)), default=Value(1))
-    found = list(
-        candidates.filter(Q(provider_id=provider_id) | fallback).order_by(exact_first, "-pk")[:3]
-    )
-    if found and found[0].provider_id == provider_id:
-        return found[0], False
+        fallback.append(("status", "in", [Status.UNKNOWN, Status.SENT]))
+    exact_or_fallback = ("", "or", ([("provider_id", "=", provider_id)], fallback))
+    found = _select([*scope, exact_or_fallback], 3)
+    exact = next((m for m in found if m.provider_id == provider_id), None)
+    if exact is not None:
+        return exact, False
+    if len(found) == 3:
+        # Unordered, the limit may have left out the message with the id (three messages without
+        # id fit besides it): ask for it alone. Ambiguous otherwise, like two.
+        return _by_provider_id(provider_id, scope), False
     if len(found) == 1:
         return found[0], True
     return None, False
@@ -205,8 +270,8 @@ def _learn_id(message: Message, provider_id: str) -> bool:
     except IntegrityError:
         return False
     if not learned:
-        current = Message.objects.filter(pk=message.pk).values_list("provider_id", flat=True)
-        return current.first() == provider_id
+        current = Message.objects.filter(pk=message.pk).order_by()
+        return list(current.values_list("provider_id", flat=True)[:1]) == [provider_id]
     message.provider_id = provider_id
     logger.info(
         "Mitto id %r learned from a delivery report for message %s", provider_id, message.pk
@@ -270,7 +335,7 @@ def record_report(
     )
     if forced:
         report.outcome = forced
-        report.save()
+        _insert(report)
         logger.warning(
             "Delivery report for Mitto id %r on the callback URL of message %s (id %r) stored "
             "as mismatched: applied to neither",
@@ -280,22 +345,28 @@ def record_report(
         )
         _after_commit_received(report, message)
         return report
-    _apply(report, message, save=True)
-    if learn and message is not None:
-        apply_pending_reports(message)
-    if message is None and report.provider_id:
+    if message is not None:
+        # The report and the message's new state: one transaction, one commit.
+        with transaction.atomic(savepoint=False):
+            _apply(report, message, save=True)
+        if learn:
+            apply_pending_reports(message)
+        return report
+    # Unmatched: the INSERT is committed on its own before looking again, so that the send path
+    # sees it when it looks for pending reports after recording the id.
+    _apply(report, None, save=True)
+    if report.provider_id:
         # The send path may have recorded this id between our lookup and our insert, and
         # looked for pending reports before ours existed: look once more.
-        message = Message.objects.filter(provider_id=report.provider_id).first()
+        found = _by_provider_id(report.provider_id)
         if (
-            message is not None
-            and (batch_pk is None or message.batch_id == batch_pk)
-            and (not account or message.account == account)
+            found is not None
+            and (batch_pk is None or found.batch_id == batch_pk)
+            and (not account or found.account == account)
         ):
-            _apply(report, message, save=False)
+            _apply(report, found, save=False)
             return report
-    if message is None:
-        _after_commit_received(report, None)
+    _after_commit_received(report, None)
     return report
 
 
@@ -364,7 +435,7 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     else:
         report.outcome = DeliveryReport.Outcome.STALE
     if save:
-        report.save()
+        _insert(report)
     else:
         # A stored unmatched report: whoever links it to its message applies it, once.
         claimed = DeliveryReport.objects.filter(
@@ -388,25 +459,23 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     new_status: str | None = None
     if new == old:
         # Raw details only; the status stays, so no status change is announced.
-        changed = Message.objects.filter(pk=message.pk, status=old).update(**fields)
+        changed = _update_message(message.pk, old, fields)
     else:
         fields["status_changed_at"] = timezone.now()
         # Conditional on the status read, so old_status in the signal is exactly what changed.
-        changed = Message.objects.filter(pk=message.pk, status=old).update(status=new, **fields)
+        changed = _update_message(message.pk, old, {"status": new, **fields})
         for _ in range(3):
             if changed:
                 new_status = new
                 break
             # Someone moved the message meanwhile: re-read, and go on only if still behind.
-            old = (
-                Message.objects.filter(pk=message.pk).values_list("status", flat=True).first() or ""
-            )
+            old = _current_status(message.pk)
             if STATUS_RANK.get(old, 99) >= STATUS_RANK[new]:
                 break
-            changed = Message.objects.filter(pk=message.pk, status=old).update(status=new, **fields)
+            changed = _update_message(message.pk, old, {"status": new, **fields})
     if not changed:
         # Another report got there first: this one is a duplicate or came too late.
-        current = Message.objects.filter(pk=message.pk).values_list("status", flat=True).first()
+        current = _current_status(message.pk)
         report.outcome = (
             DeliveryReport.Outcome.DUPLICATE if current == new else DeliveryReport.Outcome.STALE
         )
@@ -420,6 +489,67 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     _after_commit_received(report, message, old_status=old, new_status=new_status)
 
 
+def _insert(report: DeliveryReport) -> None:
+    """``report.save()`` for a new report, in one INSERT written here: the ORM takes longer
+    compiling it than the database takes to run it. Sends ``pre_save`` and ``post_save`` as
+    ``save()`` does."""
+    meta = DeliveryReport._meta
+    using = router.db_for_write(DeliveryReport, instance=report)
+    db = connections[using]
+    pre_save.send(
+        sender=DeliveryReport, instance=report, raw=False, using=using, update_fields=None
+    )
+    fields = [f for f in meta.concrete_fields if not f.primary_key]
+    values = [f.get_db_prep_save(f.pre_save(report, True), db) for f in fields]
+    qn = db.ops.quote_name
+    sql = "INSERT INTO {} ({}) VALUES ({})".format(
+        qn(meta.db_table),
+        ", ".join(qn(str(f.column)) for f in fields),
+        ", ".join(["%s"] * len(fields)),
+    )
+    returning = db.features.can_return_columns_from_insert
+    if returning:
+        sql += f" RETURNING {qn(str(meta.pk.column))}"
+    with db.cursor() as cursor:
+        cursor.execute(sql, values)
+        if returning:
+            pk = cursor.fetchone()[0]
+        else:  # pragma: no cover - SQLite before 3.35
+            pk = db.ops.last_insert_id(cursor, meta.db_table, str(meta.pk.column))
+    report.pk = pk
+    report._state.adding = False
+    report._state.db = using
+    post_save.send(
+        sender=DeliveryReport,
+        instance=report,
+        created=True,
+        update_fields=None,
+        raw=False,
+        using=using,
+    )
+
+
+def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
+    """``Message.objects.filter(pk=pk, status=status).update(**values)`` in one UPDATE written
+    here (see :func:`_insert`); how many rows it changed (0 or 1)."""
+    meta = Message._meta
+    db = connections[router.db_for_write(Message)]
+    qn = db.ops.quote_name
+    columns = []
+    params: list[Any] = []
+    by_name = {f.name: f for f in meta.concrete_fields}
+    for name, value in values.items():
+        field = by_name[name]
+        columns.append(f"{qn(str(field.column))} = %s")
+        params.append(field.get_db_prep_save(value, db))
+    sql = "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(
+        qn(meta.db_table), ", ".join(columns), qn(str(meta.pk.column)), qn("status")
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*params, pk, status])
+        return int(cursor.rowcount)
+
+
 def _after_commit_received(
     report: DeliveryReport,
     message: Message | None,
@@ -428,6 +558,11 @@ def _after_commit_received(
     new_status: str | None = None,
 ) -> None:
     def send() -> None:
+        if message is not None and (
+            delivery_report_received.has_listeners(DeliveryReport)
+            or (new_status and message_status_changed.has_listeners(Message))
+        ):
+            _load_deferred(message)
         announce(delivery_report_received, DeliveryReport, report=report, message=message)
         if new_status and message is not None:
             announce(
@@ -440,6 +575,16 @@ def _after_commit_received(
             )
 
     transaction.on_commit(send)
+
+
+def _load_deferred(message: Message) -> None:
+    """Read the columns the rules left out (:data:`MATCH_FIELDS`), so that receivers get a
+    whole message: one query, and only when someone listens."""
+    deferred = message.get_deferred_fields()
+    if not deferred:
+        return
+    with contextlib.suppress(Message.DoesNotExist):  # deleted meanwhile: what was read
+        message.refresh_from_db(fields=sorted(deferred))
 
 
 def apply_pending_reports(message: Message) -> int:

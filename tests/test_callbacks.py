@@ -871,3 +871,34 @@ def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None
         assert callbacks.check_token(signer.sign(value)) == callbacks.TokenCheck(False)
     settings.MITTO_CALLBACK_SECRET = ""
     assert callbacks.check_token(signer.sign("b12")) == callbacks.TokenCheck(True, batch_pk=12)
+
+
+# -- the unordered lookup -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("without_id", [2, 3, 5])
+def test_the_message_with_the_id_wins_over_any_number_without_id(
+    make_message, django_capture_on_commit_callbacks, without_id: int
+) -> None:
+    # The lookup has no ORDER BY and a LIMIT: with three or more messages without id to the
+    # same number the one with the id may be left out, and is then asked for alone.
+    for _ in range(without_id):
+        make_message(status=Status.SENT, provider_id="")
+    own = make_message(provider_id="the-id")
+    received: list[Message] = []
+
+    def on_changed(sender: Any, message: Message, **kw: Any) -> None:
+        received.append(message)
+
+    message_status_changed.connect(on_changed, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            stored = record(report("the-id", recipient="41791234567"))
+    finally:
+        message_status_changed.disconnect(on_changed)
+    assert (stored.message_id, stored.outcome) == (own.pk, DeliveryReport.Outcome.APPLIED)
+    assert Message.objects.get(pk=own.pk).status == Status.DELIVERED
+    assert Message.objects.exclude(pk=own.pk).filter(provider_id="").count() == without_id
+    # Receivers get the whole message, not only the columns the rules read.
+    [message] = received
+    assert message.get_deferred_fields() == set() and message.text == "Hello"

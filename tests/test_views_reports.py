@@ -604,6 +604,33 @@ def test_applied_report_on_a_message_token_takes_three_queries(
     assert response.json()["outcome"] == Outcome.APPLIED
 
 
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("on", ["account URL", "message URL"])
+def test_applied_report_reads_few_columns_unordered_and_commits_once(
+    client: Client, make_message, on: str
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from bench._common import Counted
+
+    message = make_message(provider_id="abc-123")
+    url = callback_url(callbacks.message_token(message)) if on == "message URL" else callback_url()
+    report = {"id": "abc-123", "status": "delivered", "to": "41791234567"}
+    with CaptureQueriesContext(connection) as captured, Counted().active() as counted:
+        response = client.get(url, report)
+    assert response.json()["outcome"] == Outcome.APPLIED
+    assert (counted.queries, counted.commits) == (3, 1)
+    select, insert, update = [
+        q["sql"] for q in captured.captured_queries if q["sql"] not in ("BEGIN", "COMMIT")
+    ]
+    assert select.startswith("SELECT") and "ORDER BY" not in select
+    # Only the columns the rules read: never the text, the recipient, the timestamps.
+    assert '"text"' not in select and '"recipient",' not in select
+    assert insert.startswith("INSERT") and update.startswith("UPDATE")
+    assert status_of(message) == Status.DELIVERED
+
+
 def test_api_client_posts_are_handled_like_any_other(message: Message) -> None:
     api = APIClient(enforce_csrf_checks=True)
     response = api.post(
