@@ -1011,11 +1011,12 @@ def test_a_bulk_body_is_stored_once(sandbox: Sandbox) -> None:
     # Each recipient costs a small record (id, time, status, a reference to the shared part):
     # about 300 bytes on CPython 3.11, where a copy of every shared field per recipient (the
     # sandbox before it shared them) cost about 700. The text is kept once: a text 600
-    # characters longer costs 600-odd bytes for the request, not per recipient.
+    # characters longer costs 600-odd bytes for the request, not 1.2 MB (600 per recipient);
+    # the allocator's own noise is some kilobytes either way, more on some Python versions.
     short = _bytes_kept(2000, "Hi")
     long = _bytes_kept(2000, "Hi" + "x" * 600)
     assert short / 2000 < 450, short / 2000
-    assert abs(long - short) < 2000, (short, long)
+    assert abs(long - short) < 50_000, (short, long)
 
 
 def test_cli_keep() -> None:
