@@ -47,6 +47,7 @@ from .auth import message_token as message_token
 from .conf import conf
 from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message, Status
 from .signals import announce, delivery_report_received, message_status_changed
+from .sql import row_exists
 
 logger = logging.getLogger("django_mitto.callbacks")
 
@@ -588,8 +589,16 @@ def _load_deferred(message: Message) -> None:
 
 
 def apply_pending_reports(message: Message) -> int:
-    """Apply the stored reports that arrived for ``message.provider_id`` before it was known."""
+    """Apply the stored reports that arrived for ``message.provider_id`` before it was known
+    (one short query when none did, as nearly always)."""
     if not message.provider_id:
+        return 0
+    if not row_exists(
+        DeliveryReport,
+        provider_id=message.provider_id,
+        outcome=DeliveryReport.Outcome.UNMATCHED,
+        null=("message",),
+    ):
         return 0
     return _apply_pending(Q(provider_id=message.provider_id), {message.provider_id: message})
 

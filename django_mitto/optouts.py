@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from . import validators
 from .conf import conf
 from .models import DEFAULT_ACCOUNT, Message, OptOut, Status
+from .sql import row_exists
 
 logger = logging.getLogger("django_mitto")
 
@@ -76,7 +77,7 @@ def opted_out_numbers(numbers: Iterable[str], account: str = DEFAULT_ACCOUNT) ->
 
 def is_opted_out(number: str, account: str = DEFAULT_ACCOUNT) -> bool:
     """Whether one number (E.164) opted out of ``account``."""
-    return OptOut.objects.filter(account=account, number=number).exists()
+    return row_exists(OptOut, account=account, number=number)
 
 
 def add_opt_out(
