@@ -485,6 +485,29 @@ def test_apply_pending_reports_links_reports_once_the_id_is_known(make_message) 
     assert callbacks.apply_pending_reports(message) == 0
 
 
+def test_a_pending_report_is_announced_with_the_message_it_was_applied_to(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENDING)
+    record(report("late-id", "delivered"))
+    Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="late-id")
+    message.refresh_from_db()
+    seen: list[tuple[int | None, int | None]] = []
+
+    def on_received(
+        sender: Any, report: DeliveryReport, message: Message | None, **kw: Any
+    ) -> None:
+        seen.append((report.message_id, message.pk if message else None))
+
+    delivery_report_received.connect(on_received, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert callbacks.apply_pending_reports(message) == 1
+    finally:
+        delivery_report_received.disconnect(on_received)
+    assert seen == [(message.pk, message.pk)]
+
+
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
     message = make_message(status=Status.SENDING)
     record(report("late-id", "delivered"))
