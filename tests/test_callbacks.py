@@ -508,6 +508,43 @@ def test_a_pending_report_is_announced_with_the_message_it_was_applied_to(
     assert seen == [(message.pk, message.pk)]
 
 
+def _apply_to_stale(message: Message, word: str) -> DeliveryReport:
+    """Apply a report to ``message`` as read before another report moved it on."""
+    stored = DeliveryReport(
+        provider_id=message.provider_id,
+        status=word,
+        mapped_status=callbacks.map_status(word) or "",
+        method="POST",
+        payload={},
+    )
+    callbacks._apply(stored, message, save=True)
+    return stored
+
+
+def test_a_report_read_behind_a_concurrent_one_still_moves_the_message_forward(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    stale = make_message(status=Status.SENDING, provider_id="abc")
+    Message.objects.filter(pk=stale.pk).update(status=Status.SENT)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = _apply_to_stale(stale, "delivered")
+    assert stored.outcome == Outcome.APPLIED
+    assert Message.objects.get(pk=stale.pk).status == Status.DELIVERED
+    # The change announced is the one made: from what the other report had set.
+    assert signals.changed == [(stale.pk, Status.SENT, Status.DELIVERED)]
+
+
+def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(make_message) -> None:
+    stale = make_message(status=Status.SENT, provider_id="abc")
+    Message.objects.filter(pk=stale.pk).update(status=Status.DELIVERED, delivery_status="DELIVRD")
+    # The status as read ("sent"), then one after the status read ("sending").
+    assert _apply_to_stale(stale, "buffered").outcome == Outcome.STALE
+    stale.status = Status.SENDING
+    assert _apply_to_stale(stale, "sent").outcome == Outcome.STALE
+    current = Message.objects.get(pk=stale.pk)
+    assert (current.status, current.delivery_status) == (Status.DELIVERED, "DELIVRD")
+
+
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
     message = make_message(status=Status.SENDING)
     record(report("late-id", "delivered"))
