@@ -529,7 +529,8 @@ def test_a_report_read_behind_a_concurrent_one_still_moves_the_message_forward(
     with django_capture_on_commit_callbacks(execute=True):
         stored = _apply_to_stale(stale, "delivered")
     assert stored.outcome == Outcome.APPLIED
-    assert Message.objects.get(pk=stale.pk).status == Status.DELIVERED
+    current = Message.objects.get(pk=stale.pk)
+    assert (current.status, current.delivery_status) == (Status.DELIVERED, "delivered")
     # The change announced is the one made: from what the other report had set.
     assert signals.changed == [(stale.pk, Status.SENT, Status.DELIVERED)]
 
@@ -543,6 +544,11 @@ def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(make_m
     assert _apply_to_stale(stale, "sent").outcome == Outcome.STALE
     current = Message.objects.get(pk=stale.pk)
     assert (current.status, current.delivery_status) == (Status.DELIVERED, "DELIVRD")
+    # Read "sending", but another report set "sent" meanwhile: a second "sent" is a duplicate.
+    other = make_message(status=Status.SENDING, provider_id="def")
+    Message.objects.filter(pk=other.pk).update(status=Status.SENT, delivery_status="ACCEPTD")
+    assert _apply_to_stale(other, "buffered").outcome == Outcome.DUPLICATE
+    assert Message.objects.get(pk=other.pk).delivery_status == "ACCEPTD"
 
 
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
