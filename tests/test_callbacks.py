@@ -525,9 +525,11 @@ def test_a_report_read_behind_a_concurrent_one_still_moves_the_message_forward(
     make_message, signals: SignalLog, django_capture_on_commit_callbacks
 ) -> None:
     stale = make_message(status=Status.SENDING, provider_id="abc")
+    bystander = make_message(status=Status.SENT, provider_id="other")
     Message.objects.filter(pk=stale.pk).update(status=Status.SENT)
     with django_capture_on_commit_callbacks(execute=True):
         stored = _apply_to_stale(stale, "delivered")
+    assert Message.objects.get(pk=bystander.pk).status == Status.SENT
     assert stored.outcome == Outcome.APPLIED
     current = Message.objects.get(pk=stale.pk)
     assert (current.status, current.delivery_status) == (Status.DELIVERED, "delivered")
