@@ -518,6 +518,7 @@ def _apply_to_stale(message: Message, word: str) -> DeliveryReport:
         payload={},
     )
     callbacks._apply(stored, message, save=True)
+    assert DeliveryReport.objects.get(pk=stored.pk).outcome == stored.outcome
     return stored
 
 
@@ -537,7 +538,9 @@ def test_a_report_read_behind_a_concurrent_one_still_moves_the_message_forward(
     assert signals.changed == [(stale.pk, Status.SENT, Status.DELIVERED)]
 
 
-def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(make_message) -> None:
+def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
     stale = make_message(status=Status.SENT, provider_id="abc")
     Message.objects.filter(pk=stale.pk).update(status=Status.DELIVERED, delivery_status="DELIVRD")
     # The status as read ("sent"), then one after the status read ("sending").
@@ -549,8 +552,12 @@ def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(make_m
     # Read "sending", but another report set "sent" meanwhile: a second "sent" is a duplicate.
     other = make_message(status=Status.SENDING, provider_id="def")
     Message.objects.filter(pk=other.pk).update(status=Status.SENT, delivery_status="ACCEPTD")
-    assert _apply_to_stale(other, "buffered").outcome == Outcome.DUPLICATE
+    with django_capture_on_commit_callbacks(execute=True):
+        duplicate = _apply_to_stale(other, "buffered")
+    assert duplicate.outcome == Outcome.DUPLICATE
     assert Message.objects.get(pk=other.pk).delivery_status == "ACCEPTD"
+    assert signals.received == [(duplicate.pk, other.pk)]
+    assert signals.changed == []
 
 
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
