@@ -485,6 +485,81 @@ def test_apply_pending_reports_links_reports_once_the_id_is_known(make_message) 
     assert callbacks.apply_pending_reports(message) == 0
 
 
+def test_a_pending_report_is_announced_with_the_message_it_was_applied_to(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENDING)
+    record(report("late-id", "delivered"))
+    Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="late-id")
+    message.refresh_from_db()
+    seen: list[tuple[int | None, int | None]] = []
+
+    def on_received(
+        sender: Any, report: DeliveryReport, message: Message | None, **kw: Any
+    ) -> None:
+        seen.append((report.message_id, message.pk if message else None))
+
+    delivery_report_received.connect(on_received, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            assert callbacks.apply_pending_reports(message) == 1
+    finally:
+        delivery_report_received.disconnect(on_received)
+    assert seen == [(message.pk, message.pk)]
+
+
+def _apply_to_stale(message: Message, word: str) -> DeliveryReport:
+    """Apply a report to ``message`` as read before another report moved it on."""
+    stored = DeliveryReport(
+        provider_id=message.provider_id,
+        status=word,
+        mapped_status=callbacks.map_status(word) or "",
+        method="POST",
+        payload={},
+    )
+    callbacks._apply(stored, message, save=True)
+    assert DeliveryReport.objects.get(pk=stored.pk).outcome == stored.outcome
+    return stored
+
+
+def test_a_report_read_behind_a_concurrent_one_still_moves_the_message_forward(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    stale = make_message(status=Status.SENDING, provider_id="abc")
+    bystander = make_message(status=Status.SENT, provider_id="other")
+    Message.objects.filter(pk=stale.pk).update(status=Status.SENT)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = _apply_to_stale(stale, "delivered")
+    assert Message.objects.get(pk=bystander.pk).status == Status.SENT
+    assert stored.outcome == Outcome.APPLIED
+    current = Message.objects.get(pk=stale.pk)
+    assert (current.status, current.delivery_status) == (Status.DELIVERED, "delivered")
+    # The change announced is the one made: from what the other report had set.
+    assert signals.changed == [(stale.pk, Status.SENT, Status.DELIVERED)]
+
+
+def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    stale = make_message(status=Status.SENT, provider_id="abc")
+    Message.objects.filter(pk=stale.pk).update(status=Status.DELIVERED, delivery_status="DELIVRD")
+    # The status as read ("sent"), then one after the status read ("sending").
+    assert _apply_to_stale(stale, "buffered").outcome == Outcome.STALE
+    stale.status = Status.SENDING
+    assert _apply_to_stale(stale, "sent").outcome == Outcome.STALE
+    current = Message.objects.get(pk=stale.pk)
+    assert (current.status, current.delivery_status) == (Status.DELIVERED, "DELIVRD")
+    # Read "sending", but another report set "sent" meanwhile: a second "sent" is a duplicate.
+    other = make_message(status=Status.SENDING, provider_id="def")
+    Message.objects.filter(pk=other.pk).update(status=Status.SENT, delivery_status="ACCEPTD")
+    with django_capture_on_commit_callbacks(execute=True):
+        duplicate = _apply_to_stale(other, "buffered")
+    assert duplicate.outcome == Outcome.DUPLICATE
+    assert Message.objects.get(pk=other.pk).delivery_status == "ACCEPTD"
+    assert signals.received == [(duplicate.pk, other.pk)]
+    assert signals.changed == []
+
+
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
     message = make_message(status=Status.SENDING)
     record(report("late-id", "delivered"))
@@ -587,9 +662,12 @@ def test_a_report_stored_unread_keeps_only_short_printable_text_of_its_fields(
     assert (kept.method, dropped.method) == ("POST", "POST")
     # Whatever the client sent as method is cut to the column (8 characters).
     odd = callbacks.store_unparsed(
-        {"body": "x"}, method="M-SEARCH-X", remote_addr=None, fields={"status": "s" * 33}
+        {"body": "x"},
+        method="M-SEARCH-X",
+        remote_addr=None,
+        fields={"status": "s" * 33, "receiver": "4" * 33},
     )
-    assert (odd.method, odd.status) == ("M-SEARCH", "")
+    assert (odd.method, odd.status, odd.recipient) == ("M-SEARCH", "", "")
 
 
 def test_a_report_stored_unread_is_never_taken_by_the_message_whose_id_it_named(
