@@ -46,7 +46,7 @@ def main() -> None:
     from django_mitto.sandbox import Sandbox
 
     _common.create_database(args.database)
-    with Sandbox(api_key="bench-key") as sandbox:
+    with Sandbox(api_key="bench-key", keep=max(args.count, 10_000)) as sandbox:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
