@@ -75,6 +75,7 @@ def test_opt_out_import_and_a_conversation_answered_from_the_admin(
     page.goto(f"{live_server.url}/admin/django_mitto/inboundmessage/")
     assert "Can we come at 9?" in page.inner_text("#result_list")
     page.click("#result_list a.mitto-thread-link")
+    page.wait_for_url("**/inboundmessage/thread/**")  # count() does not wait for the page
     thread = page.locator("#mitto-thread li")
     assert thread.count() == 2
     assert "Your table is booked" in thread.nth(0).inner_text()
