@@ -136,3 +136,35 @@ def process_env(sandbox_url: str, **settings: str) -> dict[str, str]:
         "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
         **settings,
     }
+
+
+def start_ready(code: str, env: dict[str, str], count: int) -> list[Any]:
+    """Start ``count`` processes running ``python -c code`` with ``env``, each of which prints
+    "ready" and then waits for :func:`say_go`; return them once every one is ready."""
+    import subprocess
+    import sys
+
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for process in processes:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line == "ready", line + process.stdout.read()
+    return processes
+
+
+def say_go(processes: list[Any]) -> None:
+    """Let the processes of :func:`start_ready` go, all at once."""
+    for process in processes:
+        process.stdin.write("go\n")
+        process.stdin.flush()

@@ -12,7 +12,6 @@ Celery and Tasks backends with real workers. The last test has eight processes r
 from __future__ import annotations
 
 import socket
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -28,7 +27,7 @@ from django_mitto.backends import inline
 from django_mitto.models import Message
 from django_mitto.sandbox import Sandbox
 from tests.canned import CannedServer, Reply
-from tests.conftest import process_env
+from tests.conftest import process_env, say_go, start_ready
 from tests.test_celery import worker  # noqa: F401  (the real Celery worker fixture)
 from tests.test_tasks_backend import (  # noqa: F401  (the real db_worker fixtures)
     database_queue,
@@ -444,26 +443,9 @@ def test_eight_processes_racing_for_5000_messages_send_each_exactly_once(
         "import django; django.setup(); from tests.test_guarantees import race_worker; "
         f"race_worker({pks[0]}, {pks[-1]})"
     )
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", code],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(RACE_WORKERS)
-    ]
-    for process in processes:
-        assert process.stdout is not None
-        assert process.stdout.readline().strip() == "ready"
+    processes = start_ready(code, env, RACE_WORKERS)
     started = time.monotonic()
-    for process in processes:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
+    say_go(processes)
     outputs = [process.communicate(timeout=600)[0] for process in processes]
     elapsed = time.monotonic() - started
     assert all(process.returncode == 0 for process in processes), outputs

@@ -16,7 +16,7 @@ from django.core.cache import caches
 
 from django_mitto import services, throttle
 from django_mitto.models import Message
-from tests.conftest import process_env, require_part
+from tests.conftest import process_env, require_part, say_go, start_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS = os.environ.get("MITTO_TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
@@ -186,20 +186,7 @@ def processes(mitto_sandbox, settings) -> Iterator[Any]:
                 "import django; django.setup(); from tests.test_throttle import throttle_worker; "
                 f"throttle_worker({count}, {number * count})"
             )
-            started.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", code],
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                )
-            )
-        for process in started:
-            assert process.stdout is not None
-            assert process.stdout.readline().strip() == "ready", process.stdout.read()
+            started.extend(start_ready(code, env, 1))
         return started
 
     yield start
@@ -213,10 +200,7 @@ def processes(mitto_sandbox, settings) -> Iterator[Any]:
 def test_four_processes_together_keep_to_the_rate_limit(processes, mitto_sandbox) -> None:
     running = processes(50, 20)
     start = time.monotonic()
-    for process in running:
-        assert process.stdin is not None
-        process.stdin.write("go\n")
-        process.stdin.flush()
+    say_go(running)
     outputs = [process.communicate(timeout=120)[0] for process in running]
     elapsed = time.monotonic() - start
     assert all(process.returncode == 0 for process in running), outputs
