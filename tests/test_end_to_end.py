@@ -111,6 +111,9 @@ def test_get_callbacks_work_too(account_callback) -> None:
 def test_intermediate_and_duplicate_reports_settle_on_the_final_status(account_callback) -> None:
     account_callback.intermediate = True
     account_callback.duplicate_reports = True
+    # Reports that arrive before the answer is recorded wait as pending and are applied in
+    # another order (tested apart); here the id is known first.
+    account_callback.report_delay = 1.0
     message = services.send_sms("+41791234561", "Hi")
     account_callback.wait_for_reports(3)
     message = wait_for_status(message, "delivered")
@@ -121,6 +124,10 @@ def test_intermediate_and_duplicate_reports_settle_on_the_final_status(account_c
 
 def test_reordered_reports_never_move_a_final_status_back(account_callback) -> None:
     account_callback.reorder_reports = True
+    # With no delay the final report can arrive before the answer is recorded: it waits as
+    # pending, the later "buffered" then applies to the still "sent" message and the final
+    # one after it (both applied, in the order applied). Here the id is known first.
+    account_callback.report_delay = 1.0
     message = services.send_sms("+41791234561", "Hi")
     account_callback.wait_for_reports(2)
     message.refresh_from_db()
