@@ -4,7 +4,7 @@ worker processes, at 20 ms per request, next to the latency limit.
 Usage::
 
     python bench/bench_worker_tasks.py [--count 400] [--latency 0.02] [--rounds 3]
-        [--backends celery tasks] [--workers 1 4]
+        [--backends celery tasks] [--workers 1 4] [--pool prefork] [--db-reuse-max 1000]
 
 The sandbox runs in a process of its own and waits ``--latency`` seconds per request. For each
 backend and worker count, ``--count`` messages are created (``send_sms()`` inside one
@@ -14,9 +14,9 @@ One worker process can send at most ``1 / latency`` messages a second (50 at 20 
 ratio to that limit is what the worker's own overhead costs. Rounds alternate the worker
 counts; prints each round, the medians, the ratio to the limit and the speed-up of 4 over 1.
 
-Celery: one ``celery worker`` per process (``--concurrency 1``, prefork), Redis as broker,
-``CONN_MAX_AGE`` kept, prefetch 4, ``acks_late``, results ignored (the settings the README
-recommends). Tasks: ``django_tasks_db.DatabaseBackend`` and one ``db_worker`` per process.
+Celery: one ``celery worker`` per process (``--concurrency 1``, ``--pool``, prefork unless
+said), Redis as broker, ``CELERY_DB_REUSE_MAX`` (``--db-reuse-max``) and ``CONN_MAX_AGE`` set,
+prefetch 4, ``acks_late``, results ignored (the settings the README recommends). Tasks: ``django_tasks_db.DatabaseBackend`` and one ``db_worker`` per process.
 Needs PostgreSQL and Redis.
 """
 
@@ -45,6 +45,16 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["celery", "tasks"])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--database", default=_common.DEFAULT_DATABASE)
+    parser.add_argument(
+        "--pool", default="prefork", help="Celery's pool (prefork, solo, threads); one process each"
+    )
+    parser.add_argument(
+        "--db-reuse-max",
+        type=int,
+        default=1000,
+        help="CELERY_DB_REUSE_MAX of the Celery workers (0: Celery's default, a new connection "
+        "for every task)",
+    )
     args = parser.parse_args()
     queue = f"mitto-bench-{uuid.uuid4().hex[:8]}"
     with _common.SandboxProcess() as sandbox:
@@ -106,8 +116,12 @@ def run(
             sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
             "--concurrency=1", "--loglevel=WARNING", "--without-heartbeat",
             "--without-gossip", "--without-mingle", "--prefetch-multiplier=4",
+            f"--pool={args.pool}",
         ]  # fmt: skip
         worker_env["MITTO_TEST_CELERY_ACKS_LATE"] = "1"
+        # Celery's Django fixup closes the connection around every task unless this is set
+        # (CONN_MAX_AGE alone does not keep it in Celery 5.7).
+        worker_env["MITTO_TEST_CELERY_DB_REUSE_MAX"] = str(args.db_reuse_max)
     else:
         command = [sys.executable, "-m", "django", "db_worker", "--interval", "0.02"]
         command += ["--no-reload", "--verbosity", "0"]

@@ -111,6 +111,8 @@ MITTO_BULK_CHUNK_SIZE = int(os.environ.get("MITTO_BULK_CHUNK_SIZE", "500"))
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/15")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = bool(os.environ.get("MITTO_TEST_CELERY_ACKS_LATE"))
+if os.environ.get("MITTO_TEST_CELERY_DB_REUSE_MAX"):
+    CELERY_DB_REUSE_MAX = int(os.environ["MITTO_TEST_CELERY_DB_REUSE_MAX"])
 # A queue of this test run's own, so that two runs sharing a Redis never take each other's tasks
 # (the worker the tests start is given the name).
 CELERY_TASK_DEFAULT_QUEUE = (
