@@ -33,7 +33,6 @@ from typing import Any
 from django.db import IntegrityError, connection, connections, router, transaction
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
-from django.db.models.signals import post_save, pre_save
 from django.urls import reverse
 from django.utils import timezone
 
@@ -47,7 +46,7 @@ from .auth import message_token as message_token
 from .conf import conf
 from .models import FINAL_STATUSES, STATUS_RANK, Batch, DeliveryReport, Message, Status
 from .signals import announce, delivery_report_received, message_status_changed
-from .sql import row_exists
+from .sql import insert, row_exists
 
 logger = logging.getLogger("django_mitto.callbacks")
 
@@ -491,43 +490,9 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
 
 
 def _insert(report: DeliveryReport) -> None:
-    """``report.save()`` for a new report, in one INSERT written here: the ORM takes longer
-    compiling it than the database takes to run it. Sends ``pre_save`` and ``post_save`` as
-    ``save()`` does."""
-    meta = DeliveryReport._meta
-    using = router.db_for_write(DeliveryReport, instance=report)
-    db = connections[using]
-    pre_save.send(
-        sender=DeliveryReport, instance=report, raw=False, using=using, update_fields=None
-    )
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    values = [f.get_db_prep_save(f.pre_save(report, True), db) for f in fields]
-    qn = db.ops.quote_name
-    sql = "INSERT INTO {} ({}) VALUES ({})".format(
-        qn(meta.db_table),
-        ", ".join(qn(str(f.column)) for f in fields),
-        ", ".join(["%s"] * len(fields)),
-    )
-    returning = db.features.can_return_columns_from_insert
-    if returning:
-        sql += f" RETURNING {qn(str(meta.pk.column))}"
-    with db.cursor() as cursor:
-        cursor.execute(sql, values)
-        if returning:
-            pk = cursor.fetchone()[0]
-        else:  # pragma: no cover - SQLite before 3.35
-            pk = db.ops.last_insert_id(cursor, meta.db_table, str(meta.pk.column))
-    report.pk = pk
-    report._state.adding = False
-    report._state.db = using
-    post_save.send(
-        sender=DeliveryReport,
-        instance=report,
-        created=True,
-        update_fields=None,
-        raw=False,
-        using=using,
-    )
+    """``report.save()`` for a new report, in one INSERT written out once (see
+    :func:`django_mitto.sql.insert`)."""
+    insert(report)
 
 
 def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:

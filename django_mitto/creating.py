@@ -24,7 +24,7 @@ from django.utils import timezone
 from django.utils.translation import gettext
 
 from . import encoding as enc
-from . import validators
+from . import sql, validators
 from .backends import get_backend
 from .conf import DEFAULT_ACCOUNT, Account, conf
 from .models import Batch, Message, Status
@@ -142,12 +142,9 @@ def send_sms(
         recipient, country = validators.parse_recipient(recipient, region)
     except ValidationError as exc:
         errors["recipient"] = exc
+        recipient_ok = False
     else:
-        opted_out = optouts.is_opted_out(recipient, acc.name if acc else DEFAULT_ACCOUNT)
-        if opted_out and not ignore_opt_out:
-            errors["recipient"] = ValidationError(
-                optouts.opt_out_reason(recipient), code="opted_out"
-            )
+        recipient_ok = True
     sender, encoding, info = clean_options(
         reference=reference,
         sender=sender,
@@ -160,6 +157,15 @@ def send_sms(
         errors=errors,
         default_sender=acc.DEFAULT_SENDER if acc else None,
     )
+    backend = get_backend()
+    using = router.db_for_write(Message)
+    # Sent here and now: outside a transaction, on a backend that sends in-process.
+    at_once = backend.sends_in_process and not transaction.get_connection(using).in_atomic_block
+    if recipient_ok and (errors or ignore_opt_out or not at_once):
+        # (Sent at once, the INSERT itself checks the opt-out: one query less.)
+        opted_out = optouts.is_opted_out(recipient, acc.name if acc else DEFAULT_ACCOUNT)
+        if opted_out and not ignore_opt_out:
+            errors["recipient"] = _opted_out_error(recipient)
     if errors:
         raise ValidationError(errors)
     assert acc is not None and info is not None
@@ -184,15 +190,20 @@ def send_sms(
     # save() need not look again.
     message._mitto_opt_out_checked = True  # type: ignore[attr-defined]
     message._mitto_measured = True  # type: ignore[attr-defined]
-    backend = get_backend()
-    using = router.db_for_write(Message)
-    if backend.sends_in_process and not transaction.get_connection(using).in_atomic_block:
-        # Sent here and now: the row is created already claimed ("sending", first attempt),
-        # so no other worker can take it, and the send needs no claim of its own.
+    if at_once:
+        # The row is created already claimed ("sending", first attempt), so no other worker
+        # can take it, and the send needs no claim of its own. Every field was checked above
+        # (what save() would check again), so the row is written directly; unless the opt-out
+        # was knowingly ignored, the INSERT itself is skipped when the number opted out.
         message.status = Status.SENDING
         message.attempts = 1
         message.status_changed_at = timezone.now()
-        message.save(using=using)
+        if ignore_opt_out:
+            sql.insert(message)
+        elif not sql.insert(
+            message, unless=(optouts.OptOut, {"account": acc.name, "number": recipient})
+        ):
+            raise ValidationError({"recipient": _opted_out_error(recipient)})
         _log_ignored_opt_out(message, opted_out)
         return backend.send_created(message)
     message.save(using=using)
@@ -203,6 +214,12 @@ def send_sms(
         # have sent it; return the row as it is.
         message.refresh_from_db()
     return message
+
+
+def _opted_out_error(number: str) -> ValidationError:
+    from . import optouts
+
+    return ValidationError(optouts.opt_out_reason(number), code="opted_out")
 
 
 def _log_ignored_opt_out(message: Message, opted_out: bool) -> None:

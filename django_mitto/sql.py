@@ -11,8 +11,9 @@ import functools
 from typing import Any, cast
 
 from django.db import connections, models, router
+from django.db.models.signals import post_save, pre_save
 
-__all__ = ["row_exists"]
+__all__ = ["insert", "row_exists"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -38,3 +39,81 @@ def row_exists(model: type[models.Model], *, null: tuple[str, ...] = (), **equal
     with connections[using].cursor() as cursor:
         cursor.execute(sql, list(equal.values()))
         return cursor.fetchone() is not None
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_sql(
+    model: type[models.Model],
+    unless_model: type[models.Model] | None,
+    unless: tuple[str, ...],
+    using: str,
+) -> tuple[str, bool]:
+    """The INSERT of :func:`insert` and whether it returns the new primary key."""
+    db = connections[using]
+    quote = db.ops.quote_name
+    meta = model._meta
+    columns = ", ".join(quote(str(f.column)) for f in _insert_fields(model))
+    placeholders = ", ".join(["%s"] * len(_insert_fields(model)))
+    if unless_model is None:
+        sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ({placeholders})"
+    else:
+        # INSERT ... SELECT: the values take the columns' types as in VALUES, and the row is
+        # written only when the condition holds, in the same statement.
+        blocked = _exists_sql(unless_model, unless, (), using)
+        sql = (
+            f"INSERT INTO {quote(meta.db_table)} ({columns}) SELECT {placeholders} "
+            f"WHERE NOT EXISTS ({blocked})"
+        )
+    returning = bool(db.features.can_return_columns_from_insert)
+    if returning:
+        sql += f" RETURNING {quote(str(meta.pk.column))}"
+    return sql, returning
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_fields(model: type[models.Model]) -> tuple[models.Field, ...]:
+    return tuple(f for f in model._meta.concrete_fields if not f.primary_key)
+
+
+def insert(
+    instance: models.Model,
+    *,
+    unless: tuple[type[models.Model], dict[str, Any]] | None = None,
+) -> bool:
+    """``instance.save()`` for a new row (no ``save()`` override runs), in one INSERT written
+    out once: on the send path the ORM took longer compiling it than the database took to run
+    it. Sends ``pre_save`` and ``post_save`` as ``save()`` does, the latter only when the row
+    was written.
+
+    ``unless=(Model, {"field": value, ...})`` writes the row only when no row of ``Model``
+    has those values (plain values: strings and numbers), checked in the same statement.
+    Returns whether the row was written.
+    """
+    model = type(instance)
+    meta = model._meta
+    using = router.db_for_write(model, instance=instance)
+    db = connections[using]
+    pre_save.send(sender=model, instance=instance, raw=False, using=using, update_fields=None)
+    values = [f.get_db_prep_save(f.pre_save(instance, True), db) for f in _insert_fields(model)]
+    unless_model, conditions = unless if unless is not None else (None, {})
+    sql, returning = _insert_sql(model, unless_model, tuple(conditions), using)
+    if unless_model is not None and not returning:  # pragma: no cover - SQLite before 3.35
+        if row_exists(unless_model, **conditions):
+            return False
+        sql, returning = _insert_sql(model, None, (), using)
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*values, *conditions.values()])
+        if returning:
+            row = cursor.fetchone()
+            if row is None:
+                return False
+            pk = row[0]
+        else:  # pragma: no cover - SQLite before 3.35
+            pk = db.ops.last_insert_id(cursor, meta.db_table, str(meta.pk.column))
+    instance.pk = pk
+    instance._state.adding = False
+    instance._state.db = using
+    post_save.send(
+        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=using
+    )
+    return True

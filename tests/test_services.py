@@ -7,11 +7,12 @@ import pytest
 import requests
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
+from django.db.models.signals import post_save
 from django.utils import timezone
 
 from django_mitto import sending, services
 from django_mitto.backends import inline
-from django_mitto.models import Batch, Message
+from django_mitto.models import Batch, Message, OptOut
 from django_mitto.signals import message_failed, message_sent
 
 # Transactional: on_commit callbacks run as in production (the send happens after commit).
@@ -83,24 +84,51 @@ def _statements(run):
     return result, seen, commits
 
 
-def test_send_sms_costs_four_queries_and_two_commits(mitto_sandbox) -> None:
+def test_send_sms_costs_three_queries_and_two_commits(mitto_sandbox) -> None:
     message, seen, commits = _statements(lambda: services.send_sms("+41791234567", "Hi"))
     verbs = [sql.split()[0].upper() for sql in seen]
-    # The opt-out check, the insert (the row created claimed), the answer, and, once that is
-    # committed, the look for reports that came on the account URL before the id was known.
-    assert verbs == ["SELECT", "INSERT", "UPDATE", "SELECT"]
+    # The insert (the row created claimed, unless the number opted out), the answer, and, once
+    # that is committed, the look for reports that came on the account URL before the id was
+    # known.
+    assert verbs == ["INSERT", "UPDATE", "SELECT"]
+    assert "NOT EXISTS" in seen[0].upper()
     assert commits == 2
     assert message.status == "sent"
 
 
-def test_send_sms_with_its_own_callback_url_costs_three_queries(mitto_sandbox, settings) -> None:
+def test_send_sms_with_its_own_callback_url_costs_two_queries(mitto_sandbox, settings) -> None:
     settings.MITTO_CALLBACK_BASE_URL = "https://example.com"
     message, seen, commits = _statements(lambda: services.send_sms("+41791234567", "Hi"))
     assert message.status == "sent"
     # Its reports come on its own URL, which names it: none can wait for the id.
-    assert [sql.split()[0].upper() for sql in seen] == ["SELECT", "INSERT", "UPDATE"]
+    assert [sql.split()[0].upper() for sql in seen] == ["INSERT", "UPDATE"]
     assert commits == 2
     assert mitto_sandbox.messages[0]["body"]["callback"].startswith("https://example.com/")
+
+
+def test_opted_out_number_is_refused_by_the_insert_itself(mitto_sandbox) -> None:
+    OptOut.objects.create(number="+41791234567")
+    received = []
+
+    def on_save(sender, instance, created, **kwargs):
+        received.append(created)
+
+    def send():
+        with pytest.raises(ValidationError) as raised:
+            services.send_sms("+41 79 123 45 67", "Hi")
+        return raised.value
+
+    post_save.connect(on_save, sender=Message)
+    try:
+        raised, seen, commits = _statements(send)
+    finally:
+        post_save.disconnect(on_save, sender=Message)
+    assert "opted out" in str(raised.message_dict["recipient"])
+    assert [sql.split()[0].upper() for sql in seen] == ["INSERT"]
+    assert commits == 1
+    assert received == []
+    assert not Message.objects.exists()
+    assert mitto_sandbox.messages == []
 
 
 def test_message_returned_by_send_sms_is_the_row_as_stored(mitto_sandbox) -> None:
