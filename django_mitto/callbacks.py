@@ -172,11 +172,17 @@ def _select(conditions: list[tuple[str, str, Any]], limit: int) -> list[Message]
                 params.append(value)
         return " AND ".join(parts)
 
-    by_name = {f.attname: f for f in Message._meta.concrete_fields}
-    columns = ", ".join(qn(str(by_name[name].column)) for name in MATCH_FIELDS)
+    # In the model's field order, as Message.from_db() takes a subset of the fields.
+    read = [f for f in Message._meta.concrete_fields if f.attname in MATCH_FIELDS]
+    columns = ", ".join(qn(str(f.column)) for f in read)
     table = qn(Message._meta.db_table)
     sql = f"SELECT {columns} FROM {table} WHERE {where(conditions)} LIMIT {int(limit)}"
-    return list(Message.objects.db_manager(using).raw(sql, params))
+    with db.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    # The columns read are plain ones (no value the database gives in another form).
+    names = [f.attname for f in read]
+    return [Message.from_db(using, names, row) for row in rows]
 
 
 def _by_provider_id(

@@ -5,6 +5,7 @@ Also the helpers that turn a request's query string and body into storable data.
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from datetime import datetime, timezone
@@ -130,6 +131,12 @@ class DeliveryReportSerializer(serializers.Serializer):
     def __init__(self, *args: Any, id_required: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.id_required = id_required
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        # Shallow copies of the declared fields, each bound to this serializer when used: the
+        # fields keep no state of their own between validations, and DRF's deep copy (every
+        # field built again from its arguments) took a tenth of a report's time in the view.
+        return {name: copy.copy(field) for name, field in self._declared_fields.items()}
 
     def validate_mccmnc(self, value: str) -> str:
         if value and (not (value.isascii() and value.isdecimal()) or len(value) < 4):
