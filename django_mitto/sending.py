@@ -227,18 +227,17 @@ def _claim(pk: int) -> Message | None:
     updated row (PostgreSQL, SQLite 3.35+), two elsewhere."""
     now = timezone.now()
     using = router.db_for_write(Message)
-    claiming = Message.objects.using(using).filter(pk=pk, status=Status.QUEUED)
-    change = {"status": Status.SENDING, "attempts": F("attempts") + 1, "status_changed_at": now}
-    if not _can_return_from_update(connections[using]):
-        moved = claiming.update(**change)
-        return Message.objects.using(using).get(pk=pk) if moved else None
     connection = connections[using]
+    if not _can_return_from_update(connection):
+        moved = (
+            Message.objects.using(using)
+            .filter(pk=pk, status=Status.QUEUED)
+            .update(status=Status.SENDING, attempts=F("attempts") + 1, status_changed_at=now)
+        )
+        return Message.objects.using(using).get(pk=pk) if moved else None
     stamp = cast(Field, Message._meta.get_field("status_changed_at"))
-    written = (
-        _claim_sql(using),
-        (Status.SENDING, stamp.get_db_prep_save(now, connection), pk, Status.QUEUED),
-    )
-    claimed = _update_returning(claiming, change, written=written)
+    params = (Status.SENDING, stamp.get_db_prep_save(now, connection), pk, Status.QUEUED)
+    claimed = _returning(using, _claim_sql(using), params)
     return claimed[0] if claimed else None
 
 
@@ -261,45 +260,51 @@ def _claim_sql(using: str) -> str:
     )
 
 
-def _update_returning(
-    queryset: QuerySet[Message],
-    values: dict[str, Any],
-    *,
-    written: tuple[str, tuple[Any, ...]] | None = None,
-) -> list[Message] | None:
+def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> list[Message] | None:
     """``queryset.update(**values)`` that returns the rows updated, as they now are, in one
     statement; None where the database cannot return rows from an UPDATE (nothing is done
-    then: the caller updates and reads). ``written``, when given, is that UPDATE already
-    written, with its parameters (for :func:`_claim`)."""
-    connection = connections[queryset.db]
-    if not _can_return_from_update(connection):
+    then: the caller updates and reads)."""
+    if not _can_return_from_update(connections[queryset.db]):
         return None
+    sql, params = _update_sql(queryset, values)
+    return _returning(queryset.db, sql, params)
+
+
+def _returning(using: str, sql: str, params: tuple[Any, ...]) -> list[Message]:
+    """Run an UPDATE of messages with every column RETURNING; the rows as messages, by pk."""
+    connection = connections[using]
+    names, columns, converting = _returning_columns(using)
+    with connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {columns}", params)
+        rows = cursor.fetchall()
+    found = []
+    for row in rows:
+        values = list(row)
+        for position, column, converters in converting:
+            for convert in converters:
+                values[position] = convert(values[position], column, connection)
+        found.append(Message.from_db(using, names, values))
+    found.sort(key=lambda message: message.pk)
+    return found
+
+
+@functools.lru_cache(maxsize=8)
+def _returning_columns(using: str) -> tuple[list[str], str, list[tuple[int, Any, list[Any]]]]:
+    """For :func:`_returning`, once per database: the field names, the RETURNING list, and the
+    columns whose value the database gives in another form than the field's (a JSON text, a
+    date on SQLite...) with what turns it into the field's."""
+    connection = connections[using]
     meta = Message._meta
     fields: list[Field[Any, Any]] = list(meta.concrete_fields)
-    sql, params = written if written is not None else _update_sql(queryset, values)
     quote = connection.ops.quote_name
-    sql += " RETURNING " + ", ".join(quote(cast(str, f.column)) for f in fields)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    # The columns whose value the database gives in another form than the field's (a JSON
-    # text, a date on SQLite...), with what turns it into the field's.
     converting = []
     for position, model_field in enumerate(fields):
         column = model_field.get_col(meta.db_table)
         converters = connection.ops.get_db_converters(column) + column.get_db_converters(connection)
         if converters:
             converting.append((position, column, converters))
-    names = [f.attname for f in fields]
-    found = []
-    for row in rows:
-        values_ = list(row)
-        for position, column, converters in converting:
-            for convert in converters:
-                values_[position] = convert(values_[position], column, connection)
-        found.append(Message.from_db(queryset.db, names, values_))
-    found.sort(key=lambda message: message.pk)
-    return found
+    returning = ", ".join(quote(cast(str, f.column)) for f in fields)
+    return [f.attname for f in fields], returning, converting
 
 
 def _pks_in(ids: list[int], using: str) -> Any:
