@@ -15,6 +15,7 @@ import pytest
 from django.core.cache import caches
 
 from django_mitto import services, throttle
+from django_mitto.client import parse_timestamp
 from django_mitto.models import Message
 from tests.conftest import process_env, require_part, say_go, start_ready
 
@@ -167,25 +168,44 @@ def throttle_worker(count: int, offset: int) -> None:
     print("done", flush=True)
 
 
+def refused_worker(number: str) -> None:
+    """Run in a process of its own: wait for the start signal, send one message that Mitto
+    refuses with 429 (no second attempt), print when that was recorded."""
+    from django.conf import settings
+
+    settings.MITTO_MAX_ATTEMPTS = 1
+    print("ready", flush=True)
+    sys.stdin.readline()
+    message = services.send_sms(number, "Refused")
+    assert message.status == "failed", message.status
+    print(f"refused {time.time()!r}", flush=True)
+
+
 @pytest.fixture
 def processes(mitto_sandbox, settings) -> Iterator[Any]:
     require_part(redis_available(), f"Redis is not reachable at {REDIS}")
     started: list[subprocess.Popen[str]] = []
     prefix = f"mitto-throttle-{uuid.uuid4().hex}"
 
-    def start(count: int, rate: float) -> list[subprocess.Popen[str]]:
+    def start(
+        count: int, rate: float | None, how_many: int = 4, refused: str = ""
+    ) -> list[subprocess.Popen[str]]:
+        """``how_many`` senders of ``count`` messages each (and, with ``refused``, one more
+        process first, which sends that number once), sharing one cache and ``rate``."""
         env = process_env(
             mitto_sandbox.url,
             MITTO_TASK_BACKEND="inline",
-            MITTO_RATE_LIMIT=str(rate),
+            MITTO_RATE_LIMIT=str(rate or ""),
             MITTO_TEST_CACHE_URL=REDIS,
             MITTO_TEST_CACHE_PREFIX=prefix,
         )
-        for number in range(4):
-            code = (
-                "import django; django.setup(); from tests.test_throttle import throttle_worker; "
-                f"throttle_worker({count}, {number * count})"
+        setup = "import django; django.setup(); from tests.test_throttle import "
+        if refused:
+            started.extend(
+                start_ready(f"{setup}refused_worker; refused_worker({refused!r})", env, 1)
             )
+        for number in range(how_many):
+            code = f"{setup}throttle_worker; throttle_worker({count}, {number * count})"
             started.extend(start_ready(code, env, 1))
         return started
 
@@ -210,3 +230,28 @@ def test_four_processes_together_keep_to_the_rate_limit(processes, mitto_sandbox
     # machine may be slower, never faster).
     assert elapsed >= 9.5, elapsed
     print(f"4 processes, 200 messages at MITTO_RATE_LIMIT = 20: {elapsed:.1f} s")
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_after_a_429_no_process_of_the_account_sends_before_retry_after(
+    processes, mitto_sandbox
+) -> None:
+    mitto_sandbox.add_fault("429", recipient="41792999999", times=1, retry_after=2)
+    refused, *senders = processes(5, None, how_many=3, refused="+41792999999")
+    say_go([refused])
+    assert refused.stdout is not None
+    line = refused.stdout.readline().strip()
+    assert line.startswith("refused "), line + refused.stdout.read()
+    told = float(line.split()[1])
+    # The others start only now, with the pause (kept in the shared cache) already running.
+    say_go(senders)
+    outputs = [process.communicate(timeout=120)[0] for process in senders]
+    assert all(process.returncode == 0 for process in senders), outputs
+    accepted = mitto_sandbox.messages
+    assert len(accepted) == 15
+    received = [parse_timestamp(m["received_at"]) for m in accepted]
+    first = min(r.timestamp() for r in received if r is not None)
+    # Not one message reached Mitto within the 2 seconds Mitto asked for (less the moment
+    # between the pause being recorded and the refused process printing its clock).
+    assert first - told >= 1.8, first - told
