@@ -93,11 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         for process in processes:
             if process.poll() is None:
                 process.terminate()
+        # Ten seconds for all of them together, then whatever still runs is killed.
+        deadline = time.monotonic() + 10
         for process in processes:
             try:
-                process.wait(timeout=10)
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+                process.wait()
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
     try:

@@ -355,6 +355,9 @@ def test_the_sandbox_auto_reply_answers_every_delivered_message(
 ) -> None:
     mitto_sandbox.inbound_url = live_server.url + inbound_url()
     mitto_sandbox.auto_reply = "Thanks!"
+    # The reply comes when the report is due: here after the answer is stored, as a person's
+    # reply would (a reply is linked to a message sent, one with its sent_at).
+    mitto_sandbox.report_delay = 0.5
     delivered = services.send_sms("+41791234561", "Hello")
     services.send_sms("+41791234569", "Hello")  # ends rejected: no reply
     _wait_for(lambda: InboundMessage.objects.exists())
