@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                 process.wait()
 
     signal.signal(signal.SIGTERM, lambda *a: (stop(), sys.exit(0)))
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored (from a script run in
+    # the background, whose children inherit that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         wait_for(f"http://127.0.0.1:{args.sandbox_port}/_sandbox/messages")
         wait_for(f"{site}/admin/login/")
