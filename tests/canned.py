@@ -19,6 +19,8 @@ class Reply:
     body: bytes | str | dict | list = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    #: Announce the whole body, send only its first half, then close: an answer cut off.
+    cut: bool = False
 
 
 class CannedServer:
@@ -55,6 +57,11 @@ class CannedServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if reply.cut:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

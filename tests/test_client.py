@@ -740,3 +740,94 @@ def test_proxy_settings_of_the_environment_are_read_once_when_the_client_is_made
     direct = MittoClient("key", api_url="http://mitto.example", timeout=1, response_format="json",
                          test_mode=False)  # fmt: skip
     assert "http" not in direct.session.proxies
+
+
+# -- what a sample of the client's mutants showed untested ----------------------------------------
+
+
+def test_an_id_field_holding_an_empty_object_is_no_id_and_the_next_key_is_read(canned) -> None:
+    canned.reply(Reply(body={"id": {}, "messageId": "abc", "responseCode": 0}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert result.id == "abc"
+
+
+@pytest.mark.parametrize(("word", "expected"), [("true", True), ("false", False)])
+def test_the_test_flag_of_an_xml_answer_is_read_from_its_text(canned, word, expected) -> None:
+    canned.reply(
+        Reply(
+            content_type="application/xml",
+            body=f"<response><id>abc</id><responseCode>0</responseCode><test>{word}</test>"
+            "</response>",
+        )
+    )
+    result = make_client(canned.url, response_format="xml").send(
+        "41791234567", "Hi", sender="Shop", test=True
+    )
+    assert result.test is expected
+
+
+def test_a_bulk_test_call_answered_without_a_test_field_is_still_a_test(canned) -> None:
+    canned.reply(
+        Reply(body={"responseCode": 0, "messages": [{"id": "a1"}, {"id": "b2"}]}),
+        Reply(body={"responseCode": 0, "messages": [{"id": "c3"}]}),
+    )
+    client = make_client(canned.url, test_mode=True)
+    result = client.send_bulk(["+41791234561", "+41791234562"], "Hi", sender="Shop")
+    assert canned.requests[0]["body"]["test"] is True
+    assert result.test is True
+    assert [m.test for m in result.messages] == [True, True]
+    real = make_client(canned.url).send_bulk(["+41791234563"], "Hi", sender="Shop")
+    assert "test" not in canned.requests[1]["body"]
+    assert (real.test, real.messages[0].test) == (False, False)
+
+
+def test_probe_makes_a_gsm_test_call_and_describes_the_answer(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0}))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert canned.requests[0]["body"] == {
+        "from": "Shop",
+        "to": "41791234567",
+        "text": "Hi",
+        "type": "GSM",
+        "test": True,
+    }
+    assert (probe.reached, probe.status_code, probe.error, probe.test) == (True, 200, None, True)
+    assert probe.fields == {"id": "string", "responseCode": "number"}
+    # An answer without "to" or "test": the number probed, and a test call.
+    assert probe.result is not None
+    assert (probe.result.id, probe.result.to, probe.result.test) == ("abc", "+41791234567", True)
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_a_real_probe_sends_no_test_field_whatever_the_test_mode(sandbox, test_mode) -> None:
+    probe = make_client(sandbox.url, test_mode=test_mode).probe(
+        "+41791234567", "Hi", sender="Shop", test=False
+    )
+    assert (probe.reached, probe.error, probe.test) == (True, None, False)
+    assert probe.result is not None and probe.result.test is False
+    (received,) = sandbox.messages
+    assert "test" not in received["body"]
+
+
+def test_probe_of_an_unreachable_api_says_it_was_not_reached_and_why() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    probe = make_client(f"http://127.0.0.1:{port}").probe("+41791234567", "Hi", sender="Shop")
+    assert probe.reached is False
+    assert probe.key_accepted is None
+    assert isinstance(probe.error, MittoTransportError)
+    assert probe.error.request_sent is False
+    assert str(probe.error).startswith("POST /sms: ConnectionError: ")
+    assert f"port={port}" in str(probe.error)
+
+
+def test_probe_of_an_answer_cut_off_says_mitto_was_reached(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0, "responseText": "SMS sent"}, cut=True))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert (probe.reached, probe.status_code, probe.result) == (True, 200, None)
+    assert probe.local_address.startswith("127.0.0.1:")
+    assert isinstance(probe.error, MittoTransportError)
+    assert probe.error.request_sent is True
+    assert str(probe.error) == "POST /sms: the answer was cut off (ChunkedEncodingError)."
