@@ -4,6 +4,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -831,3 +832,48 @@ def test_probe_of_an_answer_cut_off_says_mitto_was_reached(canned) -> None:
     assert isinstance(probe.error, MittoTransportError)
     assert probe.error.request_sent is True
     assert str(probe.error) == "POST /sms: the answer was cut off (ChunkedEncodingError)."
+
+
+def test_a_timestamp_without_offset_is_utc_whatever_the_local_time_zone(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    time.tzset()
+    try:
+        parsed = [parse_timestamp("2019-04-13T17:51:06Z"), parse_timestamp("2019-04-13 17:51:06")]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert parsed == [datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)] * 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=timezone.utc)),
+        ("9998-12-31T23:59:59Z", datetime(9998, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
+        ("1969-12-31T23:59:59Z", None),
+        ("1970-01-01T00:30:00+01:00", None),
+    ],
+)
+def test_parse_timestamp_keeps_the_first_and_last_year_it_accepts(value, expected) -> None:
+    assert parse_timestamp(value) == expected
+
+
+def test_http_300_is_a_redirect_too_and_is_not_followed(canned) -> None:
+    canned.reply(
+        Reply(300, b"<html>Choose</html>", {"Location": "http://localhost:1/sms"}, "text/html")
+    )
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 300 (a redirect to 'http://localhost:1/sms'); set MITTO_API_URL "
+        "to the final address."
+    )
+    assert (info.value.status_code, info.value.refused) == (300, True)
+
+
+def test_the_zero_counts_of_a_test_answer_are_read_as_given(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "", "responseCode": 0, "test": True, "textLength": 0, "messageParts": 0})
+    )
+    result = make_client(canned.url).send("41791234567", "", sender="Shop", test=True)
+    assert (result.text_length, result.parts) == (0, 0)
