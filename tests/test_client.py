@@ -877,3 +877,38 @@ def test_the_zero_counts_of_a_test_answer_are_read_as_given(canned) -> None:
     )
     result = make_client(canned.url).send("41791234567", "", sender="Shop", test=True)
     assert (result.text_length, result.parts) == (0, 0)
+
+
+def test_redirect_without_location_still_names_itself_and_keeps_the_body(canned) -> None:
+    canned.reply(Reply(302, "Moved", content_type="text/plain"))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 302 (a redirect to '?'); set MITTO_API_URL to the final address."
+    )
+    assert (info.value.status_code, info.value.response_text) == (302, "Moved")
+
+
+def test_server_error_that_may_have_taken_the_message_says_so(canned) -> None:
+    canned.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto failed, perhaps after taking the message: responseCode 1 (Internal error), HTTP 500."
+    )
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_busy_answer_without_response_code_is_retryable(canned, status) -> None:
+    canned.reply(Reply(status, {"message": "Busy"}, headers={"Retry-After": "2"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        f'Mitto answered HTTP {status} without a responseCode: \'{{"message": "Busy"}}\''
+    )
+    assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (
+        status,
+        True,
+        2.0,
+    )
+    assert info.value.refused is True
