@@ -912,3 +912,16 @@ def test_busy_answer_without_response_code_is_retryable(canned, status) -> None:
         2.0,
     )
     assert info.value.refused is True
+
+
+def test_arguments_given_win_over_the_settings_read_for_the_others(settings) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:5800/"
+    settings.MITTO_RESPONSE_FORMAT = "json"
+    settings.MITTO_TEST_MODE = False
+    client = MittoClient(response_format="xml", timeout=2, test_mode=True)
+    assert (client.api_url, client.response_format, client.timeout, client.test_mode) == (
+        "http://127.0.0.1:5800",
+        "xml",
+        2.0,
+        True,
+    )
