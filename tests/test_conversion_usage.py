@@ -484,3 +484,22 @@ def test_parse_usage_refusal_carries_mittos_code_and_words() -> None:
         "Mitto refused the usage request: responseCode 5 (Invalid account name)."
     )
     assert (caught.value.response_code, caught.value.response_text) == (5, "Invalid account name")
+
+
+@pytest.mark.django_db
+def test_service_usage_report_carries_mittos_currency(settings) -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(
+                body=[
+                    {"country": "CHE", "messagesCount": 1, "cost": "0.07"},
+                    {"country": "DEU", "messagesCount": 2, "cost": "0.10", "currency": "EUR"},
+                ]
+            )
+        )
+        settings.MITTO_API_URL = canned.url
+        settings.MITTO_API_KEY = KEY
+        settings.MITTO_ACCOUNT_NAME = "Shop AG"
+        report = services.usage(TODAY, TODAY)
+    assert report.currency == "EUR"
+    assert report.mitto_cost == Decimal("0.17")
