@@ -1331,3 +1331,73 @@ def test_bulk_rows_keep_tabs_line_breaks_and_backslashes(mitto_sandbox, settings
     rows = list(batch.messages.order_by("pk").values_list("text", "reference", "metadata"))
     assert rows == [(text, "a\\b", {}), (text, "", {}), (text, "c d", {})]
     assert {m["body"]["text"] for m in mitto_sandbox.messages} == {text}
+
+
+# -- what a sample of the send service's mutants showed untested ---------------------------------
+
+
+def _age(messages: list[Message], **fields) -> None:
+    Message.objects.filter(pk__in=[m.pk for m in messages]).update(**fields)
+
+
+def test_requeue_left_behind_hands_over_only_what_is_still_queued(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False  # as if the process died before its after-commit send
+    old = timezone.now() - dt.timedelta(hours=1)
+    left = Message.objects.create(recipient="+41791234561", text="Left behind", sender="Shop")
+    done = Message.objects.create(recipient="+41791234562", text="Sent already", sender="Shop")
+    fresh = Message.objects.create(recipient="+41791234563", text="Just queued", sender="Shop")
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2)
+    members = [
+        Message.objects.create(recipient=f"+4179123457{i}", text="Bulk", sender="Shop", batch=batch)
+        for i in range(2)
+    ]
+    _age([left, done, *members], created_at=old)
+    _age([done], status="sent")
+    assert services.requeue_left_behind(dt.timedelta(minutes=30)) == (1, 1)
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[left.pk], status[done.pk], status[fresh.pk]) == ("sent", "sent", "queued")
+    assert [status[m.pk] for m in members] == ["sent", "sent"]
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == [
+        "41791234561",
+        "41791234570",
+        "41791234571",
+    ]
+
+
+def test_mark_failed_changes_and_announces_only_the_messages_given(
+    make_message, captured_signals
+) -> None:
+    chosen, other = make_message(status="unknown"), make_message(status="unknown")
+    failed_before = make_message(status="failed")
+    assert services.mark_failed([chosen], by="alice") == 1
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[chosen.pk], status[other.pk], status[failed_before.pk]) == (
+        "failed",
+        "unknown",
+        "failed",
+    )
+    assert captured_signals["failed"] == [(chosen.pk, None)]
+
+
+def test_mark_stuck_unknown_marks_only_what_is_still_sending_and_completes_its_batch(
+    make_message,
+) -> None:
+    old = timezone.now() - dt.timedelta(hours=1)
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2)
+    stuck = make_message(status="sending", batch=batch)
+    delivered = make_message(status="sent", batch=batch)
+    sent_long_ago = make_message(status="sent")
+    just_claimed = make_message(status="sending")
+    _age([stuck, delivered, sent_long_ago], status_changed_at=old)
+    assert services.mark_stuck_unknown(dt.timedelta(minutes=30)) == 1
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert [status[m.pk] for m in (stuck, delivered, sent_long_ago, just_claimed)] == [
+        "unknown",
+        "sent",
+        "sent",
+        "sending",
+    ]
+    stuck.refresh_from_db()
+    assert stuck.error == sending.STUCK_ERROR
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
