@@ -1401,3 +1401,72 @@ def test_mark_stuck_unknown_marks_only_what_is_still_sending_and_completes_its_b
     assert stuck.error == sending.STUCK_ERROR
     batch.refresh_from_db()
     assert batch.completed_at is not None
+
+
+def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
+    """A batch whose messages are stored ``queued`` and not handed to the task backend."""
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
+    members = [
+        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
+        for n in numbers
+    ]
+    return batch, members
+
+
+def test_a_batch_completes_while_unrelated_single_messages_are_still_queued(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    Message.objects.create(recipient="+41791234560", text="Waiting", sender="Shop")
+    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    services.send_batch(batch)
+    batch.refresh_from_db()
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+    assert batch.completed_at is not None
+
+
+def test_plan_batch_marks_complete_a_batch_with_nothing_left_to_send(settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    Message.objects.filter(batch=batch).update(status="sent")
+    assert services.plan_batch(batch) == []
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_a_refused_chunk_fails_only_its_own_rows(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+    services.send_batch(batch)
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert [status[m.pk] for m in members] == ["failed", "failed"]
+    assert status[elsewhere.pk] == "sending"
+
+
+def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}))
+    services.send_batch(batch)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.provider_id) == ("sent", "a1")
+    assert second.status == "unknown"
+    assert second.error.startswith("Mitto's bulk answer has no item for this recipient")
+
+
+def test_attempt_chunk_gives_up_after_the_attempts_it_is_given(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 5
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    mitto_sandbox.add_fault("error_503")
+    outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
+    assert (outcome.retry, outcome.attempts) == (False, 1)
+    assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
