@@ -1470,3 +1470,40 @@ def test_attempt_chunk_gives_up_after_the_attempts_it_is_given(mitto_sandbox, se
     outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
     assert (outcome.retry, outcome.attempts) == (False, 1)
     assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
+
+
+def test_a_bulk_send_without_options_records_and_sends_none(mitto_sandbox) -> None:
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    batch.refresh_from_db()
+    assert batch.options == {}
+    assert set(batch.messages.values_list("reference", flat=True)) == {""}
+    (received,) = mitto_sandbox.messages[:1]
+    assert set(received["body"]) == {"from", "to", "text", "type"}
+
+
+def test_send_bulk_refuses_a_single_string_as_recipients_naming_its_type(mitto_sandbox) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk("+41791234567", "Hi")
+    assert info.value.message_dict["recipients"] == [
+        "recipients must be a list of phone numbers, not str."
+    ]
+    assert Batch.objects.count() == 0
+
+
+def test_numbers_opted_out_in_every_chunk_of_a_bulk_send_are_left_out(
+    mitto_sandbox, settings
+) -> None:
+    from django_mitto import optouts
+
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    optouts.add_opt_out("+41791234561")
+    optouts.add_opt_out("+41791234563")
+    numbers = ["+41791234561", "+41791234562", "+41791234563", "+41791234564", "+41791234565"]
+    batch = services.send_bulk(numbers, "Sale today")
+    assert batch.opted_out_numbers == ["+41791234561", "+41791234563"]
+    assert batch.opted_out == 2
+    assert sorted(batch.messages.values_list("recipient", flat=True)) == [
+        "+41791234562",
+        "+41791234564",
+        "+41791234565",
+    ]
