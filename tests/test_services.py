@@ -1507,3 +1507,22 @@ def test_numbers_opted_out_in_every_chunk_of_a_bulk_send_are_left_out(
         "+41791234564",
         "+41791234565",
     ]
+
+
+def test_a_message_put_back_in_the_queue_leaves_other_sends_alone(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("error_503", times=1)
+    outcome = services.attempt_message(message.pk)
+    assert outcome.retry is True
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[message.pk], status[elsewhere.pk]) == ("queued", "sending")
+
+
+def test_bulk_messages_carry_their_counts_while_queued(mitto_sandbox) -> None:
+    with transaction.atomic():
+        batch = services.send_bulk(["+41791234561", "+41791234562"], "x" * 161)
+        counts = set(batch.messages.values_list("status", "text_length", "segments"))
+    assert counts == {("queued", 161, 2)}
