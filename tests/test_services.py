@@ -1526,3 +1526,21 @@ def test_bulk_messages_carry_their_counts_while_queued(mitto_sandbox) -> None:
         batch = services.send_bulk(["+41791234561", "+41791234562"], "x" * 161)
         counts = set(batch.messages.values_list("status", "text_length", "segments"))
     assert counts == {("queued", 161, 2)}
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="an older SQLite is simulated")
+def test_a_database_that_cannot_return_updated_rows_still_claims_each_send_once(
+    mitto_sandbox, monkeypatch
+) -> None:
+    # SQLite before 3.35 (and other databases) cannot return rows from an UPDATE: the claim
+    # is then an UPDATE and a read.
+    monkeypatch.setattr(connection.Database, "sqlite_version_info", (3, 31, 1))
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("sent", 1)
+    again = services.attempt_message(message.pk)
+    assert (again.retry, again.message.status, again.message.attempts) == (False, "sent", 1)
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    assert set(batch.messages.values_list("status", "attempts")) == {("sent", 1)}
+    # One request for the message (not two), one record per recipient of the bulk request.
+    assert [m["path"] for m in mitto_sandbox.messages] == ["/sms", "/smsbulk", "/smsbulk"]
