@@ -271,6 +271,8 @@ def test_timeout_after_the_request_was_read_leaves_the_message_unknown(
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
     assert message.status == Message.Status.UNKNOWN
+    assert message.error.startswith("POST /sms: ReadTimeout (Mitto may have received the request).")
+    assert message.error.endswith(sending.MAY_HAVE_BEEN_SENT)
     assert "may have been sent" in message.error
     services.send_message(message)  # never resent blindly
     assert len(mitto_sandbox.messages) == 1
