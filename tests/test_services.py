@@ -1546,3 +1546,27 @@ def test_a_database_that_cannot_return_updated_rows_still_claims_each_send_once(
     assert set(batch.messages.values_list("status", "attempts")) == {("sent", 1)}
     # One request for the message (not two), one record per recipient of the bulk request.
     assert [m["path"] for m in mitto_sandbox.messages] == ["/sms", "/smsbulk", "/smsbulk"]
+
+
+def test_an_unknown_account_is_refused_naming_the_known_ones(mitto_sandbox) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41791234567", "Hi", account="shop-eu")
+    assert info.value.message_dict["account"] == [
+        "Unknown Mitto account 'shop-eu'; known accounts: default."
+    ]
+    assert Message.objects.count() == 0
+
+
+def test_dropping_the_duplicates_of_a_bulk_send_keeps_other_messages_to_those_numbers(
+    mitto_sandbox,
+) -> None:
+    earlier = services.send_sms("+41791234561", "Earlier")
+    earlier_batch = services.send_bulk(["+41791234561", "+41791234562"], "Earlier bulk")
+    batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234561"], "Hi")
+    assert batch.total == 2
+    assert sorted(batch.messages.values_list("recipient", flat=True)) == [
+        "+41791234561",
+        "+41791234562",
+    ]
+    assert Message.objects.filter(pk=earlier.pk).exists()
+    assert earlier_batch.messages.count() == 2
