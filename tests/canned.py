@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -21,6 +22,9 @@ class Reply:
     content_type: str = "application/json"
     #: Announce the whole body, send only its first half, then close: an answer cut off.
     cut: bool = False
+    #: Called in the server's thread once the request is read, before the answer is sent:
+    #: what happens elsewhere while the request is in flight.
+    before: Callable[[], None] | None = None
 
 
 class CannedServer:
@@ -46,6 +50,8 @@ class CannedServer:
                     }
                 )
                 reply = outer.replies.pop(0) if outer.replies else Reply(500, b"no reply prepared")
+                if reply.before is not None:
+                    reply.before()
                 body = reply.body
                 if isinstance(body, (dict, list)):
                     body = json.dumps(body)

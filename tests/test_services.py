@@ -1570,3 +1570,27 @@ def test_dropping_the_duplicates_of_a_bulk_send_keeps_other_messages_to_those_nu
     ]
     assert Message.objects.filter(pk=earlier.pk).exists()
     assert earlier_batch.messages.count() == 2
+
+
+def test_an_id_that_cannot_be_stored_on_a_message_a_report_moved_meanwhile_is_explained(
+    canned, settings, make_message
+) -> None:
+    from django.db import connection as thread_connection
+
+    from tests.canned import Reply
+
+    holder = make_message(status="sent", provider_id="d88ae721")
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+
+    def report_arrives() -> None:  # a report on the message's own URL, in the server's thread
+        Message.objects.filter(pk=message.pk).update(status="delivered")
+        thread_connection.close()
+
+    canned.reply(Reply(body={"id": "d88ae721", "responseCode": 0}, before=report_arrives))
+    services.send_message(message)
+    message.refresh_from_db()
+    assert (message.status, message.provider_id) == ("delivered", "")
+    assert message.error.startswith(
+        f"Mitto's answer gives the id d88ae721, which message {holder.pk} already has: the "
+        "answer may not be about this message, and the id was not stored."
+    )
