@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         if sample is not None and checked < len(sample):
             print(f"{module}: {len(sample) - checked} of the sample not checked (see {log})")
         rows.append((module, killed, checked, total, seconds, survivors))
-        print(f"{module}: {killed}/{checked} killed in {seconds:.0f} s", flush=True)
+        what = "of the sample " if sample is not None else ""
+        print(f"{module}: {killed}/{checked} {what}killed in {seconds:.0f} s", flush=True)
     report = "\n".join(table(rows, options.sample, options.seed))
     Path("mutants").mkdir(exist_ok=True)
     Path("mutants/scores.txt").write_text(report + "\n", encoding="utf-8")
