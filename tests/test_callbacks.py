@@ -1019,3 +1019,20 @@ def test_a_stored_report_sends_pre_save_and_post_save_as_save_does(make_message)
         ("pre_save", None, common),
         ("post_save", stored.pk, {**common, "created": True}),
     ]
+
+
+def test_delivery_report_received_is_sent_by_the_delivery_report_class(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    senders: list[Any] = []
+
+    def on_received(sender: Any, **kw: Any) -> None:
+        senders.append(sender)
+
+    delivery_report_received.connect(on_received, sender=DeliveryReport, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            record(report("nobody", "delivered"))
+    finally:
+        delivery_report_received.disconnect(on_received, sender=DeliveryReport)
+    assert senders == [DeliveryReport]
