@@ -6,8 +6,11 @@ POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 DEMO_PORT ?= 8000
 SANDBOX_PORT ?= 5800
 # `make mutation`: processes at a time, and the modules (default: all; see tests/mutation.py).
+# MUTATION_SAMPLE=150 checks 150 mutants of each module drawn with MUTATION_SEED (default: all).
 MUTATION_JOBS ?= 2
 MUTATION_MODULES ?=
+MUTATION_SAMPLE ?=
+MUTATION_SEED ?= 1
 
 # The newest and the oldest supported Python and Django, each in a venv of its own. The
 # interpreter is the first of these that runs (a pyenv shim for a version not selected does not).
@@ -116,7 +119,8 @@ bench: venv
 ## Mutation testing of the modules that hold the rules (slow: not part of `make test`).
 ## Prints the score per module; docs/mutants.md explains each surviving mutant.
 mutation: $(VENV)/.mutation-installed
-	$(BIN)/python tests/mutation.py --jobs $(MUTATION_JOBS) $(MUTATION_MODULES)
+	$(BIN)/python tests/mutation.py --jobs $(MUTATION_JOBS) \
+		$(if $(MUTATION_SAMPLE),--sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED)) $(MUTATION_MODULES)
 
 $(VENV)/.mutation-installed: $(BIN)/activate
 	$(BIN)/pip install --quiet -e ".[test,mutation]"

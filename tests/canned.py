@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,6 +20,11 @@ class Reply:
     body: bytes | str | dict | list = b""
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
+    #: Announce the whole body, send only its first half, then close: an answer cut off.
+    cut: bool = False
+    #: Called in the server's thread once the request is read, before the answer is sent:
+    #: what happens elsewhere while the request is in flight.
+    before: Callable[[], None] | None = None
 
 
 class CannedServer:
@@ -44,6 +50,8 @@ class CannedServer:
                     }
                 )
                 reply = outer.replies.pop(0) if outer.replies else Reply(500, b"no reply prepared")
+                if reply.before is not None:
+                    reply.before()
                 body = reply.body
                 if isinstance(body, (dict, list)):
                     body = json.dumps(body)
@@ -55,6 +63,11 @@ class CannedServer:
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
                 self.end_headers()
+                if reply.cut:
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

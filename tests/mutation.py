@@ -1,6 +1,7 @@
 """`make mutation`: run mutmut over the modules that hold the rules, one at a time, and score each.
 
     python tests/mutation.py [--jobs N] [MODULE ...]     (default: every module, 2 processes)
+    python tests/mutation.py --sample N [--seed S] [--jobs N] [MODULE ...]
 
 mutmut (configured in setup.cfg's ``[mutmut]``) copies the package to ``mutants/``, plants one
 small change at a time and runs only the tests that cover the changed function. A mutant is
@@ -9,13 +10,22 @@ noticed: docs/mutants.md lists those of the last run with why each is harmless.
 
 Each run checks every mutant of the modules it is given again; ``mutants/scores.txt`` gets the
 table printed at the end.
+
+``--sample N`` checks only N mutants of each module, drawn at random with the seed ``--seed``
+(default 1): the same seed and the same code give the same mutants. mutmut first lists every
+mutant of the package without checking any (its tests run once, to learn which test covers
+which function), then the sample is drawn from the module's mutants and checked by name. The
+score printed is that of the sample, with its 95 % confidence interval (Wilson) for the share
+killed among all the module's mutants. The full run stays the default.
 """
 
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import math
 import os
+import random
 import subprocess
 import sys
 import time
@@ -63,12 +73,50 @@ def results() -> dict[str, str]:
     return verdicts
 
 
-def score(patterns: list[str], verdicts: dict[str, str]) -> tuple[int, int, list[str]]:
-    """(killed, checked, survivors) of the mutants matching ``patterns``."""
+def matching(patterns: list[str], names: list[str] | dict[str, str]) -> list[str]:
+    """The mutant names among ``names`` that match one of ``patterns``, sorted."""
+    return sorted(name for name in names if any(fnmatch.fnmatchcase(name, p) for p in patterns))
+
+
+def generate() -> subprocess.CompletedProcess[str]:
+    """Have mutmut write every mutant (and learn which tests cover what) without checking any.
+
+    ``mutmut run`` always creates the mutants, then runs the tests once to record which cover
+    which function (kept for the next runs), before it checks the mutants asked for: asked for
+    one that does not exist, it stops there, failing, with every mutant listed as "not checked"
+    (or with its last verdict).
+    """
+    return subprocess.run(
+        mutmut("run", "django_mitto.x__no_such_mutant__"), capture_output=True, text=True
+    )
+
+
+def draw(names: list[str], size: int, seed: int) -> list[str]:
+    """``size`` of ``names`` at random: the same names, size and seed draw the same ones."""
+    return sorted(random.Random(seed).sample(sorted(names), min(size, len(names))))
+
+
+def wilson(killed: int, checked: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of the share killed, ``killed`` of ``checked`` sampled."""
+    if not checked:
+        return 0.0, 1.0
+    share = killed / checked
+    denominator = 1 + z * z / checked
+    centre = (share + z * z / (2 * checked)) / denominator
+    half = z * math.sqrt(share * (1 - share) / checked + z * z / (4 * checked * checked))
+    return max(0.0, centre - half / denominator), min(1.0, centre + half / denominator)
+
+
+def score(
+    patterns: list[str], verdicts: dict[str, str], only: list[str] | None = None
+) -> tuple[int, int, list[str]]:
+    """(killed, checked, survivors) of the mutants matching ``patterns`` (and in ``only``)."""
     mine = {
         name: verdict
         for name, verdict in verdicts.items()
-        if any(fnmatch.fnmatchcase(name, p) for p in patterns) and verdict != "not checked"
+        if any(fnmatch.fnmatchcase(name, p) for p in patterns)
+        and verdict != "not checked"
+        and (only is None or name in only)
     }
     killed = sum(verdict in KILLED for verdict in mine.values())
     survivors = sorted(f"{name}: {v}" for name, v in mine.items() if v not in KILLED)
@@ -79,39 +127,102 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"any of {', '.join(MODULES)}")
     parser.add_argument("--jobs", type=int, default=int(os.environ.get("MUTATION_JOBS", "2")))
+    parser.add_argument(
+        "--sample", type=int, metavar="N", help="check N mutants of each module drawn at random"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="the draw of --sample (default 1): same seed, same draw"
+    )
     options = parser.parse_args(argv)
     modules = options.modules or list(MODULES)
     unknown = sorted(set(modules) - set(MODULES))
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(MODULES)}")
+    if options.sample is not None and options.sample < 1:
+        parser.error("--sample needs at least 1 mutant")
     # Property tests replay their fixed sequence: a mutant's verdict must not depend on a draw.
     os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
     rows = []
     for module in modules:
         started = time.monotonic()
-        run = subprocess.run(
-            mutmut("run", "--max-children", str(options.jobs), *MODULES[module]),
-            stdout=subprocess.DEVNULL,
-        )
+        patterns = MODULES[module]
+        sample: list[str] | None = None
+        total = 0
+        if options.sample is not None:
+            listing = generate()
+            every = matching(patterns, results())
+            if not every or "failed to collect stats" in listing.stdout:
+                sys.stderr.write(listing.stdout[-3000:] + listing.stderr[-3000:])
+                print(f"mutmut could not list the mutants of {module}", file=sys.stderr)
+                return 1
+            total = len(every)
+            sample = draw(every, options.sample, options.seed)
+            print(
+                f"{module}: checking a sample of {len(sample)} of its {total} mutants "
+                f"(seed {options.seed})",
+                flush=True,
+            )
+        log = Path("mutants") / f"run-{module}.log"
+        with log.open("w", encoding="utf-8") as out:
+            run = subprocess.run(
+                mutmut("run", "--max-children", str(options.jobs), *(sample or patterns)),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         seconds = time.monotonic() - started
-        if run.returncode not in (0, 1):
-            print(f"mutmut failed on {module} (exit {run.returncode})", file=sys.stderr)
-            return run.returncode
-        killed, checked, survivors = score(MODULES[module], results())
-        rows.append((module, killed, checked, seconds, survivors))
-        print(f"{module}: {killed}/{checked} killed in {seconds:.0f} s", flush=True)
-    lines = [f"{'module':<12} {'killed':>7} {'mutants':>8} {'score':>7} {'time':>8}"]
-    for module, killed, checked, seconds, _ in rows:
-        percent = 100 * killed / checked if checked else 100.0
-        lines.append(f"{module:<12} {killed:>7} {checked:>8} {percent:>6.1f}% {seconds:>7.0f}s")
-    lines.append("")
-    for module, _, _, _, survivors in rows:
-        lines += [f"surviving in {module}:", *(f"  {s}" for s in survivors), ""]
-    report = "\n".join(lines)
+        killed, checked, survivors = score(patterns, results(), only=sample)
+        if run.returncode not in (0, 1) or not checked:
+            tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
+            print(*tail, sep="\n", file=sys.stderr)
+            print(f"mutmut failed on {module} (exit {run.returncode}; see {log})", file=sys.stderr)
+            return run.returncode or 1
+        if sample is not None and checked < len(sample):
+            print(f"{module}: {len(sample) - checked} of the sample not checked (see {log})")
+        rows.append((module, killed, checked, total, seconds, survivors))
+        what = "of the sample " if sample is not None else ""
+        print(f"{module}: {killed}/{checked} {what}killed in {seconds:.0f} s", flush=True)
+    report = "\n".join(table(rows, options.sample, options.seed))
     Path("mutants").mkdir(exist_ok=True)
     Path("mutants/scores.txt").write_text(report + "\n", encoding="utf-8")
     print(report)
     return 0
+
+
+def table(
+    rows: list[tuple[str, int, int, int, float, list[str]]], sample: int | None, seed: int
+) -> list[str]:
+    """The lines of the report: one per module, then the survivors of each."""
+    if sample is None:
+        lines = [f"{'module':<12} {'killed':>7} {'mutants':>8} {'score':>7} {'time':>8}"]
+        for module, killed, checked, _, seconds, _ in rows:
+            percent = 100 * killed / checked if checked else 100.0
+            lines.append(f"{module:<12} {killed:>7} {checked:>8} {percent:>6.1f}% {seconds:>7.0f}s")
+    else:
+        lines = [
+            f"A SAMPLE, not every mutant: up to {sample} mutants of each module, seed {seed}.",
+            "The interval is where the share killed among all the module's mutants lies,",
+            "with 95 % confidence (Wilson score interval).",
+            "",
+            f"{'module':<12} {'killed':>7} {'sampled':>8} {'of':>6} {'score':>7} "
+            f"{'95 % interval':>15} {'time':>8}",
+        ]
+        for module, killed, checked, total, seconds, _ in rows:
+            percent = 100 * killed / checked if checked else 100.0
+            low, high = wilson(killed, checked)
+            interval = f"{100 * low:.1f}-{100 * high:.1f}%"
+            lines.append(
+                f"{module:<12} {killed:>7} {checked:>8} {total:>6} {percent:>6.1f}% "
+                f"{interval:>15} {seconds:>7.0f}s"
+            )
+    lines.append("")
+    for module, _, _, _, _, survivors in rows:
+        title = (
+            f"surviving in {module} (of the sample)"
+            if sample is not None
+            else f"surviving in {module}"
+        )
+        lines += [f"{title}:", *(f"  {s}" for s in survivors), ""]
+    return lines
 
 
 if __name__ == "__main__":

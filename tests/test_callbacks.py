@@ -980,3 +980,59 @@ def test_the_message_with_the_id_wins_over_any_number_without_id(
     # Receivers get the whole message, not only the columns the rules read.
     [message] = received
     assert message.get_deferred_fields() == set() and message.text == "Hello"
+
+
+def test_a_mismatched_report_is_announced_with_the_message_whose_url_it_came_on(
+    make_message, signals, django_capture_on_commit_callbacks
+) -> None:
+    target = make_message(status=Status.SENDING)
+    make_message(provider_id="other-id")
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("other-id", "delivered"), message_pk=target.pk)
+    assert stored.outcome == Outcome.MISMATCHED
+    assert signals.received == [(stored.pk, target.pk)]
+    assert signals.changed == []
+
+
+def test_a_stored_report_sends_pre_save_and_post_save_as_save_does(make_message) -> None:
+    from django.db.models.signals import post_save, pre_save
+
+    seen: list[tuple[str, Any, dict[str, Any]]] = []
+
+    def on_pre_save(sender: Any, instance: DeliveryReport, **kw: Any) -> None:
+        seen.append(("pre_save", instance.pk, kw))
+
+    def on_post_save(sender: Any, instance: DeliveryReport, **kw: Any) -> None:
+        seen.append(("post_save", instance.pk, kw))
+
+    pre_save.connect(on_pre_save, sender=DeliveryReport, weak=False)
+    post_save.connect(on_post_save, sender=DeliveryReport, weak=False)
+    try:
+        stored = record(report("nobody", "delivered"))
+    finally:
+        pre_save.disconnect(on_pre_save, sender=DeliveryReport)
+        post_save.disconnect(on_post_save, sender=DeliveryReport)
+    common = {"raw": False, "using": "default", "update_fields": None}
+    assert [
+        (name, pk, {k: v for k, v in kw.items() if k != "signal"}) for name, pk, kw in seen
+    ] == [
+        ("pre_save", None, common),
+        ("post_save", stored.pk, {**common, "created": True}),
+    ]
+
+
+def test_delivery_report_received_is_sent_by_the_delivery_report_class(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    senders: list[Any] = []
+
+    def on_received(sender: Any, **kw: Any) -> None:
+        senders.append(sender)
+
+    delivery_report_received.connect(on_received, sender=DeliveryReport, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            record(report("nobody", "delivered"))
+    finally:
+        delivery_report_received.disconnect(on_received, sender=DeliveryReport)
+    assert senders == [DeliveryReport]

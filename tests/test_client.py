@@ -4,6 +4,7 @@ import logging
 import re
 import socket
 import ssl
+import time
 from datetime import datetime, timezone
 
 import pytest
@@ -740,3 +741,187 @@ def test_proxy_settings_of_the_environment_are_read_once_when_the_client_is_made
     direct = MittoClient("key", api_url="http://mitto.example", timeout=1, response_format="json",
                          test_mode=False)  # fmt: skip
     assert "http" not in direct.session.proxies
+
+
+# -- what a sample of the client's mutants showed untested ----------------------------------------
+
+
+def test_an_id_field_holding_an_empty_object_is_no_id_and_the_next_key_is_read(canned) -> None:
+    canned.reply(Reply(body={"id": {}, "messageId": "abc", "responseCode": 0}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert result.id == "abc"
+
+
+@pytest.mark.parametrize(("word", "expected"), [("true", True), ("false", False)])
+def test_the_test_flag_of_an_xml_answer_is_read_from_its_text(canned, word, expected) -> None:
+    canned.reply(
+        Reply(
+            content_type="application/xml",
+            body=f"<response><id>abc</id><responseCode>0</responseCode><test>{word}</test>"
+            "</response>",
+        )
+    )
+    result = make_client(canned.url, response_format="xml").send(
+        "41791234567", "Hi", sender="Shop", test=True
+    )
+    assert result.test is expected
+
+
+def test_a_bulk_test_call_answered_without_a_test_field_is_still_a_test(canned) -> None:
+    canned.reply(
+        Reply(body={"responseCode": 0, "messages": [{"id": "a1"}, {"id": "b2"}]}),
+        Reply(body={"responseCode": 0, "messages": [{"id": "c3"}]}),
+    )
+    client = make_client(canned.url, test_mode=True)
+    result = client.send_bulk(["+41791234561", "+41791234562"], "Hi", sender="Shop")
+    assert canned.requests[0]["body"]["test"] is True
+    assert result.test is True
+    assert [m.test for m in result.messages] == [True, True]
+    real = make_client(canned.url).send_bulk(["+41791234563"], "Hi", sender="Shop")
+    assert "test" not in canned.requests[1]["body"]
+    assert (real.test, real.messages[0].test) == (False, False)
+
+
+def test_probe_makes_a_gsm_test_call_and_describes_the_answer(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0}))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert canned.requests[0]["body"] == {
+        "from": "Shop",
+        "to": "41791234567",
+        "text": "Hi",
+        "type": "GSM",
+        "test": True,
+    }
+    assert (probe.reached, probe.status_code, probe.error, probe.test) == (True, 200, None, True)
+    assert probe.fields == {"id": "string", "responseCode": "number"}
+    # An answer without "to" or "test": the number probed, and a test call.
+    assert probe.result is not None
+    assert (probe.result.id, probe.result.to, probe.result.test) == ("abc", "+41791234567", True)
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_a_real_probe_sends_no_test_field_whatever_the_test_mode(sandbox, test_mode) -> None:
+    probe = make_client(sandbox.url, test_mode=test_mode).probe(
+        "+41791234567", "Hi", sender="Shop", test=False
+    )
+    assert (probe.reached, probe.error, probe.test) == (True, None, False)
+    assert probe.result is not None and probe.result.test is False
+    (received,) = sandbox.messages
+    assert "test" not in received["body"]
+
+
+def test_probe_of_an_unreachable_api_says_it_was_not_reached_and_why() -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    probe = make_client(f"http://127.0.0.1:{port}").probe("+41791234567", "Hi", sender="Shop")
+    assert probe.reached is False
+    assert probe.key_accepted is None
+    assert isinstance(probe.error, MittoTransportError)
+    assert probe.error.request_sent is False
+    assert str(probe.error).startswith("POST /sms: ConnectionError: ")
+    assert f"port={port}" in str(probe.error)
+
+
+def test_probe_of_an_answer_cut_off_says_mitto_was_reached(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0, "responseText": "SMS sent"}, cut=True))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert (probe.reached, probe.status_code, probe.result) == (True, 200, None)
+    assert probe.local_address.startswith("127.0.0.1:")
+    assert isinstance(probe.error, MittoTransportError)
+    assert probe.error.request_sent is True
+    assert str(probe.error) == "POST /sms: the answer was cut off (ChunkedEncodingError)."
+
+
+def test_a_timestamp_without_offset_is_utc_whatever_the_local_time_zone(monkeypatch) -> None:
+    monkeypatch.setenv("TZ", "Europe/Zurich")
+    time.tzset()
+    try:
+        parsed = [parse_timestamp("2019-04-13T17:51:06Z"), parse_timestamp("2019-04-13 17:51:06")]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert parsed == [datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)] * 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1970-01-01T00:00:00Z", datetime(1970, 1, 1, tzinfo=timezone.utc)),
+        ("9998-12-31T23:59:59Z", datetime(9998, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
+        ("1969-12-31T23:59:59Z", None),
+        ("1970-01-01T00:30:00+01:00", None),
+    ],
+)
+def test_parse_timestamp_keeps_the_first_and_last_year_it_accepts(value, expected) -> None:
+    assert parse_timestamp(value) == expected
+
+
+def test_http_300_is_a_redirect_too_and_is_not_followed(canned) -> None:
+    canned.reply(
+        Reply(300, b"<html>Choose</html>", {"Location": "http://localhost:1/sms"}, "text/html")
+    )
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 300 (a redirect to 'http://localhost:1/sms'); set MITTO_API_URL "
+        "to the final address."
+    )
+    assert (info.value.status_code, info.value.refused) == (300, True)
+
+
+def test_the_zero_counts_of_a_test_answer_are_read_as_given(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "", "responseCode": 0, "test": True, "textLength": 0, "messageParts": 0})
+    )
+    result = make_client(canned.url).send("41791234567", "", sender="Shop", test=True)
+    assert (result.text_length, result.parts) == (0, 0)
+
+
+def test_redirect_without_location_still_names_itself_and_keeps_the_body(canned) -> None:
+    canned.reply(Reply(302, "Moved", content_type="text/plain"))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 302 (a redirect to '?'); set MITTO_API_URL to the final address."
+    )
+    assert (info.value.status_code, info.value.response_text) == (302, "Moved")
+
+
+def test_server_error_that_may_have_taken_the_message_says_so(canned) -> None:
+    canned.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        "Mitto failed, perhaps after taking the message: responseCode 1 (Internal error), HTTP 500."
+    )
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_busy_answer_without_response_code_is_retryable(canned, status) -> None:
+    canned.reply(Reply(status, {"message": "Busy"}, headers={"Retry-After": "2"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == (
+        f'Mitto answered HTTP {status} without a responseCode: \'{{"message": "Busy"}}\''
+    )
+    assert (info.value.status_code, info.value.retryable, info.value.retry_after) == (
+        status,
+        True,
+        2.0,
+    )
+    assert info.value.refused is True
+
+
+def test_arguments_given_win_over_the_settings_read_for_the_others(settings) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:5800/"
+    settings.MITTO_RESPONSE_FORMAT = "json"
+    settings.MITTO_TEST_MODE = False
+    client = MittoClient(response_format="xml", timeout=2, test_mode=True)
+    assert (client.api_url, client.response_format, client.timeout, client.test_mode) == (
+        "http://127.0.0.1:5800",
+        "xml",
+        2.0,
+        True,
+    )

@@ -347,3 +347,159 @@ def test_sandbox_command_line_sets_the_extras() -> None:
     assert defaults == {"conversion_enabled": True, "usage_shape": "list", "usage_price": "0.05"}
     with pytest.raises(ValueError, match="usage_price"):
         extras.configure(Sandbox(), build_parser().parse_args(["--usage-price", "-1"]))
+
+
+# -- the client's words for each refusal, and the usage shapes a sample of mutants showed untested -
+
+
+def test_mark_converted_refusals_say_what_mitto_answered_and_what_to_do() -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(400, '"Conversion rate tracking is not enabled for this customer account"'),
+            Reply(400, b""),
+            Reply(404, {"responseText": "Message not found"}),
+            Reply(404, b""),
+            Reply(429, b"", headers={"Retry-After": "7"}),
+            Reply(500, "Internal Server Error", content_type="text/plain"),
+            Reply(502, b""),
+        )
+        client = client_for(canned.url)
+        caught = []
+        for _ in range(7):
+            with pytest.raises(MittoAPIError) as error:
+                client.mark_converted("abc-1")
+            caught.append(error.value)
+    hint = (
+        "Mitto answers 400 when conversion tracking is not enabled for the account: ask your "
+        "Mitto account manager to enable it."
+    )
+    assert [(e.status_code, str(e), e.response_text) for e in caught] == [
+        (
+            400,
+            "Mitto refused to mark message abc-1 as converted (HTTP 400: Conversion rate "
+            f"tracking is not enabled for this customer account). {hint}",
+            "Conversion rate tracking is not enabled for this customer account",
+        ),
+        (
+            400,
+            f"Mitto refused to mark message abc-1 as converted (HTTP 400: no text). {hint}",
+            "",
+        ),
+        (
+            404,
+            "Mitto knows no message with id abc-1 to mark as converted (HTTP 404: Message not "
+            "found).",
+            "Message not found",
+        ),
+        (404, "Mitto knows no message with id abc-1 to mark as converted (HTTP 404: no text).", ""),
+        (429, "Mitto answered HTTP 429 (too many requests): try again later.", ""),
+        (
+            500,
+            "Mitto answered HTTP 500 on POST /sms/converted: Internal Server Error.",
+            "Internal Server Error",
+        ),
+        (502, "Mitto answered HTTP 502 on POST /sms/converted: no text.", ""),
+    ]
+    assert caught[4].retry_after == 7
+
+
+def test_mark_converted_with_a_wrong_key_says_what_to_check(sandbox) -> None:
+    with pytest.raises(MittoAuthenticationError) as caught:
+        client_for(sandbox.url, key="wrong-key-999").mark_converted("any")
+    assert str(caught.value) == (
+        "Mitto refused the API key (HTTP 401) on POST /sms/converted: check MITTO_API_KEY and "
+        "that this server's IP address is whitelisted at Mitto."
+    )
+
+
+def test_usage_without_an_account_name_says_where_to_find_it(sandbox) -> None:
+    with pytest.raises(MittoConfigurationError) as caught:
+        client_for(sandbox.url).usage(TODAY, TODAY, account_name="  ")
+    assert str(caught.value) == (
+        "Mitto's usage report needs the account name tied to the API key (MITTO_ACCOUNT_NAME); "
+        "ask your Mitto account manager if you do not know it."
+    )
+
+
+def test_usage_refuses_a_bad_end_date_naming_it(sandbox) -> None:
+    with pytest.raises(ValueError) as caught:
+        client_for(sandbox.url).usage(TODAY, "31.12.2024", account_name="Shop AG")
+    assert str(caught.value) == "end: '31.12.2024' is not a date (YYYY-MM-DD)."
+    assert sandbox.messages == []
+
+
+def test_usage_takes_datetimes_for_their_dates() -> None:
+    with CannedServer() as canned:
+        canned.reply(Reply(body=[]))
+        rows = client_for(canned.url).usage(
+            datetime.datetime(2024, 3, 1, 23, 30, tzinfo=datetime.timezone.utc),
+            datetime.datetime(2024, 3, 31, 8, 0),
+            account_name="Shop AG",
+        )
+    assert rows == []
+    assert canned.requests[0]["body"] == {
+        "startDate": "2024-03-01",
+        "endDate": "2024-03-31",
+        "accountName": "Shop AG",
+    }
+
+
+def test_usage_error_without_words_says_so() -> None:
+    with CannedServer() as canned:
+        canned.reply(Reply(500, b""), Reply(400, {"responseText": "Unknown account name"}))
+        client = client_for(canned.url)
+        with pytest.raises(MittoAPIError) as empty:
+            client.usage(TODAY, TODAY, account_name="Shop AG")
+        with pytest.raises(MittoAPIError) as worded:
+            client.usage(TODAY, TODAY, account_name="Nope")
+    assert str(empty.value) == "Mitto answered HTTP 500 on POST /usage/bycountry: no text."
+    assert worded.value.response_text == "Unknown account name"
+    assert str(worded.value) == (
+        "Mitto answered HTTP 400 on POST /usage/bycountry: Unknown account name."
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"CHE": 12}, [UsageRow("CHE", 12)]),
+        ([{"country": "CHE", "messages": "3"}], [UsageRow("CHE", 3)]),
+        ([{"country": "CHE", "count": 3}], [UsageRow("CHE", 3)]),
+        ([{"country": "CHE", "messagesCount": 3, "cost": ""}], [UsageRow("CHE", 3)]),
+        (
+            [{"country": "CHE", "messagesCount": 3, "cost": "0,21", "currency": "EUR"}],
+            [UsageRow("CHE", 3, Decimal("0.21"), "EUR")],
+        ),
+    ],
+    ids=["bare-count", "messages", "count", "empty-cost", "comma-cost"],
+)
+def test_parse_usage_reads_the_other_spellings_of_an_item(answer, expected) -> None:
+    assert parse_usage(answer) == expected
+
+
+def test_parse_usage_refusal_carries_mittos_code_and_words() -> None:
+    with pytest.raises(MittoAPIError) as caught:
+        parse_usage({"responseCode": 5, "responseText": "Invalid account name"})
+    assert str(caught.value) == (
+        "Mitto refused the usage request: responseCode 5 (Invalid account name)."
+    )
+    assert (caught.value.response_code, caught.value.response_text) == (5, "Invalid account name")
+
+
+@pytest.mark.django_db
+def test_service_usage_report_carries_mittos_currency(settings) -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(
+                body=[
+                    {"country": "CHE", "messagesCount": 1, "cost": "0.07"},
+                    {"country": "DEU", "messagesCount": 2, "cost": "0.10", "currency": "EUR"},
+                ]
+            )
+        )
+        settings.MITTO_API_URL = canned.url
+        settings.MITTO_API_KEY = KEY
+        settings.MITTO_ACCOUNT_NAME = "Shop AG"
+        report = services.usage(TODAY, TODAY)
+    assert report.currency == "EUR"
+    assert report.mitto_cost == Decimal("0.17")

@@ -299,6 +299,8 @@ def test_timeout_after_the_request_was_read_leaves_the_message_unknown(
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
     assert message.status == Message.Status.UNKNOWN
+    assert message.error.startswith("POST /sms: ReadTimeout (Mitto may have received the request).")
+    assert message.error.endswith(sending.MAY_HAVE_BEEN_SENT)
     assert "may have been sent" in message.error
     services.send_message(message)  # never resent blindly
     assert len(mitto_sandbox.messages) == 1
@@ -1359,3 +1361,265 @@ def test_bulk_rows_keep_tabs_line_breaks_and_backslashes(mitto_sandbox, settings
     rows = list(batch.messages.order_by("pk").values_list("text", "reference", "metadata"))
     assert rows == [(text, "a\\b", {}), (text, "", {}), (text, "c d", {})]
     assert {m["body"]["text"] for m in mitto_sandbox.messages} == {text}
+
+
+# -- what a sample of the send service's mutants showed untested ---------------------------------
+
+
+def _age(messages: list[Message], **fields) -> None:
+    Message.objects.filter(pk__in=[m.pk for m in messages]).update(**fields)
+
+
+def test_requeue_left_behind_hands_over_only_what_is_still_queued(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False  # as if the process died before its after-commit send
+    old = timezone.now() - dt.timedelta(hours=1)
+    left = Message.objects.create(recipient="+41791234561", text="Left behind", sender="Shop")
+    done = Message.objects.create(recipient="+41791234562", text="Sent already", sender="Shop")
+    fresh = Message.objects.create(recipient="+41791234563", text="Just queued", sender="Shop")
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2)
+    members = [
+        Message.objects.create(recipient=f"+4179123457{i}", text="Bulk", sender="Shop", batch=batch)
+        for i in range(2)
+    ]
+    _age([left, done, *members], created_at=old)
+    _age([done], status="sent")
+    assert services.requeue_left_behind(dt.timedelta(minutes=30)) == (1, 1)
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[left.pk], status[done.pk], status[fresh.pk]) == ("sent", "sent", "queued")
+    assert [status[m.pk] for m in members] == ["sent", "sent"]
+    assert sorted(m["to"] for m in mitto_sandbox.messages) == [
+        "41791234561",
+        "41791234570",
+        "41791234571",
+    ]
+
+
+def test_mark_failed_changes_and_announces_only_the_messages_given(
+    make_message, captured_signals
+) -> None:
+    chosen, other = make_message(status="unknown"), make_message(status="unknown")
+    failed_before = make_message(status="failed")
+    assert services.mark_failed([chosen], by="alice") == 1
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[chosen.pk], status[other.pk], status[failed_before.pk]) == (
+        "failed",
+        "unknown",
+        "failed",
+    )
+    assert captured_signals["failed"] == [(chosen.pk, None)]
+
+
+def test_mark_stuck_unknown_marks_only_what_is_still_sending_and_completes_its_batch(
+    make_message,
+) -> None:
+    old = timezone.now() - dt.timedelta(hours=1)
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2)
+    stuck = make_message(status="sending", batch=batch)
+    delivered = make_message(status="sent", batch=batch)
+    sent_long_ago = make_message(status="sent")
+    just_claimed = make_message(status="sending")
+    _age([stuck, delivered, sent_long_ago], status_changed_at=old)
+    assert services.mark_stuck_unknown(dt.timedelta(minutes=30)) == 1
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert [status[m.pk] for m in (stuck, delivered, sent_long_ago, just_claimed)] == [
+        "unknown",
+        "sent",
+        "sent",
+        "sending",
+    ]
+    stuck.refresh_from_db()
+    assert stuck.error == sending.STUCK_ERROR
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
+    """A batch whose messages are stored ``queued`` and not handed to the task backend."""
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
+    members = [
+        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
+        for n in numbers
+    ]
+    return batch, members
+
+
+def test_a_batch_completes_while_unrelated_single_messages_are_still_queued(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    Message.objects.create(recipient="+41791234560", text="Waiting", sender="Shop")
+    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    services.send_batch(batch)
+    batch.refresh_from_db()
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+    assert batch.completed_at is not None
+
+
+def test_plan_batch_marks_complete_a_batch_with_nothing_left_to_send(settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    Message.objects.filter(batch=batch).update(status="sent")
+    assert services.plan_batch(batch) == []
+    batch.refresh_from_db()
+    assert batch.completed_at is not None
+
+
+def test_a_refused_chunk_fails_only_its_own_rows(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+    services.send_batch(batch)
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert [status[m.pk] for m in members] == ["failed", "failed"]
+    assert status[elsewhere.pk] == "sending"
+
+
+def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}))
+    services.send_batch(batch)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.provider_id) == ("sent", "a1")
+    assert second.status == "unknown"
+    assert second.error.startswith("Mitto's bulk answer has no item for this recipient")
+
+
+def test_attempt_chunk_gives_up_after_the_attempts_it_is_given(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 5
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    mitto_sandbox.add_fault("error_503")
+    outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
+    assert (outcome.retry, outcome.attempts) == (False, 1)
+    assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
+
+
+def test_a_bulk_send_without_options_records_and_sends_none(mitto_sandbox) -> None:
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    batch.refresh_from_db()
+    assert batch.options == {}
+    assert set(batch.messages.values_list("reference", flat=True)) == {""}
+    (received,) = mitto_sandbox.messages[:1]
+    assert set(received["body"]) == {"from", "to", "text", "type"}
+
+
+def test_send_bulk_refuses_a_single_string_as_recipients_naming_its_type(mitto_sandbox) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk("+41791234567", "Hi")
+    assert info.value.message_dict["recipients"] == [
+        "recipients must be a list of phone numbers, not str."
+    ]
+    assert Batch.objects.count() == 0
+
+
+def test_numbers_opted_out_in_every_chunk_of_a_bulk_send_are_left_out(
+    mitto_sandbox, settings
+) -> None:
+    from django_mitto import optouts
+
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    optouts.add_opt_out("+41791234561")
+    optouts.add_opt_out("+41791234563")
+    numbers = ["+41791234561", "+41791234562", "+41791234563", "+41791234564", "+41791234565"]
+    batch = services.send_bulk(numbers, "Sale today")
+    assert batch.opted_out_numbers == ["+41791234561", "+41791234563"]
+    assert batch.opted_out == 2
+    assert sorted(batch.messages.values_list("recipient", flat=True)) == [
+        "+41791234562",
+        "+41791234564",
+        "+41791234565",
+    ]
+
+
+def test_a_message_put_back_in_the_queue_leaves_other_sends_alone(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("error_503", times=1)
+    outcome = services.attempt_message(message.pk)
+    assert outcome.retry is True
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[message.pk], status[elsewhere.pk]) == ("queued", "sending")
+
+
+def test_bulk_messages_carry_their_counts_while_queued(mitto_sandbox) -> None:
+    with transaction.atomic():
+        batch = services.send_bulk(["+41791234561", "+41791234562"], "x" * 161)
+        counts = set(batch.messages.values_list("status", "text_length", "segments"))
+    assert counts == {("queued", 161, 2)}
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="an older SQLite is simulated")
+def test_a_database_that_cannot_return_updated_rows_still_claims_each_send_once(
+    mitto_sandbox, monkeypatch, settings
+) -> None:
+    # SQLite before 3.35 (and other databases) cannot return rows from an UPDATE: the claim
+    # is then an UPDATE and a read.
+    monkeypatch.setattr(connection.Database, "sqlite_version_info", (3, 31, 1))
+    settings.MITTO_SEND_ON_SAVE = False  # the message is claimed by the send below
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    sent = services.attempt_message(message.pk)
+    assert (sent.retry, sent.message.status, sent.message.attempts) == (False, "sent", 1)
+    again = services.attempt_message(message.pk)
+    assert (again.retry, again.message.status, again.message.attempts) == (False, "sent", 1)
+    batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    assert set(batch.messages.values_list("status", "attempts")) == {("sent", 1)}
+    # One request for the message (not two), one record per recipient of the bulk request.
+    assert [m["path"] for m in mitto_sandbox.messages] == ["/sms", "/smsbulk", "/smsbulk"]
+
+
+def test_an_unknown_account_is_refused_naming_the_known_ones(mitto_sandbox) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41791234567", "Hi", account="shop-eu")
+    assert info.value.message_dict["account"] == [
+        "Unknown Mitto account 'shop-eu'; known accounts: default."
+    ]
+    assert Message.objects.count() == 0
+
+
+def test_dropping_the_duplicates_of_a_bulk_send_keeps_other_messages_to_those_numbers(
+    mitto_sandbox,
+) -> None:
+    earlier = services.send_sms("+41791234561", "Earlier")
+    earlier_batch = services.send_bulk(["+41791234561", "+41791234562"], "Earlier bulk")
+    batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234561"], "Hi")
+    assert batch.total == 2
+    assert sorted(batch.messages.values_list("recipient", flat=True)) == [
+        "+41791234561",
+        "+41791234562",
+    ]
+    assert Message.objects.filter(pk=earlier.pk).exists()
+    assert earlier_batch.messages.count() == 2
+
+
+def test_an_id_that_cannot_be_stored_on_a_message_a_report_moved_meanwhile_is_explained(
+    canned, settings, make_message
+) -> None:
+    from django.db import connection as thread_connection
+
+    from tests.canned import Reply
+
+    holder = make_message(status="sent", provider_id="d88ae721")
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+
+    def report_arrives() -> None:  # a report on the message's own URL, in the server's thread
+        Message.objects.filter(pk=message.pk).update(status="delivered")
+        thread_connection.close()
+
+    canned.reply(Reply(body={"id": "d88ae721", "responseCode": 0}, before=report_arrives))
+    services.send_message(message)
+    message.refresh_from_db()
+    assert (message.status, message.provider_id) == ("delivered", "")
+    assert message.error.startswith(
+        f"Mitto's answer gives the id d88ae721, which message {holder.pk} already has: the "
+        "answer may not be about this message, and the id was not stored."
+    )

@@ -357,3 +357,17 @@ def test_unknown_encoding_lists_the_allowed_ones() -> None:
     assert error.messages == [
         "Unknown encoding 'latin-1'. Allowed values are: GSM, Unicode, Binary, Auto."
     ]
+
+
+def test_a_refusal_names_five_control_characters_then_says_there_are_more() -> None:
+    five = "".join(chr(c) for c in range(1, 6))
+    with pytest.raises(ValidationError) as info:
+        validators.validate_text(f"a{five}b", enc.AUTO)
+    assert info.value.messages == [
+        "Contains control characters that cannot be sent: U+0001, U+0002, U+0003, U+0004, U+0005."
+    ]
+    with pytest.raises(ValidationError) as info:
+        validators.validate_text(f"a{five}\x06b", enc.AUTO)
+    assert info.value.messages == [
+        "Contains control characters that cannot be sent: U+0001, U+0002, U+0003, U+0004, U+0005 …."
+    ]
