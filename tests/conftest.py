@@ -105,11 +105,11 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # PostgreSQL-only tests (row locking under real concurrency) run in the PostgreSQL pass.
-    if connection.vendor == "postgresql":
-        return
-    keep = [item for item in items if "postgres" not in item.keywords]
-    dropped = [item for item in items if "postgres" in item.keywords]
+    # PostgreSQL-only tests (row locking under real concurrency) run in the PostgreSQL pass,
+    # SQLite-only ones (an older SQLite simulated) in the SQLite pass.
+    other = "sqlite" if connection.vendor == "postgresql" else "postgres"
+    keep = [item for item in items if other not in item.keywords]
+    dropped = [item for item in items if other in item.keywords]
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep

@@ -1558,7 +1558,7 @@ def test_bulk_messages_carry_their_counts_while_queued(mitto_sandbox) -> None:
     assert counts == {("queued", 161, 2)}
 
 
-@pytest.mark.skipif(connection.vendor != "sqlite", reason="an older SQLite is simulated")
+@pytest.mark.sqlite  # an older SQLite is simulated
 def test_a_database_that_cannot_return_updated_rows_still_claims_each_send_once(
     mitto_sandbox, monkeypatch, settings
 ) -> None:
