@@ -97,9 +97,10 @@ def insert(
     values = [f.get_db_prep_save(f.pre_save(instance, True), db) for f in _insert_fields(model)]
     unless_model, conditions = unless if unless is not None else (None, {})
     sql, returning = _insert_sql(model, unless_model, tuple(conditions), using)
-    if unless_model is not None and not returning:  # pragma: no cover - SQLite before 3.35
+    if unless_model is not None and not returning:  # SQLite before 3.35: two statements
         if row_exists(unless_model, **conditions):
             return False
+        conditions = {}
         sql, returning = _insert_sql(model, None, (), using)
     with db.cursor() as cursor:
         cursor.execute(sql, [*values, *conditions.values()])
@@ -108,7 +109,7 @@ def insert(
             if row is None:
                 return False
             pk = row[0]
-        else:  # pragma: no cover - SQLite before 3.35
+        else:
             pk = db.ops.last_insert_id(cursor, meta.db_table, str(meta.pk.column))
     instance.pk = pk
     instance._state.adding = False

@@ -1558,6 +1558,31 @@ def test_bulk_messages_carry_their_counts_while_queued(mitto_sandbox) -> None:
     assert counts == {("queued", 161, 2)}
 
 
+@pytest.fixture
+def no_returning_from_insert(monkeypatch):
+    """A database that cannot return the new row's id from an INSERT (SQLite before 3.35)."""
+    from django_mitto import sql
+
+    monkeypatch.setattr(connection.features, "can_return_columns_from_insert", False)
+    sql._insert_sql.cache_clear()
+    yield
+    sql._insert_sql.cache_clear()
+
+
+@pytest.mark.sqlite  # an older SQLite is simulated
+def test_send_sms_without_insert_returning_still_refuses_opted_out_numbers(
+    mitto_sandbox, no_returning_from_insert
+) -> None:
+    OptOut.objects.create(number="+41791234567")
+    with pytest.raises(ValidationError) as raised:
+        services.send_sms("+41791234567", "Hi")
+    assert "recipient" in raised.value.message_dict
+    message = services.send_sms("+41791234568", "Hi")
+    assert message.status == "sent"
+    assert Message.objects.get().pk == message.pk
+    assert [m["to"] for m in mitto_sandbox.messages] == ["41791234568"]
+
+
 @pytest.mark.sqlite  # an older SQLite is simulated
 def test_a_database_that_cannot_return_updated_rows_still_claims_each_send_once(
     mitto_sandbox, monkeypatch, settings
