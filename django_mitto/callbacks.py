@@ -341,7 +341,7 @@ def record_report(
     )
     if forced:
         report.outcome = forced
-        _insert(report)
+        insert(report)
         logger.warning(
             "Delivery report for Mitto id %r on the callback URL of message %s (id %r) stored "
             "as mismatched: applied to neither",
@@ -441,7 +441,7 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     else:
         report.outcome = DeliveryReport.Outcome.STALE
     if save:
-        _insert(report)
+        insert(report)
     else:
         # A stored unmatched report: whoever links it to its message applies it, once.
         claimed = DeliveryReport.objects.filter(
@@ -495,15 +495,9 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     _after_commit_received(report, message, old_status=old, new_status=new_status)
 
 
-def _insert(report: DeliveryReport) -> None:
-    """``report.save()`` for a new report, in one INSERT written out once (see
-    :func:`django_mitto.sql.insert`)."""
-    insert(report)
-
-
 def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
     """``Message.objects.filter(pk=pk, status=status).update(**values)`` in one UPDATE written
-    here (see :func:`_insert`); how many rows it changed (0 or 1)."""
+    here (see :func:`django_mitto.sql.insert`); how many rows it changed (0 or 1)."""
     meta = Message._meta
     db = connections[router.db_for_write(Message)]
     qn = db.ops.quote_name
