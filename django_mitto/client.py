@@ -6,7 +6,6 @@ from :mod:`django_mitto.exceptions`. One ``requests.Session`` keeps connections 
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -133,14 +132,6 @@ def parse_timestamp(value: Any) -> datetime | None:
     """
     if not value or not isinstance(value, str):
         return None
-    if len(value) > 64:  # unusual: parsed, not kept in the cache
-        return _parse_timestamp.__wrapped__(value)
-    return _parse_timestamp(value)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_timestamp(value: str) -> datetime | None:
-    # Cached: the items of a bulk answer mostly share one timestamp (datetimes are immutable).
     match = _TIMESTAMP.match(value.strip())
     if not match:
         return None
@@ -171,19 +162,6 @@ def _int_or_none(
     except ValueError:
         return None
     return number if low <= number <= high else None
-
-
-def _envelope_text(envelope: Mapping[str, Any]) -> str:
-    # The same text for every item of a bulk answer: cleaned once.
-    value = envelope.get("responsetext")
-    if isinstance(value, str) and len(value) <= 512:
-        return _clean_short(value)
-    return clean_text(value)
-
-
-@functools.lru_cache(maxsize=64)
-def _clean_short(value: str) -> str:
-    return clean_text(value)
 
 
 def _bool(value: Any) -> bool:
@@ -552,7 +530,7 @@ class MittoClient:
             to=clean_text(data.get("to"), 32) or default_to,
             timestamp=parse_timestamp(data.get("timestamp")),
             response_code=_int_or_none(envelope.get("responsecode")) or 0,
-            response_text=_envelope_text(envelope),
+            response_text=clean_text(envelope.get("responsetext")),
             text_length=_int_or_none(data.get("textlength"), 0, MAX_TEXT_LENGTH),
             parts=_int_or_none(data.get("messageparts"), 0, MAX_PARTS),
             test=_bool(data.get("test", test)),
