@@ -65,8 +65,9 @@ def test_max_parts_counts_in_the_encoding_actually_used(settings) -> None:
     settings.MITTO_MAX_PARTS = 1
     validators.validate_text("a" * 160, enc.AUTO)
     validators.validate_text("ж" * 70, enc.AUTO)
-    with pytest.raises(ValidationError, match="2 SMS parts"):
+    with pytest.raises(ValidationError, match="2 SMS parts") as info:
         validators.validate_text("ж" * 71, enc.AUTO)
+    assert info.value.error_list[0].code == "too_many_parts"
     with pytest.raises(ValidationError, match="2 SMS parts"):
         validators.validate_text("ab" * 141, enc.BINARY)
 
