@@ -113,14 +113,20 @@ def test_validity_from_1_to_2880_minutes_passes(value) -> None:
 
 @pytest.mark.parametrize("value", [0, -5, 2881, 10**12, "60", 60.0, True])
 def test_validity_out_of_range_or_not_an_int_is_refused(value) -> None:
-    with pytest.raises(ValidationError, match="2880"):
+    with pytest.raises(ValidationError) as info:
         validators.validate_validity(value)
+    assert info.value.messages == [
+        "The validity is a whole number of minutes from 1 to 2880 (48 hours)."
+    ]
+    assert info.value.error_list[0].code == "invalid"
 
 
 @pytest.mark.parametrize("value", [-1, 256, "1", 1.0, False])
 def test_pid_out_of_range_or_not_an_int_is_refused(value) -> None:
-    with pytest.raises(ValidationError, match="255"):
+    with pytest.raises(ValidationError) as info:
         validators.validate_pid(value)
+    assert info.value.messages == ["The protocol id is a whole number from 0 to 255."]
+    assert info.value.error_list[0].code == "invalid"
 
 
 def test_check_fields_names_every_bad_field_and_nothing_else() -> None:
