@@ -378,3 +378,11 @@ def test_a_refusal_names_five_control_characters_then_says_there_are_more() -> N
     assert info.value.messages == [
         "Contains control characters that cannot be sent: U+0001, U+0002, U+0003, U+0004, U+0005 …."
     ]
+
+
+@pytest.mark.parametrize(("value", "name"), [([1, 2], "list"), ("x", "str"), (3, "int")])
+def test_metadata_that_is_not_a_dict_is_refused_naming_its_type(value, name) -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata(value)
+    assert info.value.messages == [f"Metadata is a dict, not {name}."]
+    assert info.value.error_list[0].code == "invalid_type"
