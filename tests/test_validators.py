@@ -386,3 +386,12 @@ def test_metadata_that_is_not_a_dict_is_refused_naming_its_type(value, name) -> 
         validators.validate_metadata(value)
     assert info.value.messages == [f"Metadata is a dict, not {name}."]
     assert info.value.error_list[0].code == "invalid_type"
+
+
+def test_metadata_that_is_no_json_is_refused_saying_why() -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata({"d": dt.date(2026, 1, 1)})
+    assert info.value.messages == [
+        "Metadata must be JSON-serialisable: Object of type date is not JSON serializable."
+    ]
+    assert info.value.error_list[0].code == "invalid"
