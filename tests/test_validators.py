@@ -65,8 +65,9 @@ def test_max_parts_counts_in_the_encoding_actually_used(settings) -> None:
     settings.MITTO_MAX_PARTS = 1
     validators.validate_text("a" * 160, enc.AUTO)
     validators.validate_text("ж" * 70, enc.AUTO)
-    with pytest.raises(ValidationError, match="2 SMS parts"):
+    with pytest.raises(ValidationError, match="2 SMS parts") as info:
         validators.validate_text("ж" * 71, enc.AUTO)
+    assert info.value.error_list[0].code == "too_many_parts"
     with pytest.raises(ValidationError, match="2 SMS parts"):
         validators.validate_text("ab" * 141, enc.BINARY)
 
@@ -112,14 +113,20 @@ def test_validity_from_1_to_2880_minutes_passes(value) -> None:
 
 @pytest.mark.parametrize("value", [0, -5, 2881, 10**12, "60", 60.0, True])
 def test_validity_out_of_range_or_not_an_int_is_refused(value) -> None:
-    with pytest.raises(ValidationError, match="2880"):
+    with pytest.raises(ValidationError) as info:
         validators.validate_validity(value)
+    assert info.value.messages == [
+        "The validity is a whole number of minutes from 1 to 2880 (48 hours)."
+    ]
+    assert info.value.error_list[0].code == "invalid"
 
 
 @pytest.mark.parametrize("value", [-1, 256, "1", 1.0, False])
 def test_pid_out_of_range_or_not_an_int_is_refused(value) -> None:
-    with pytest.raises(ValidationError, match="255"):
+    with pytest.raises(ValidationError) as info:
         validators.validate_pid(value)
+    assert info.value.messages == ["The protocol id is a whole number from 0 to 255."]
+    assert info.value.error_list[0].code == "invalid"
 
 
 def test_check_fields_names_every_bad_field_and_nothing_else() -> None:
@@ -371,3 +378,20 @@ def test_a_refusal_names_five_control_characters_then_says_there_are_more() -> N
     assert info.value.messages == [
         "Contains control characters that cannot be sent: U+0001, U+0002, U+0003, U+0004, U+0005 …."
     ]
+
+
+@pytest.mark.parametrize(("value", "name"), [([1, 2], "list"), ("x", "str"), (3, "int")])
+def test_metadata_that_is_not_a_dict_is_refused_naming_its_type(value, name) -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata(value)
+    assert info.value.messages == [f"Metadata is a dict, not {name}."]
+    assert info.value.error_list[0].code == "invalid_type"
+
+
+def test_metadata_that_is_no_json_is_refused_saying_why() -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata({"d": dt.date(2026, 1, 1)})
+    assert info.value.messages == [
+        "Metadata must be JSON-serialisable: Object of type date is not JSON serializable."
+    ]
+    assert info.value.error_list[0].code == "invalid"
