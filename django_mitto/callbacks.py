@@ -597,8 +597,11 @@ def apply_pending_batch_reports(batch: Batch | int) -> int:
     return applied
 
 
-def apply_pending_reports_bulk(messages: Iterable[Message]) -> int:
-    """:func:`apply_pending_reports` for many messages at once (one query when none are pending)."""
+def apply_pending_reports_bulk(messages: Iterable[Any]) -> int:
+    """:func:`apply_pending_reports` for many messages at once (one query when none are pending).
+
+    ``messages`` may be messages or any objects with their ``pk`` and ``provider_id`` (the
+    rows of a bulk chunk): the messages that reports waited for are loaded then."""
     by_id = {m.provider_id: m for m in messages if m.provider_id}
     if not by_id:
         return 0
@@ -615,15 +618,19 @@ def apply_pending_reports_bulk(messages: Iterable[Message]) -> int:
     return _apply_pending(Q(provider_id__in=list(by_id)), by_id)
 
 
-def _apply_pending(condition: Any, by_id: dict[str, Message]) -> int:
+def _apply_pending(condition: Any, by_id: dict[str, Any]) -> int:
     pending = list(
         DeliveryReport.objects.filter(
             condition, message__isnull=True, outcome=DeliveryReport.Outcome.UNMATCHED
         ).order_by("received_at", "pk")
     )
+    rows = [by_id[report.provider_id] for report in pending]
+    loaded = Message.objects.in_bulk([r.pk for r in rows if not isinstance(r, Message)])
     applied = 0
     for report in pending:
         message = by_id[report.provider_id]
+        if not isinstance(message, Message):
+            message = by_id[report.provider_id] = loaded[message.pk]
         secret_of = report.payload.get("account") if isinstance(report.payload, dict) else None
         if secret_of and secret_of != message.account:
             # Came on another account's secret URL: it does not speak for this message.

@@ -260,14 +260,59 @@ def _claim_sql(using: str) -> str:
     )
 
 
-def _update_returning(queryset: QuerySet[Message], values: dict[str, Any]) -> list[Message] | None:
-    """``queryset.update(**values)`` that returns the rows updated, as they now are, in one
-    statement; None where the database cannot return rows from an UPDATE (nothing is done
-    then: the caller updates and reads)."""
-    if not _can_return_from_update(connections[queryset.db]):
-        return None
-    sql, params = _update_sql(queryset, values)
-    return _returning(queryset.db, sql, params)
+class _Claimed:
+    """A row of a chunk as its claim returned it: what sending it and recording Mitto's answer
+    need. A whole :class:`Message` costs more to load than the row costs to send, so one is
+    loaded only for whoever needs it (signal receivers, reports that waited for its id); the
+    answer's columns are set on this as attributes before they are written."""
+
+    def __init__(self, pk: int, recipient: str, attempts: int) -> None:
+        self.pk = pk
+        self.recipient = recipient
+        self.attempts = attempts
+        self.provider_id = ""
+
+
+def _claim_chunk(batch: Batch, ids: list[int], token: uuid.UUID, now: datetime) -> list[_Claimed]:
+    """Move the ``queued`` rows of ``batch`` among ``ids`` to ``sending`` under ``token`` (one
+    more attempt); the rows claimed, by pk. One statement where the database can return rows
+    from an UPDATE (PostgreSQL, SQLite 3.35+), two elsewhere."""
+    using = router.db_for_write(Message)
+    connection = connections[using]
+    claiming = Message.objects.using(using).filter(
+        _pks_in(ids, using), batch=batch, status=Status.QUEUED
+    )
+    change = {
+        "status": Status.SENDING,
+        "claim": token,
+        "attempts": F("attempts") + 1,
+        "status_changed_at": now,
+    }
+    if _can_return_from_update(connection):
+        sql, params = _update_sql(claiming, change)
+        meta = Message._meta
+        returning = ", ".join(
+            connection.ops.quote_name(cast(str, cast(Field, meta.get_field(name)).column))
+            for name in ("id", "recipient", "attempts")
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} RETURNING {returning}", params)
+            rows = cursor.fetchall()
+    else:
+        claiming.update(**change)
+        rows = list(
+            Message.objects.using(using)
+            .filter(claim=token)
+            .values_list("pk", "recipient", "attempts")
+        )
+    rows.sort()
+    return [_Claimed(*row) for row in rows]
+
+
+def _whole(rows: list[_Claimed]) -> dict[int, Message]:
+    """The messages of ``rows`` as they now are, by pk (one query)."""
+    using = router.db_for_write(Message)
+    return Message.objects.using(using).filter(_pks_in([row.pk for row in rows], using)).in_bulk()
 
 
 def _returning(using: str, sql: str, params: tuple[Any, ...]) -> list[Message]:
@@ -455,7 +500,7 @@ def _answer_fields(
 
 
 def _write_sent(
-    message: Message,
+    message: Message | _Claimed,
     result: SendResult,
     fields: dict[str, Any],
     now: datetime,
@@ -530,7 +575,7 @@ def _mark_sent(pk: int, values: dict[str, Any]) -> bool:
         return bool(cursor.rowcount)
 
 
-def _id_owner(message: Message, provider_id: str) -> int | None:
+def _id_owner(message: Message | _Claimed, provider_id: str) -> int | None:
     """The other message that already has ``provider_id``, if any."""
     if not provider_id:
         return None
@@ -546,7 +591,7 @@ def _id_owner(message: Message, provider_id: str) -> int | None:
         return None
 
 
-def _record_unstorable(message: Message, result: SendResult, reason: str) -> None:
+def _record_unstorable(message: Message | _Claimed, result: SendResult, reason: str) -> None:
     error = gettext(
         "%(reason)s Answer: %(answer)s. Mitto accepted the request (responseCode 0): "
         "check before sending it again."
@@ -724,25 +769,12 @@ def attempt_chunk(
 
 def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> ChunkOutcome:
     token = uuid.uuid4()
-    now = timezone.now()
-    using = router.db_for_write(Message)
-    claiming = Message.objects.using(using).filter(
-        _pks_in(ids, using), batch=batch, status=Status.QUEUED
-    )
-    change = {
-        "status": Status.SENDING,
-        "claim": token,
-        "attempts": F("attempts") + 1,
-        "status_changed_at": now,
-    }
-    claimed = _update_returning(claiming, change)
-    if claimed is None:
-        claiming.update(**change)
-        claimed = list(Message.objects.using(using).filter(claim=token).order_by("pk"))
-    messages = claimed
+    messages = _claim_chunk(batch, ids, token, timezone.now())
     if not messages:
         return ChunkOutcome(batch.pk)
-    first = messages[0]
+    attempts = messages[0].attempts
+    # The options are the chunk's first message's (a chunk is of one batch and reference).
+    first = Message.objects.using(router.db_for_write(Message)).get(pk=messages[0].pk)
     try:
         # The account may be unknown (removed from the settings): that fails the chunk unsent.
         options = _mitto_options(first)
@@ -756,19 +788,19 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
         failure = classify_failure(exc)
         _pause_if_asked(batch.account, failure)
         limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
-        if failure.status == Status.QUEUED and first.attempts >= limit:
-            failure = _given_up(failure, first.attempts)
+        if failure.status == Status.QUEUED and attempts >= limit:
+            failure = _given_up(failure, attempts)
         Message.objects.filter(claim=token, status=Status.SENDING).update(
             **_failure_fields(failure)
         )
         logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
         if failure.status == Status.FAILED:
-            for message in messages:
-                message.status = Status.FAILED
+            failed = _whole(messages) if message_failed.has_listeners(Message) else {}
+            for row in messages if failed else ():
                 announce(
                     message_failed,
                     Message,
-                    message=message,
+                    message=failed[row.pk],
                     error=exc if isinstance(exc, MittoError) else None,
                 )
         elif failure.status == Status.UNKNOWN:
@@ -779,14 +811,14 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
                 [m.pk for m in messages],
                 retry=True,
                 retry_after=failure.retry_after,
-                attempts=first.attempts,
+                attempts=attempts,
             )
-        return ChunkOutcome(batch.pk, attempts=first.attempts)
+        return ChunkOutcome(batch.pk, attempts=attempts)
 
     items = _match_bulk_items(messages, result.messages)
     done = timezone.now()
-    accepted: list[tuple[Message, SendResult, dict[str, Any]]] = []
-    missing: list[Message] = []
+    accepted: list[tuple[_Claimed, SendResult, dict[str, Any]]] = []
+    missing: list[_Claimed] = []
     flagged: list[str] = []
     for message, item in zip(messages, items):
         if item is None:
@@ -822,11 +854,13 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
         apply_pending_reports_bulk([message for message, _ in stored])
     except Exception:
         logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
-    for message, item in stored:
-        announce(message_sent, Message, message=message, result=item)
+    if stored and message_sent.has_listeners(Message):
+        sent = _whole([row for row, _ in stored])
+        for row, item in stored:
+            announce(message_sent, Message, message=sent[row.pk], result=item)
     if missing or flagged:
         _apply_reports_of_rows_without_id(batch)
-    return ChunkOutcome(batch.pk, attempts=first.attempts)
+    return ChunkOutcome(batch.pk, attempts=attempts)
 
 
 def _apply_reports_of_rows_without_id(batch: Batch) -> None:
@@ -852,39 +886,38 @@ _BULK_SENT_FIELDS = [
 
 
 def _write_bulk_sent(
-    batch: Batch, accepted: list[tuple[Message, SendResult, dict[str, Any]]], done: datetime
-) -> list[tuple[Message, SendResult]]:
-    """Store the accepted items with one ``bulk_update``; row by row when that is refused (a
-    duplicate id, say), so that only the rows that cannot be written end ``unknown``."""
-    for message, _item, fields in accepted:
+    batch: Batch, accepted: list[tuple[_Claimed, SendResult, dict[str, Any]]], done: datetime
+) -> list[tuple[_Claimed, SendResult]]:
+    """Store the accepted items in one go; row by row when that is refused (a duplicate id,
+    say), so that only the rows that cannot be written end ``unknown``."""
+    for row, _item, fields in accepted:
         for name, value in fields.items():
-            setattr(message, name, value)
-        message.status = Status.SENT
-        message.status_changed_at = done
+            setattr(row, name, value)
+        row.status = Status.SENT  # type: ignore[attr-defined]
+        row.status_changed_at = done  # type: ignore[attr-defined]
     try:
         with transaction.atomic():
-            _bulk_write([message for message, _, _ in accepted], _BULK_SENT_FIELDS)
-        return [(message, item) for message, item, _ in accepted]
+            _bulk_write([row for row, _, _ in accepted], _BULK_SENT_FIELDS)
+        return [(row, item) for row, item, _ in accepted]
     except Exception as exc:
         logger.warning(
             "Batch %s: Mitto's answer could not be stored at once (%s); storing row by row",
             batch.pk,
             type(exc).__name__,
         )
-    stored: list[tuple[Message, SendResult]] = []
-    for message, item, fields in accepted:
+    stored: list[tuple[_Claimed, SendResult]] = []
+    for row, item, fields in accepted:
         # Pending reports are applied for every stored row afterwards, in one query.
-        if _write_sent(message, item, fields, done, reports_wait=False)[0] is not False:
-            stored.append((message, item))
-        else:
-            message.refresh_from_db()
+        if _write_sent(row, item, fields, done, reports_wait=False)[0] is not False:
+            stored.append((row, item))
     return stored
 
 
-def _bulk_write(rows: list[Message], names: list[str]) -> None:
-    """``bulk_update`` of ``names``, except that a column holding one value on every row is set
-    by one plain UPDATE: ``bulk_update`` builds a CASE with one WHEN per row and column, which
-    costs a worker far more time to compile than the request to Mitto takes."""
+def _bulk_write(rows: list[_Claimed], names: list[str]) -> None:
+    """Write the attributes ``names`` of ``rows`` to their messages. A column holding one
+    value on every row is set by one plain UPDATE; the others, on PostgreSQL, by one
+    ``UPDATE ... FROM unnest(arrays)``, elsewhere by ``bulk_update`` (whose CASE with one WHEN
+    per row and column costs far more to compile than the request to Mitto takes)."""
     if not rows:
         return
     same: dict[str, Any] = {}
@@ -902,7 +935,14 @@ def _bulk_write(rows: list[Message], names: list[str]) -> None:
         if same:
             Message.objects.using(using).filter(_pks_in(pks, using)).update(**same)
         if varying:
-            Message.objects.using(using).bulk_update(rows, varying, batch_size=500)
+            Message.objects.using(using).bulk_update(
+                [
+                    Message(pk=row.pk, **{name: getattr(row, name) for name in varying})
+                    for row in rows
+                ],
+                varying,
+                batch_size=500,
+            )
         return
     # PostgreSQL: one UPDATE ... FROM unnest(arrays), one array per varying column and the
     # shared values as constants: each row is rewritten once, and the statement is the same
@@ -928,7 +968,7 @@ def _bulk_write(rows: list[Message], names: list[str]) -> None:
         )
 
 
-def _match_bulk_items(messages: list[Message], items: list[SendResult]) -> list[SendResult | None]:
+def _match_bulk_items(messages: list[_Claimed], items: list[SendResult]) -> list[SendResult | None]:
     """Pair each message with its item in Mitto's bulk answer (by order, checked by number)."""
 
     def digits(value: str) -> str:

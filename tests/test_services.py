@@ -1274,6 +1274,42 @@ def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, capture
     assert len(canned.requests) == 1
 
 
+def test_bulk_receivers_get_each_message_once_as_stored(mitto_sandbox, settings) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    seen: list[tuple[int, str, str, str, str]] = []
+
+    def on_sent(sender, message, result, **kwargs):
+        seen.append((message.pk, message.status, message.provider_id, result.id, message.text))
+
+    message_sent.connect(on_sent)
+    try:
+        batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234563"], "Hi")
+    finally:
+        message_sent.disconnect(on_sent)
+    stored = list(batch.messages.order_by("pk").values_list("pk", "provider_id"))
+    assert [(pk, status, pid, text) for pk, status, pid, _id, text in seen] == [
+        (pk, "sent", pid, "Hi") for pk, pid in stored
+    ]
+    assert all(pid and pid == result_id for _pk, _s, pid, result_id, _t in seen)
+
+
+def test_bulk_refusal_hands_receivers_the_failed_messages(canned) -> None:
+    from tests.canned import Reply
+
+    canned.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
+    seen: list[tuple[str, int | None, str]] = []
+
+    def on_failed(sender, message, error, **kwargs):
+        seen.append((message.status, message.response_code, message.recipient))
+
+    message_failed.connect(on_failed)
+    try:
+        services.send_bulk(["+41791234561", "+41791234562"], "Hi")
+    finally:
+        message_failed.disconnect(on_failed)
+    assert sorted(seen) == [("failed", 6, "+41791234561"), ("failed", 6, "+41791234562")]
+
+
 def test_queued_message_that_became_invalid_fails_with_each_reason(
     mitto_sandbox, make_message, captured_signals
 ) -> None:
