@@ -20,7 +20,9 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -42,7 +44,7 @@ from .callbacks import (
     callback_url_for_batch,
     callback_url_for_message,
 )
-from .client import SendResult, clean_text
+from .client import BulkResult, SendResult, clean_text
 from .clients import get_client
 from .conf import conf
 from .exceptions import (
@@ -63,6 +65,7 @@ __all__ = [
     "Failure",
     "SendOutcome",
     "attempt_chunk",
+    "attempt_chunks",
     "attempt_claimed",
     "attempt_message",
     "classify_failure",
@@ -700,14 +703,14 @@ def _record_retry(message: Message, failure: Failure) -> Message:
 def send_batch(batch_or_pk: Batch | int) -> Batch:
     """Send the queued messages of a batch through ``/smsbulk``, chunk after chunk, here.
 
-    Each chunk is claimed with one UPDATE; the ids Mitto returns are written back to each row
-    with one ``bulk_update``. A chunk Mitto refuses fails as a whole; one whose answer was lost
+    Each chunk is claimed with one UPDATE; the ids Mitto returns are written back with one
+    more; two requests are under way at once (:func:`attempt_chunks`). A chunk Mitto refuses fails as a whole; one whose answer was lost
     after the request went out is marked ``unknown``. The task backends do not call this: they
     hand each chunk of :func:`plan_batch` to a task of its own (:func:`attempt_chunk`).
     """
     pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
-    for ids in plan_batch(pk):
-        attempt_chunk(pk, ids)
+    for _outcome in attempt_chunks(pk, plan_batch(pk)):
+        pass
     return Batch.objects.get(pk=pk)
 
 
@@ -762,26 +765,131 @@ def attempt_chunk(
     """
     pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
     try:
-        return _send_chunk(Batch.objects.get(pk=pk), list(ids), max_attempts)
+        flight = _take_off(Batch.objects.get(pk=pk), list(ids))
+        if flight is None:
+            return ChunkOutcome(pk)
+        return _land(flight, _answer_of(flight), max_attempts)
     finally:
         _complete_if_done(pk)
 
 
-def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> ChunkOutcome:
+def attempt_chunks(
+    batch_or_pk: Batch | int,
+    chunks: Iterable[list[int]],
+    *,
+    max_attempts: int | None = None,
+    in_flight: int = 2,
+) -> Iterator[ChunkOutcome]:
+    """:func:`attempt_chunk` for each of ``chunks`` in turn, with up to ``in_flight`` requests
+    to Mitto under way at once: while Mitto answers one chunk, this process records the
+    answer to the one before and claims the next. Yields each chunk's outcome, in order.
+
+    Everything but the requests runs in the calling thread, on its database connection: each
+    chunk is claimed, and its answer recorded, exactly as :func:`attempt_chunk` does. A
+    generator left unfinished waits for the requests already made and records their answers.
+    """
+    pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
+    batch = Batch.objects.get(pk=pk)
+    if in_flight < 2:
+        for ids in chunks:
+            yield attempt_chunk(batch, ids, max_attempts=max_attempts)
+        return
+    flying: deque[tuple[_Flight | None, Future[BulkResult] | None]] = deque()
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="mitto-bulk") as pool:
+        try:
+            for ids in chunks:
+                flight = _take_off(batch, list(ids))
+                flying.append((flight, None if flight is None else pool.submit(_request, flight)))
+                if len(flying) >= in_flight:
+                    yield _land_next(pk, flying, max_attempts)
+            while flying:
+                yield _land_next(pk, flying, max_attempts)
+        finally:
+            while flying:  # closed early: what went to Mitto is still recorded
+                _land_next(pk, flying, max_attempts)
+
+
+def _land_next(
+    pk: int,
+    flying: deque[tuple[_Flight | None, Future[BulkResult] | None]],
+    max_attempts: int | None,
+) -> ChunkOutcome:
+    flight, future = flying.popleft()
+    try:
+        if flight is None or future is None:
+            return ChunkOutcome(pk)
+        return _land(flight, future.result, max_attempts)
+    finally:
+        _complete_if_done(pk)
+
+
+@dataclass
+class _Flight:
+    """A claimed chunk on its way: what its request needs, and what recording the answer needs."""
+
+    batch: Batch
+    token: uuid.UUID
+    rows: list[_Claimed]
+    text: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    client: Any = None
+    #: Raised before the request could be made (an account removed from the settings...).
+    error: Exception | None = None
+
+    @property
+    def attempts(self) -> int:
+        return self.rows[0].attempts
+
+
+def _take_off(batch: Batch, ids: list[int]) -> _Flight | None:
+    """Claim a chunk and prepare its request (None when nothing was left to claim). Waits for
+    the account's turn (pause, rate limit) before returning."""
     token = uuid.uuid4()
-    messages = _claim_chunk(batch, ids, token, timezone.now())
-    if not messages:
-        return ChunkOutcome(batch.pk)
-    attempts = messages[0].attempts
+    rows = _claim_chunk(batch, ids, token, timezone.now())
+    if not rows:
+        return None
+    flight = _Flight(batch, token, rows)
     # The options are the chunk's first message's (a chunk is of one batch and reference).
-    first = Message.objects.using(router.db_for_write(Message)).get(pk=messages[0].pk)
+    first = Message.objects.using(router.db_for_write(Message)).filter(claim=token).first()
+    if first is None:
+        return None  # deleted meanwhile
     try:
         # The account may be unknown (removed from the settings): that fails the chunk unsent.
-        options = _mitto_options(first)
-        options["callback"] = callback_url_for_batch(batch) or None
-        client = get_client(batch.account)
-        _wait_turn(batch.account, len(messages))
-        result = client.send_bulk([m.recipient for m in messages], first.text, **options)
+        flight.options = _mitto_options(first)
+        flight.options["callback"] = callback_url_for_batch(batch) or None
+        flight.client = get_client(batch.account)
+        flight.text = first.text
+    except Exception as exc:
+        flight.error = exc
+        return flight
+    _wait_turn(batch.account, len(rows))
+    return flight
+
+
+def _request(flight: _Flight) -> BulkResult:
+    """The chunk's ``POST /smsbulk`` (no database: this may run in another thread)."""
+    if flight.error is not None:
+        raise flight.error
+    return cast(
+        BulkResult,
+        flight.client.send_bulk(
+            [row.recipient for row in flight.rows], flight.text, **flight.options
+        ),
+    )
+
+
+def _answer_of(flight: _Flight) -> Callable[[], BulkResult]:
+    return functools.partial(_request, flight)
+
+
+def _land(
+    flight: _Flight, answer: Callable[[], BulkResult], max_attempts: int | None
+) -> ChunkOutcome:
+    """Record what became of a chunk's request: ``answer()`` gives Mitto's answer, or raises
+    what went wrong."""
+    batch, messages, attempts = flight.batch, flight.rows, flight.attempts
+    try:
+        result = answer()
     except Exception as exc:
         if not isinstance(exc, MittoError):
             logger.exception("Batch %s: unexpected error while sending a chunk", batch.pk)
@@ -790,7 +898,7 @@ def _send_chunk(batch: Batch, ids: list[int], max_attempts: int | None) -> Chunk
         limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
         if failure.status == Status.QUEUED and attempts >= limit:
             failure = _given_up(failure, attempts)
-        Message.objects.filter(claim=token, status=Status.SENDING).update(
+        Message.objects.filter(claim=flight.token, status=Status.SENDING).update(
             **_failure_fields(failure)
         )
         logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)

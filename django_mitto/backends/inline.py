@@ -12,7 +12,8 @@ import time
 from collections import deque
 from typing import Any
 
-from .base import TaskBackend
+from .. import sending
+from .base import CHUNK, TaskBackend
 
 __all__ = ["InlineBackend"]
 
@@ -24,6 +25,23 @@ class InlineBackend(TaskBackend):
 
     max_delay = 2.0
     sends_in_process = True
+    #: Requests to Mitto under way at once while a batch is sent: while Mitto answers one
+    #: chunk, the answer to the one before is recorded and the next is claimed (see
+    #: :func:`django_mitto.sending.attempt_chunks`). 1 sends chunk after chunk.
+    chunks_in_flight = 2
+
+    def run_batch(self, pk: int) -> None:
+        chunks = sending.plan_batch(pk)
+        outcomes = sending.attempt_chunks(
+            pk, chunks, max_attempts=self.max_attempts, in_flight=self.chunks_in_flight
+        )
+        for outcome in outcomes:
+            if outcome.retry:
+                self.schedule(
+                    CHUNK,
+                    (pk, outcome.ids),
+                    self.retry_delay(outcome.attempts, outcome.retry_after),
+                )
 
     def schedule(self, kind: str, args: tuple[Any, ...], delay: float) -> None:
         queue: deque[tuple[str, tuple[Any, ...], float]] | None = getattr(_local, "queue", None)
