@@ -100,7 +100,10 @@ def clean_text(value: Any, limit: int = MAX_FIELD_LENGTH) -> str:
         return ""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
-    return _UNSTORABLE.sub(" ", str(value)).strip()[:limit]
+    value = str(value)
+    if value.isprintable():  # no control character nor surrogate: nothing to replace
+        return value.strip()[:limit]
+    return _UNSTORABLE.sub(" ", value).strip()[:limit]
 
 
 def read_id(data: Mapping[str, Any]) -> str:
@@ -155,6 +158,8 @@ def _int_or_none(
     value: Any, low: int = -MAX_RESPONSE_CODE, high: int = MAX_RESPONSE_CODE
 ) -> int | None:
     """An integer in ``[low, high]``, or ``None`` (absent, not a number, out of range)."""
+    if type(value) is int:  # most answers: no text to read (and never a bool)
+        return value if low <= value <= high else None
     if value is None or isinstance(value, (bool, Mapping, list, tuple)):
         return None
     try:
@@ -362,14 +367,26 @@ class MittoClient:
             # No per-recipient items, only the ids, in the order of the recipients.
             items = [{"id": value} for value in data["ids"]]
         is_test = _bool(data.get("test", body.get("test", False)))
+        code = _int_or_none(data.get("responsecode")) or 0
+        text = clean_text(data.get("responsetext"))
+        # The items of one answer often share their timestamp: each distinct one is read once.
+        timestamps: dict[str, datetime | None] = {}
         messages = [
-            self._result(_lower_keys(item), default_to="", test=is_test, envelope=data, item=item)
+            self._result(
+                _lower_keys(item),
+                default_to="",
+                test=is_test,
+                item=item,
+                code=code,
+                text=text,
+                timestamps=timestamps,
+            )
             for item in items
             if isinstance(item, Mapping)
         ]
         return BulkResult(
-            response_code=_int_or_none(data.get("responsecode")) or 0,
-            response_text=clean_text(data.get("responsetext")),
+            response_code=code,
+            response_text=text,
             test=is_test,
             messages=messages,
             raw=getattr(data, "raw", ""),
@@ -522,15 +539,30 @@ class MittoClient:
         envelope: Mapping[str, Any] | None = None,
         raw: str = "",
         item: Any = None,
+        code: int | None = None,
+        text: str | None = None,
+        timestamps: dict[str, datetime | None] | None = None,
     ) -> SendResult:
+        """One answer (or bulk item) as a :class:`SendResult`. ``code`` and ``text``, when
+        given, are the envelope's, read once for every item; ``timestamps`` keeps the
+        timestamps read so far."""
         envelope = envelope or data
+        stamp = data.get("timestamp")
+        if timestamps is None or not isinstance(stamp, str):
+            timestamp = parse_timestamp(stamp)
+        elif stamp in timestamps:
+            timestamp = timestamps[stamp]
+        else:
+            timestamp = timestamps[stamp] = parse_timestamp(stamp)
         # Every field is cleaned and bounded here, so whatever Mitto answered can be stored.
         return SendResult(
             id=read_id(data),
             to=clean_text(data.get("to"), 32) or default_to,
-            timestamp=parse_timestamp(data.get("timestamp")),
-            response_code=_int_or_none(envelope.get("responsecode")) or 0,
-            response_text=clean_text(envelope.get("responsetext")),
+            timestamp=timestamp,
+            response_code=(
+                code if code is not None else _int_or_none(envelope.get("responsecode")) or 0
+            ),
+            response_text=text if text is not None else clean_text(envelope.get("responsetext")),
             text_length=_int_or_none(data.get("textlength"), 0, MAX_TEXT_LENGTH),
             parts=_int_or_none(data.get("messageparts"), 0, MAX_PARTS),
             test=_bool(data.get("test", test)),

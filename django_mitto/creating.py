@@ -380,7 +380,8 @@ class _BulkStream:
     ) -> None:
         self.template = template
         self.account = account
-        self.region = region
+        # Looked up once, not once per number ("" when there is none).
+        self.region = region if region is not None else (conf.DEFAULT_REGION or "")
         self.reference = reference
         self.ignore_opt_out = ignore_opt_out
         self.progress = progress

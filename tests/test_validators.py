@@ -395,3 +395,67 @@ def test_metadata_that_is_no_json_is_refused_saying_why() -> None:
         "Metadata must be JSON-serialisable: Object of type date is not JSON serializable."
     ]
     assert info.value.error_list[0].code == "invalid"
+
+
+# -- "+<digits>" numbers are read without the general parser: the same result as it ------------
+
+_COUNTRY_CODES = sorted(__import__("phonenumbers").COUNTRY_CODE_TO_REGION_CODE)
+
+
+def _general_parse(raw: str) -> tuple[str, str] | str:
+    """What parse_recipient answers when every number goes through phonenumbers.parse."""
+    import phonenumbers
+
+    from django_mitto.countries import ALPHA3, UNKNOWN
+
+    try:
+        number = phonenumbers.parse(raw, None)
+    except phonenumbers.NumberParseException:
+        return "error"
+    if not phonenumbers.is_valid_number(number):
+        return "error"
+    return (
+        phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        ALPHA3.get(phonenumbers.region_code_for_number(number) or "", UNKNOWN),
+    )
+
+
+@given(
+    code=st.one_of(st.sampled_from(_COUNTRY_CODES), st.integers(1, 999)),
+    national=st.text("0123456789", min_size=0, max_size=18),
+)
+def test_plain_international_numbers_read_as_the_general_parser_reads_them(
+    code: int, national: str
+) -> None:
+    raw = f"+{code}{national}"
+    try:
+        got: tuple[str, str] | str = validators.parse_recipient(raw, "CH")
+    except ValidationError:
+        got = "error"
+    assert got == _general_parse(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "+41791234567",  # read directly
+        "+390612345678",  # Italy: a leading zero, which phonenumbers keeps apart
+        "+78001234567",  # Russia: starts with its national prefix 8
+        "+12125550123",  # NANP: 1 is both the country code and the national prefix
+        "+4407911123456",  # a national trunk 0 written after the country code
+        "+999123456",  # no such country code
+    ],
+)
+def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(raw) -> None:
+    import phonenumbers
+
+    from django_mitto.validators import _parse_international
+
+    direct = _parse_international(raw)
+    if direct is not None:
+        assert direct == phonenumbers.parse(raw, None)
+    try:
+        got: tuple[str, str] | str = validators.parse_recipient(raw)
+    except ValidationError:
+        got = "error"
+    assert got == _general_parse(raw)
