@@ -36,6 +36,8 @@ from django.db.models.expressions import RawSQL
 from django.urls import reverse
 from django.utils import timezone
 
+from . import sql
+
 # The authentication names are re-exported ("X as X"): they lived here before auth.py.
 from .auth import TokenCheck as TokenCheck
 from .auth import address_allowed as address_allowed
@@ -612,7 +614,7 @@ def apply_pending_reports_bulk(messages: Iterable[Any]) -> int:
             f"{connection.ops.quote_name('provider_id')}"
         )
         condition: Any = RawSQL(
-            f"{column} = ANY(%s::varchar[])", (list(by_id),), output_field=BooleanField()
+            f"{column} = ANY(%s::varchar[])", (sql.array(by_id),), output_field=BooleanField()
         )
         return _apply_pending(condition, by_id)
     return _apply_pending(Q(provider_id__in=list(by_id)), by_id)

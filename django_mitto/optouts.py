@@ -26,7 +26,7 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from . import validators
+from . import sql, validators
 from .conf import conf
 from .models import DEFAULT_ACCOUNT, Message, OptOut, Status
 from .sql import row_exists
@@ -66,7 +66,9 @@ def opted_out_numbers(numbers: Iterable[str], account: str = DEFAULT_ACCOUNT) ->
     for chunk in _chunks(wanted, chunk_size()):
         # On PostgreSQL the chunk travels as one array: the planner then probes the unique
         # index per number (a long IN list of literals tempts it into a sequential scan).
-        values: Any = RawSQL("SELECT unnest(%s::varchar[])", (chunk,)) if postgres else chunk
+        values: Any = (
+            RawSQL("SELECT unnest(%s::varchar[])", (sql.array(chunk),)) if postgres else chunk
+        )
         found.update(
             OptOut.objects.filter(account=account, number__in=values).values_list(
                 "number", flat=True

@@ -36,7 +36,7 @@ from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 from django.utils.translation import gettext
 
-from . import throttle, validators
+from . import sql, throttle, validators
 from .callbacks import (
     apply_pending_batch_reports,
     apply_pending_reports,
@@ -366,7 +366,9 @@ def _pks_in(ids: list[int], using: str) -> Any:
             f"{connection.ops.quote_name(Message._meta.db_table)}."
             f"{connection.ops.quote_name(cast(str, Message._meta.pk.column))}"
         )
-        return RawSQL(f"{column} = ANY(%s::bigint[])", (list(ids),), output_field=BooleanField())
+        return RawSQL(
+            f"{column} = ANY(%s::bigint[])", (sql.array(ids),), output_field=BooleanField()
+        )
     return Q(pk__in=ids)
 
 
@@ -805,8 +807,12 @@ def attempt_chunks(
             while flying:
                 yield _land_next(pk, flying, max_attempts)
         finally:
-            while flying:  # closed early: what went to Mitto is still recorded
-                _land_next(pk, flying, max_attempts)
+            try:
+                while flying:  # closed early: what went to Mitto is still recorded
+                    _land_next(pk, flying, max_attempts)
+            finally:
+                # Once for all: until the last chunk has landed, the batch cannot be complete.
+                _complete_if_done(pk)
 
 
 def _land_next(
@@ -815,12 +821,9 @@ def _land_next(
     max_attempts: int | None,
 ) -> ChunkOutcome:
     flight, future = flying.popleft()
-    try:
-        if flight is None or future is None:
-            return ChunkOutcome(pk)
-        return _land(flight, future.result, max_attempts)
-    finally:
-        _complete_if_done(pk)
+    if flight is None or future is None:
+        return ChunkOutcome(pk)
+    return _land(flight, future.result, max_attempts)
 
 
 @dataclass
@@ -1066,14 +1069,22 @@ def _bulk_write(rows: list[_Claimed], names: list[str]) -> None:
         assignments.append(f"{quote(cast(str, field.column))} = %s")
         params.append(field.get_db_prep_save(value, connection))
     arrays = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
-    params.append(pks)
-    params += [[getattr(row, f.attname) for row in rows] for f in fields]
+    params.append(sql.array(pks))
+    params += [_array_param([getattr(row, f.attname) for row in rows]) for f in fields]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} AS m SET {', '.join(assignments)} FROM unnest(%s::bigint[], "
             f"{arrays}) AS v(id, {', '.join(quoted)}) WHERE m.id = v.id",
             params,
         )
+
+
+def _array_param(values: list[Any]) -> Any:
+    """``values`` as one array parameter: a literal where :func:`sql.array` can write one."""
+    try:
+        return sql.array(values)
+    except TypeError:
+        return values
 
 
 def _match_bulk_items(messages: list[_Claimed], items: list[SendResult]) -> list[SendResult | None]:

@@ -438,6 +438,37 @@ def test_bulk_references_are_per_recipient(mitto_sandbox) -> None:
     assert list(batch.messages.order_by("pk").values_list("reference", flat=True)) == ["a", "b"]
 
 
+def test_bulk_rows_keep_every_character_of_text_and_references(mitto_sandbox) -> None:
+    # On PostgreSQL the rows go in as COPY text, where tabs, line breaks and backslashes are
+    # escapes; braces and quotes must come through as they are too.
+    text = "Line 1\nLine 2\t{0} {x} \\N 'q' \"dq\" €"
+    references = ["a\\b", "{0}", "{}", "x\"y'z", "\\N", "é"]
+    numbers = [f"+4179123456{i}" for i in range(len(references))]
+    batch = services.send_bulk(numbers, text, references=references, validity=60, flash=True)
+    rows = list(
+        batch.messages.order_by("pk").values_list(
+            "recipient", "reference", "text", "validity", "flash", "metadata", "country"
+        )
+    )
+    assert [row[:2] for row in rows] == list(zip(numbers, references))
+    assert [row[2:] for row in rows] == [(text, 60, True, {}, "CHE")] * len(numbers)
+    assert [m["body"]["text"] for m in mitto_sandbox.messages] == [text] * len(numbers)
+
+
+def test_bulk_ids_with_quotes_backslashes_and_braces_are_stored_as_given(canned) -> None:
+    # On PostgreSQL the ids travel as one array literal: its quoting must keep each id whole.
+    from tests.canned import Reply
+
+    ids = ['a"b', "c\\d", "e,f", "{g}", "NULL", "h'i"]
+    numbers = [f"+4179123456{i}" for i in range(len(ids))]
+    items = [{"id": id_, "to": n.lstrip("+"), "responseCode": 0} for id_, n in zip(ids, numbers)]
+    canned.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
+    batch = services.send_bulk(numbers, "Hi")
+    assert list(batch.messages.order_by("pk").values_list("provider_id", "status")) == [
+        (id_, "sent") for id_ in ids
+    ]
+
+
 def test_client_is_shared_per_configuration(settings) -> None:
     first = services.get_client()
     assert services.get_client() is first
