@@ -345,8 +345,9 @@ class Message(models.Model):
         _("status"), max_length=12, choices=Status.choices, default=Status.QUEUED
     )
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
-    # Set by the bulk send when it claims rows, so it can read back exactly the rows it claimed.
-    claim = models.UUIDField(null=True, blank=True, editable=False, db_index=True)
+    # Set by the bulk send when it claims rows, so it can tell the rows it claimed among those
+    # it asked for. Not indexed: it is always looked up with the rows' ids.
+    claim = models.UUIDField(null=True, blank=True, editable=False)
     provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True)
     response_code = models.IntegerField(_("response code"), null=True, blank=True)
     response_text = models.CharField(_("response text"), max_length=255, blank=True)

@@ -305,7 +305,7 @@ def _claim_chunk(batch: Batch, ids: list[int], token: uuid.UUID, now: datetime) 
         claiming.update(**change)
         rows = list(
             Message.objects.using(using)
-            .filter(claim=token)
+            .filter(_pks_in(ids, using), claim=token)
             .values_list("pk", "recipient", "attempts")
         )
     rows.sort()
@@ -320,10 +320,35 @@ def _whole(rows: list[_Claimed]) -> dict[int, Message]:
 
 def _returning(using: str, sql: str, params: tuple[Any, ...]) -> list[Message]:
     """Run an UPDATE of messages with every column RETURNING; the rows as messages, by pk."""
+    return _read(using, f"{sql} RETURNING {_returning_columns(using)[1]}", params)
+
+
+def _first_claimed(using: str, rows: list[_Claimed], token: uuid.UUID) -> Message | None:
+    """The first message of a chunk just claimed under ``token`` (None if none is left)."""
+    pks = [row.pk for row in rows]
     connection = connections[using]
-    names, columns, converting = _returning_columns(using)
+    if connection.vendor != "postgresql":
+        return Message.objects.using(using).filter(pk__in=pks, claim=token).order_by("pk").first()
+    # Written out: the ORM took longer to compile this than PostgreSQL to run it.
+    quote = connection.ops.quote_name
+    meta = Message._meta
+    pk, claim = quote(cast(str, meta.pk.column)), quote(cast(str, meta.get_field("claim").column))
+    found = _read(
+        using,
+        f"SELECT {_returning_columns(using)[1]} FROM {quote(meta.db_table)} "
+        f"WHERE {pk} = ANY(%s::bigint[]) AND {claim} = %s ORDER BY {pk} LIMIT 1",
+        (sql.array(pks), token),
+    )
+    return found[0] if found else None
+
+
+def _read(using: str, sql: str, params: tuple[Any, ...]) -> list[Message]:
+    """Run ``sql``, which returns every column of messages (as ``_returning_columns`` lists
+    them); the rows as messages, by pk."""
+    connection = connections[using]
+    names, _columns, converting = _returning_columns(using)
     with connection.cursor() as cursor:
-        cursor.execute(f"{sql} RETURNING {columns}", params)
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     found = []
     for row in rows:
@@ -853,7 +878,7 @@ def _take_off(batch: Batch, ids: list[int]) -> _Flight | None:
         return None
     flight = _Flight(batch, token, rows)
     # The options are the chunk's first message's (a chunk is of one batch and reference).
-    first = Message.objects.using(router.db_for_write(Message)).filter(claim=token).first()
+    first = _first_claimed(router.db_for_write(Message), rows, token)
     if first is None:
         return None  # deleted meanwhile
     try:
@@ -901,9 +926,10 @@ def _land(
         limit = conf.MAX_ATTEMPTS if max_attempts is None else max_attempts
         if failure.status == Status.QUEUED and attempts >= limit:
             failure = _given_up(failure, attempts)
-        Message.objects.filter(claim=flight.token, status=Status.SENDING).update(
-            **_failure_fields(failure)
-        )
+        using = router.db_for_write(Message)
+        Message.objects.using(using).filter(
+            _pks_in([row.pk for row in messages], using), claim=flight.token, status=Status.SENDING
+        ).update(**_failure_fields(failure))
         logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
         if failure.status == Status.FAILED:
             failed = _whole(messages) if message_failed.has_listeners(Message) else {}
