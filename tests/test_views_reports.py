@@ -875,13 +875,21 @@ def test_mitto_dispatch_applies_the_reports_that_waited_for_stuck_batch_rows(
 
 
 def test_bulk_send_that_times_out_applies_the_reports_that_came_meanwhile(
-    client: Client, settings: Any, db: None, django_capture_on_commit_callbacks: Any
+    client: Client,
+    settings: Any,
+    db: None,
+    django_capture_on_commit_callbacks: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    from django_mitto.backends.inline import InlineBackend
     from django_mitto.client import MittoClient
     from django_mitto.exceptions import MittoTransportError
     from django_mitto.services import send_bulk
 
     settings.MITTO_API_URL = "http://127.0.0.1:9"
+    # The report is posted from inside the request, in this test's transaction: the request
+    # must run in this thread (the inline backend otherwise makes it from another).
+    monkeypatch.setattr(InlineBackend, "chunks_in_flight", 1)
 
     def report_then_time_out(self: MittoClient, to: list[str], *args: Any, **kwargs: Any) -> None:
         # Mitto took the request and reported on the first number before the answer was lost.
