@@ -523,7 +523,7 @@ class DeliveryReport(models.Model):
         on_delete=models.SET_NULL,
         related_name="delivery_reports",
     )
-    provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True, db_index=True)
+    provider_id = models.CharField(_("Mitto id"), max_length=64, blank=True)
     status = models.CharField(_("status (raw)"), max_length=32, blank=True)
     mapped_status = models.CharField(_("status"), max_length=12, choices=Status.choices, blank=True)
     error_code = models.CharField(_("error code"), max_length=32, blank=True)
@@ -532,9 +532,7 @@ class DeliveryReport(models.Model):
     mcc = models.CharField(_("MCC"), max_length=3, blank=True)
     mnc = models.CharField(_("MNC"), max_length=3, blank=True)
     provider_sent_at = models.DateTimeField(_("sent at (Mitto)"), null=True, blank=True)
-    outcome = models.CharField(
-        _("outcome"), max_length=16, choices=Outcome.choices, blank=True, db_index=True
-    )
+    outcome = models.CharField(_("outcome"), max_length=16, choices=Outcome.choices, blank=True)
     method = models.CharField(_("method"), max_length=8)
     remote_addr = models.GenericIPAddressField(_("client address"), null=True, blank=True)
     payload = models.JSONField(_("payload"), default=dict)
@@ -544,6 +542,17 @@ class DeliveryReport(models.Model):
         verbose_name = _("delivery report")
         verbose_name_plural = _("delivery reports")
         ordering = ["-received_at", "-pk"]
+        # Every report is one INSERT into each index: only the lookups that need one get one.
+        # Reports waiting for their message are found by Mitto id or among the few unmatched
+        # ones; no query compares with LIKE, so no pattern index (PostgreSQL's "_like").
+        indexes = [
+            models.Index(fields=["provider_id"], name="mitto_report_provider_id"),
+            models.Index(
+                fields=["received_at"],
+                name="mitto_report_unmatched",
+                condition=models.Q(outcome="unmatched"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.provider_id or '?'}: {self.status or '?'}"
