@@ -58,7 +58,8 @@ def test_lone_surrogates_are_refused(text) -> None:
 def test_a_text_must_be_a_str_and_the_error_names_the_type(value) -> None:
     with pytest.raises(ValidationError) as info:
         validators.validate_text(value, enc.AUTO)
-    assert type(value).__name__ in info.value.messages[0]
+    assert info.value.messages == [f"Expected text, got {type(value).__name__}."]
+    assert info.value.error_list[0].code == "invalid_type"
 
 
 def test_max_parts_counts_in_the_encoding_actually_used(settings) -> None:
@@ -394,4 +395,22 @@ def test_metadata_that_is_no_json_is_refused_saying_why() -> None:
     assert info.value.messages == [
         "Metadata must be JSON-serialisable: Object of type date is not JSON serializable."
     ]
+    assert info.value.error_list[0].code == "invalid"
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"note": "a\x00b"}, "Contains control characters that cannot be sent: U+0000."),
+        (
+            {"nested": [{"deep": {"\ud800": 1}}]},
+            "Contains a lone surrogate (U+D800): this is not valid Unicode text.",
+        ),
+    ],
+    ids=["nul", "surrogate"],
+)
+def test_metadata_with_a_nul_or_a_lone_surrogate_is_refused_naming_it(value, why) -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata(value)
+    assert info.value.messages == [f"Metadata cannot be stored: {why}"]
     assert info.value.error_list[0].code == "invalid"
