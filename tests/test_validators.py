@@ -58,7 +58,8 @@ def test_lone_surrogates_are_refused(text) -> None:
 def test_a_text_must_be_a_str_and_the_error_names_the_type(value) -> None:
     with pytest.raises(ValidationError) as info:
         validators.validate_text(value, enc.AUTO)
-    assert type(value).__name__ in info.value.messages[0]
+    assert info.value.messages == [f"Expected text, got {type(value).__name__}."]
+    assert info.value.error_list[0].code == "invalid_type"
 
 
 def test_max_parts_counts_in_the_encoding_actually_used(settings) -> None:
@@ -459,3 +460,21 @@ def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(r
     except ValidationError:
         got = "error"
     assert got == _general_parse(raw)
+
+
+@pytest.mark.parametrize(
+    ("value", "why"),
+    [
+        ({"note": "a\x00b"}, "Contains control characters that cannot be sent: U+0000."),
+        (
+            {"nested": [{"deep": {"\ud800": 1}}]},
+            "Contains a lone surrogate (U+D800): this is not valid Unicode text.",
+        ),
+    ],
+    ids=["nul", "surrogate"],
+)
+def test_metadata_with_a_nul_or_a_lone_surrogate_is_refused_naming_it(value, why) -> None:
+    with pytest.raises(ValidationError) as info:
+        validators.validate_metadata(value)
+    assert info.value.messages == [f"Metadata cannot be stored: {why}"]
+    assert info.value.error_list[0].code == "invalid"
