@@ -354,9 +354,12 @@ def record_report(
         _after_commit_received(report, message)
         return report
     if message is not None:
-        # The report and the message's new state: one transaction, one commit.
-        with transaction.atomic(savepoint=False):
+        if _in_one_statement(report, message):
             _apply(report, message, save=True)
+        else:
+            # The report and the message's new state: one transaction, one commit.
+            with transaction.atomic(savepoint=False):
+                _apply(report, message, save=True)
         if learn:
             apply_pending_reports(message)
         return report
@@ -418,19 +421,13 @@ def store_unparsed(
     return report
 
 
-def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> None:
-    """Decide ``report.outcome``, store the report (when ``save``) and move the message on."""
+def _decide(report: DeliveryReport, message: Message | None) -> None:
+    """Set ``report.outcome`` from the report and the message's state as read."""
     new = report.mapped_status
     if message is None:
         report.outcome = DeliveryReport.Outcome.UNMATCHED
-        logger.info("Delivery report for unknown Mitto id %r stored", report.provider_id)
     elif not new:
         report.outcome = DeliveryReport.Outcome.UNKNOWN_STATUS
-        logger.warning(
-            "Delivery report with unknown status %r for message %s stored",
-            report.status,
-            message.pk,
-        )
     elif STATUS_RANK[new] > STATUS_RANK.get(message.status, 0):
         report.outcome = DeliveryReport.Outcome.APPLIED
     elif new == message.status and (
@@ -442,7 +439,39 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
         report.outcome = DeliveryReport.Outcome.APPLIED
     else:
         report.outcome = DeliveryReport.Outcome.STALE
-    if save:
+
+
+def _in_one_statement(report: DeliveryReport, message: Message | None) -> bool:
+    """Whether :func:`_apply` (with ``save``) stores ``report`` and moves ``message`` on in one
+    statement, committed on its own (PostgreSQL, a report that applies): no transaction is
+    needed around it then."""
+    _decide(report, message)
+    return (
+        message is not None
+        and report.outcome == DeliveryReport.Outcome.APPLIED
+        and connections[router.db_for_write(DeliveryReport)].vendor == "postgresql"
+    )
+
+
+def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> None:
+    """Decide ``report.outcome``, store the report (when ``save``) and move the message on.
+
+    On PostgreSQL a new report that applies is stored and applied in one statement (see
+    :func:`_in_one_statement`); elsewhere, the caller's transaction holds the two together."""
+    new = report.mapped_status
+    one_statement = save and _in_one_statement(report, message)
+    _decide(report, message)
+    if message is None:
+        logger.info("Delivery report for unknown Mitto id %r stored", report.provider_id)
+    elif not new:
+        logger.warning(
+            "Delivery report with unknown status %r for message %s stored",
+            report.status,
+            message.pk,
+        )
+    if one_statement:
+        pass  # stored below, with the message's change
+    elif save:
         insert(report)
     else:
         # A stored unmatched report: whoever links it to its message applies it, once.
@@ -465,41 +494,91 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
         fields["mnc"] = report.mnc
     old = message.status
     new_status: str | None = None
-    if new == old:
-        # Raw details only; the status stays, so no status change is announced.
-        changed = _update_message(message.pk, old, fields)
-    else:
+    if new != old:
         fields["status_changed_at"] = timezone.now()
-        # Conditional on the status read, so old_status in the signal is exactly what changed.
-        changed = _update_message(message.pk, old, {"status": new, **fields})
-        for _ in range(3):
-            if changed:
-                new_status = new
-                break
-            # Someone moved the message meanwhile: re-read, and go on only if still behind.
-            old = _current_status(message.pk)
-            if STATUS_RANK.get(old, 99) >= STATUS_RANK[new]:
-                break
-            changed = _update_message(message.pk, old, {"status": new, **fields})
-    if not changed:
-        # Another report got there first: this one is a duplicate or came too late.
-        current = _current_status(message.pk)
-        report.outcome = (
-            DeliveryReport.Outcome.DUPLICATE if current == new else DeliveryReport.Outcome.STALE
+    # Conditional on the status read, so old_status in the signal is exactly what changed. (A
+    # report with the same status brings raw details only: no status change is announced.)
+    values = fields if new == old else {"status": new, **fields}
+    if one_statement:
+        # Stored "stale" unless the message moved on in the same statement; fixed below if
+        # it still moves on.
+        changed = sql.insert_applying(
+            report,
+            _update_message_sql(message.pk, old, values),
+            ("outcome", DeliveryReport.Outcome.APPLIED, DeliveryReport.Outcome.STALE),
         )
-        DeliveryReport.objects.filter(pk=report.pk).update(outcome=report.outcome)
-        _after_commit_received(report, message)
+        if not changed:
+            with transaction.atomic(savepoint=False):
+                _apply_again(report, message, old, values)
+            return
+    else:
+        changed = bool(_update_message(message.pk, old, values))
+        if not changed and new != old:
+            _apply_again(report, message, old, values)
+            return
+    if not changed:
+        _settle_not_applied(report, message)
         return
     for name, value in fields.items():
         setattr(message, name, value)
-    if new_status:
+    if new != old:
+        new_status = new
         message.status = new_status
     _after_commit_received(report, message, old_status=old, new_status=new_status)
+
+
+def _apply_again(
+    report: DeliveryReport, message: Message, old: str, values: dict[str, Any]
+) -> None:
+    """The message was not in the status read (someone moved it meanwhile): re-read, and apply
+    ``report`` only while it is still behind; else the report is a duplicate or came late."""
+    new = report.mapped_status
+    changed = False
+    if new != old:
+        for _ in range(3):
+            # Go on only if still behind.
+            old = _current_status(message.pk)
+            if STATUS_RANK.get(old, 99) >= STATUS_RANK[new]:
+                break
+            if _update_message(message.pk, old, {**values, "status": new}):
+                changed = True
+                break
+    if not changed:
+        _settle_not_applied(report, message)
+        return
+    if report.outcome != DeliveryReport.Outcome.APPLIED:
+        report.outcome = DeliveryReport.Outcome.APPLIED
+        DeliveryReport.objects.filter(pk=report.pk).update(outcome=report.outcome)
+    for name, value in values.items():
+        setattr(message, name, value)
+    _after_commit_received(report, message, old_status=old, new_status=new)
+
+
+def _settle_not_applied(report: DeliveryReport, message: Message) -> None:
+    """Another report got there first: this one is a duplicate or came too late."""
+    current = _current_status(message.pk)
+    outcome = (
+        DeliveryReport.Outcome.DUPLICATE
+        if current == report.mapped_status
+        else DeliveryReport.Outcome.STALE
+    )
+    if outcome != report.outcome:
+        report.outcome = outcome
+        DeliveryReport.objects.filter(pk=report.pk).update(outcome=outcome)
+    _after_commit_received(report, message)
 
 
 def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
     """``Message.objects.filter(pk=pk, status=status).update(**values)`` in one UPDATE written
     here (see :func:`django_mitto.sql.insert`); how many rows it changed (0 or 1)."""
+    statement, params = _update_message_sql(pk, status, values)
+    with connections[router.db_for_write(Message)].cursor() as cursor:
+        cursor.execute(statement, params)
+        return int(cursor.rowcount)
+
+
+def _update_message_sql(pk: int, status: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """The UPDATE of :func:`_update_message` and its parameters."""
     meta = Message._meta
     db = connections[router.db_for_write(Message)]
     qn = db.ops.quote_name
@@ -513,9 +592,7 @@ def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
     sql = "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(
         qn(meta.db_table), ", ".join(columns), qn(str(meta.pk.column)), qn("status")
     )
-    with db.cursor() as cursor:
-        cursor.execute(sql, [*params, pk, status])
-        return int(cursor.rowcount)
+    return sql, [*params, pk, status]
 
 
 def _after_commit_received(

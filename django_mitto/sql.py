@@ -17,7 +17,7 @@ from typing import Any, cast
 from django.db import connections, models, router
 from django.db.models.signals import post_save, pre_save
 
-__all__ = ["array", "copy_text", "insert", "row_exists"]
+__all__ = ["array", "copy_text", "insert", "insert_applying", "row_exists"]
 
 
 @functools.lru_cache(maxsize=32)
@@ -179,3 +179,51 @@ except ImportError:  # psycopg 2, or no PostgreSQL at all
     _JSON_WRAPPERS: tuple[type, ...] = ()
 else:
     _JSON_WRAPPERS = (Json, Jsonb)
+
+
+def insert_applying(
+    instance: models.Model,
+    update: tuple[str, list[Any]],
+    flag: tuple[str, Any, Any],
+) -> bool:
+    """PostgreSQL: :func:`insert` a new row and run ``update`` (an ``UPDATE`` of another table
+    and its parameters) in ONE statement, so that both commit together without a transaction
+    of their own (``WITH changed AS (UPDATE ... RETURNING 1) INSERT ... SELECT ...``). The
+    column of ``flag = (field name, value if the UPDATE changed a row, value if not)`` gets
+    the value that fits; the instance's attribute is set to it. Returns whether the UPDATE
+    changed a row. ``pre_save`` and ``post_save`` are sent as by :func:`insert`."""
+    model = type(instance)
+    meta = model._meta
+    using = router.db_for_write(model, instance=instance)
+    db = connections[using]
+    pre_save.send(sender=model, instance=instance, raw=False, using=using, update_fields=None)
+    name, if_changed, otherwise = flag
+    fields = _insert_fields(model)
+    quote = db.ops.quote_name
+    placeholders = []
+    values: list[Any] = []
+    for field in fields:
+        if field.name == name:
+            placeholders.append("CASE WHEN EXISTS (SELECT 1 FROM changed) THEN %s ELSE %s END")
+            values += [field.get_db_prep_save(v, db) for v in (if_changed, otherwise)]
+        else:
+            placeholders.append("%s")
+            values.append(field.get_db_prep_save(field.pre_save(instance, True), db))
+    update_sql, update_params = update
+    sql = (
+        f"WITH changed AS ({update_sql} RETURNING 1) "
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "
+        f"SELECT {', '.join(placeholders)} "
+        f"RETURNING {quote(str(meta.pk.column))}, EXISTS (SELECT 1 FROM changed)"
+    )
+    with db.cursor() as cursor:
+        cursor.execute(sql, [*update_params, *values])
+        pk, changed = cast(tuple[Any, bool], cursor.fetchone())
+    instance.pk = pk
+    setattr(instance, name, if_changed if changed else otherwise)
+    instance._state.adding = False
+    instance._state.db = using
+    post_save.send(
+        sender=model, instance=instance, created=True, update_fields=None, raw=False, using=using
+    )
+    return changed
