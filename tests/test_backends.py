@@ -190,3 +190,45 @@ def test_attempt_returns_an_explicit_outcome(mitto_sandbox, settings) -> None:
     assert not hasattr(outcome.message, "retry_after")
     outcome = sending.attempt_message(message.pk)
     assert (outcome.retry, outcome.message.status) == (False, "sent")
+
+
+def test_inline_backend_has_two_chunk_requests_under_way_at_once(
+    mitto_sandbox, settings, monkeypatch
+) -> None:
+    from django_mitto.client import MittoClient
+
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    real_send_bulk = MittoClient.send_bulk
+    # Each request waits until another one is under way too: sent one after the other, the
+    # first would wait in vain and its chunk would not be sent.
+    both = threading.Barrier(2, timeout=10)
+    threads: set[str] = set()
+
+    def send_bulk(self, to, *args, **kwargs):
+        threads.add(threading.current_thread().name)
+        both.wait()
+        return real_send_bulk(self, to, *args, **kwargs)
+
+    monkeypatch.setattr(MittoClient, "send_bulk", send_bulk)
+    batch = services.send_bulk([f"+4179123456{i}" for i in range(8)], "Hi")
+    assert batch.messages.filter(status="sent").count() == 8
+    assert len(mitto_sandbox.messages) == 8
+    # The requests ran beside the caller's thread, which claimed and recorded every chunk.
+    assert threading.current_thread().name not in threads
+
+
+def test_chunks_left_unsent_when_the_caller_stops_early_are_not_left_sending(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    batch = services.send_bulk([f"+4179123456{i}" for i in range(6)], "Hi")
+    outcomes = sending.attempt_chunks(batch.pk, sending.plan_batch(batch.pk))
+    first = next(outcomes)
+    outcomes.close()  # the caller stops after the first chunk's outcome
+    assert not first.retry
+    statuses = list(batch.messages.order_by("pk").values_list("status", flat=True))
+    # The first chunk landed; the second was already claimed and under way: it is recorded
+    # too; the third was never claimed.
+    assert statuses == ["sent"] * 4 + ["queued"] * 2
+    assert len(mitto_sandbox.messages) == 4
