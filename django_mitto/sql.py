@@ -168,8 +168,8 @@ def copy_text(value: Any) -> str:
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, _JSON_WRAPPERS):  # a JSONField's value, as psycopg 3 sends it
-        dumps = value.dumps or json.dumps
-        return cast(str, dumps(value.obj)).translate(_COPY_ESCAPES)
+        dumps = getattr(value, "dumps", None) or json.dumps
+        return cast(str, dumps(getattr(value, "obj", None))).translate(_COPY_ESCAPES)
     raise TypeError(f"No COPY text for {type(value).__name__}")
 
 
