@@ -354,6 +354,7 @@ def record_report(
         _after_commit_received(report, message)
         return report
     if message is not None:
+        _decide(report, message)
         if _in_one_statement(report, message):
             _apply(report, message, save=True)
         else:
@@ -444,8 +445,7 @@ def _decide(report: DeliveryReport, message: Message | None) -> None:
 def _in_one_statement(report: DeliveryReport, message: Message | None) -> bool:
     """Whether :func:`_apply` (with ``save``) stores ``report`` and moves ``message`` on in one
     statement, committed on its own (PostgreSQL, a report that applies): no transaction is
-    needed around it then."""
-    _decide(report, message)
+    needed around it then. ``report.outcome`` is decided first (:func:`_decide`)."""
     return (
         message is not None
         and report.outcome == DeliveryReport.Outcome.APPLIED
@@ -459,8 +459,8 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
     On PostgreSQL a new report that applies is stored and applied in one statement (see
     :func:`_in_one_statement`); elsewhere, the caller's transaction holds the two together."""
     new = report.mapped_status
-    one_statement = save and _in_one_statement(report, message)
     _decide(report, message)
+    one_statement = save and _in_one_statement(report, message)
     if message is None:
         logger.info("Delivery report for unknown Mitto id %r stored", report.provider_id)
     elif not new:

@@ -730,9 +730,9 @@ def _record_retry(message: Message, failure: Failure) -> Message:
 def send_batch(batch_or_pk: Batch | int) -> Batch:
     """Send the queued messages of a batch through ``/smsbulk``, chunk after chunk, here.
 
-    Each chunk is claimed with one UPDATE; the ids Mitto returns are written back with one
-    more; two requests are under way at once (:func:`attempt_chunks`). A chunk Mitto refuses fails as a whole; one whose answer was lost
-    after the request went out is marked ``unknown``. The task backends do not call this: they
+    Each chunk is claimed with one UPDATE and the ids Mitto returns are written back with one
+    more; two requests are under way at once (:func:`attempt_chunks`). A chunk Mitto refuses
+    fails as a whole; one whose answer was lost after the request went out is ``unknown``. The task backends do not call this: they
     hand each chunk of :func:`plan_batch` to a task of its own (:func:`attempt_chunk`).
     """
     pk = batch_or_pk.pk if isinstance(batch_or_pk, Batch) else int(batch_or_pk)
@@ -795,7 +795,7 @@ def attempt_chunk(
         flight = _take_off(Batch.objects.get(pk=pk), list(ids))
         if flight is None:
             return ChunkOutcome(pk)
-        return _land(flight, _answer_of(flight), max_attempts)
+        return _land(flight, functools.partial(_request, flight), max_attempts)
     finally:
         _complete_if_done(pk)
 
@@ -906,10 +906,6 @@ def _request(flight: _Flight) -> BulkResult:
     )
 
 
-def _answer_of(flight: _Flight) -> Callable[[], BulkResult]:
-    return functools.partial(_request, flight)
-
-
 def _land(
     flight: _Flight, answer: Callable[[], BulkResult], max_attempts: int | None
 ) -> ChunkOutcome:
@@ -934,12 +930,13 @@ def _land(
         if failure.status == Status.FAILED:
             failed = _whole(messages) if message_failed.has_listeners(Message) else {}
             for row in messages if failed else ():
-                announce(
-                    message_failed,
-                    Message,
-                    message=failed[row.pk],
-                    error=exc if isinstance(exc, MittoError) else None,
-                )
+                if row.pk in failed:  # (not deleted meanwhile)
+                    announce(
+                        message_failed,
+                        Message,
+                        message=failed[row.pk],
+                        error=exc if isinstance(exc, MittoError) else None,
+                    )
         elif failure.status == Status.UNKNOWN:
             _apply_reports_of_rows_without_id(batch)
         else:
@@ -994,7 +991,8 @@ def _land(
     if stored and message_sent.has_listeners(Message):
         sent = _whole([row for row, _ in stored])
         for row, item in stored:
-            announce(message_sent, Message, message=sent[row.pk], result=item)
+            if row.pk in sent:  # (not deleted meanwhile)
+                announce(message_sent, Message, message=sent[row.pk], result=item)
     if missing or flagged:
         _apply_reports_of_rows_without_id(batch)
     return ChunkOutcome(batch.pk, attempts=attempts)
