@@ -19,7 +19,8 @@ class Reply:
     status: int = 200
     body: bytes | str | dict | list = b""
     headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = "application/json"
+    #: None sends no Content-Type header at all.
+    content_type: str | None = "application/json"
     #: Announce the whole body, send only its first half, then close: an answer cut off.
     cut: bool = False
     #: Called in the server's thread once the request is read, before the answer is sent:
@@ -58,7 +59,8 @@ class CannedServer:
                 if isinstance(body, str):
                     body = body.encode()
                 self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
+                if reply.content_type is not None:
+                    self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(body)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -508,6 +508,62 @@ def test_a_pending_report_is_announced_with_the_message_it_was_applied_to(
     assert seen == [(message.pk, message.pk)]
 
 
+def test_a_report_whose_id_the_send_recorded_while_it_was_stored_is_still_applied(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    # The send path records the id after the report's lookup found no message and before the
+    # report is stored, so the send finds no pending report: the report must look once more.
+    message = make_message(status=Status.SENDING)
+    store = callbacks.insert
+
+    def id_recorded_first(row: Any) -> None:
+        Message.objects.filter(pk=message.pk).update(status=Status.SENT, provider_id="race-id")
+        assert callbacks.apply_pending_reports(Message.objects.get(pk=message.pk)) == 0
+        store(row)
+
+    monkeypatch.setattr(callbacks, "insert", id_recorded_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("race-id", "delivered"))
+    assert (stored.message_id, stored.outcome) == (message.pk, Outcome.APPLIED)
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (message.pk, Outcome.APPLIED)
+    assert Message.objects.get(pk=message.pk).status == Status.DELIVERED
+    assert signals.received == [(stored.pk, message.pk)]
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+@pytest.mark.parametrize(
+    ("signal", "sender"),
+    [(delivery_report_received, DeliveryReport), (message_status_changed, Message)],
+    ids=["delivery_report_received", "message_status_changed"],
+)
+def test_a_receiver_connected_for_its_sender_only_gets_the_whole_message(
+    signal: Any,
+    sender: type,
+    make_message,
+    django_capture_on_commit_callbacks,
+    django_assert_num_queries,
+) -> None:
+    message = make_message(status=Status.SENT, provider_id="the-id")
+    seen: list[tuple[set[str], str, str]] = []
+
+    def on_signal(sender: Any, message: Message, **kw: Any) -> None:
+        # The message it gets is read whole, not field by field as the receiver reads it.
+        with django_assert_num_queries(0):
+            seen.append((message.get_deferred_fields(), message.text, message.recipient))
+
+    signal.connect(on_signal, sender=sender, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            record(report("the-id", "delivered"))
+    finally:
+        signal.disconnect(on_signal, sender=sender)
+    assert seen == [(set(), message.text, message.recipient)]
+
+
 def _apply_to_stale(message: Message, word: str) -> DeliveryReport:
     """Apply a report to ``message`` as read before another report moved it on."""
     stored = DeliveryReport(

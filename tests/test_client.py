@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import logging
 import re
 import socket
@@ -11,7 +12,7 @@ import pytest
 import requests
 
 from django_mitto import __version__
-from django_mitto.client import MittoClient, parse_timestamp
+from django_mitto.client import MittoClient, parse_timestamp, read_id
 from django_mitto.exceptions import (
     MittoAPIError,
     MittoAuthenticationError,
@@ -852,6 +853,7 @@ def test_a_timestamp_without_offset_is_utc_whatever_the_local_time_zone(monkeypa
         ("9998-12-31T23:59:59Z", datetime(9998, 12, 31, 23, 59, 59, tzinfo=timezone.utc)),
         ("1969-12-31T23:59:59Z", None),
         ("1970-01-01T00:30:00+01:00", None),
+        ("9999-01-01T00:00:00Z", None),
     ],
 )
 def test_parse_timestamp_keeps_the_first_and_last_year_it_accepts(value, expected) -> None:
@@ -925,3 +927,101 @@ def test_arguments_given_win_over_the_settings_read_for_the_others(settings) -> 
         2.0,
         True,
     )
+
+
+def test_a_missing_api_key_is_refused_naming_the_setting() -> None:
+    with pytest.raises(MittoConfigurationError) as info:
+        MittoClient(
+            "", api_url="http://127.0.0.1:9", timeout=5, response_format="json", test_mode=False
+        )
+    assert str(info.value) == "MittoClient needs an API key (MITTO_API_KEY)."
+
+
+@pytest.mark.parametrize("variable", ["REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"])
+def test_the_ca_bundle_named_by_the_environment_is_used(monkeypatch, variable) -> None:
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
+    monkeypatch.setenv(variable, "/etc/ssl/mitto-ca.pem")
+    assert make_client("https://mitto.example").session.verify == "/etc/ssl/mitto-ca.pem"
+
+
+def test_read_id_passes_over_an_empty_list_of_ids() -> None:
+    assert read_id({"ids": [], "messageid": "abc"}) == "abc"
+    assert read_id({"ids": []}) == ""
+
+
+def test_counts_written_as_text_are_read_up_to_their_bound(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "a", "responseCode": 0, "messageParts": "255", "textLength": "12"}),
+        Reply(body={"id": "b", "responseCode": 0, "messageParts": "256"}),
+    )
+    client = make_client(canned.url)
+    first = client.send("41791234567", "Hi", sender="Shop")
+    assert (first.parts, first.text_length) == (255, 12)
+    assert client.send("41791234567", "Hi", sender="Shop").parts is None
+
+
+def test_an_answer_without_content_type_is_read_as_json(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0}, content_type=None))
+    assert make_client(canned.url).send("41791234567", "Hi", sender="Shop").id == "abc"
+
+
+def test_a_refusal_without_response_code_keeps_its_body_as_its_text(canned) -> None:
+    canned.reply(Reply(400, {"message": "Bad request"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert (info.value.status_code, info.value.response_text, info.value.refused) == (
+        400,
+        '{"message": "Bad request"}',
+        True,
+    )
+
+
+def test_an_error_status_with_response_code_0_names_its_status(canned) -> None:
+    canned.reply(Reply(500, {"responseCode": 0}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == "Mitto answered HTTP 500 (no text)."
+    assert (info.value.status_code, info.value.response_code, info.value.refused) == (
+        500,
+        0,
+        False,
+    )
+
+
+def test_a_test_call_answered_without_a_test_field_is_still_a_test(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "abc", "responseCode": 0}), Reply(body={"id": "def", "responseCode": 0})
+    )
+    assert make_client(canned.url, test_mode=True).send("417912345", "Hi", sender="S").test is True
+    assert make_client(canned.url).send("417912345", "Hi", sender="S").test is False
+
+
+def test_a_bulk_answer_keeps_its_code_and_each_item_as_answered(canned) -> None:
+    canned.reply(
+        Reply(body={"responseCode": 0, "responseText": "OK", "messages": [{"id": "a1", "x": 1}]})
+    )
+    result = make_client(canned.url).send_bulk(["+41791234561"], "Hi", sender="Shop")
+    assert (result.response_code, result.response_text) == (0, "OK")
+    (item,) = result.messages
+    assert (item.id, item.raw) == ("a1", "")
+    assert json.loads(item.answer()) == {"id": "a1", "x": 1}
+
+
+def test_probe_of_a_refusal_describes_the_answer_of_the_test_call(canned) -> None:
+    canned.reply(Reply(400, {"responseCode": 4, "responseText": "Invalid sender"}))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert (probe.reached, probe.status_code, probe.result, probe.test) == (True, 400, None, True)
+    assert probe.fields == {"responseCode": "number", "responseText": "string"}
+    assert isinstance(probe.error, MittoAPIError) and probe.error.response_code == 4
+
+
+def test_mark_converted_answered_by_a_redirect_keeps_its_body(canned) -> None:
+    canned.reply(Reply(302, "Moved", content_type="text/plain"))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).mark_converted("abc")
+    assert str(info.value) == (
+        "Mitto answered HTTP 302 (a redirect) on POST /sms/converted; set MITTO_API_URL to the "
+        "final address."
+    )
+    assert (info.value.status_code, info.value.response_text) == (302, "Moved")

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ from django.utils import timezone
 
 from django_mitto import sending, services
 from django_mitto.backends import inline
-from django_mitto.models import Batch, Message, OptOut
+from django_mitto.models import Batch, DeliveryReport, Message, OptOut
 from django_mitto.signals import message_failed, message_sent
 
 # Transactional: on_commit callbacks run as in production (the send happens after commit).
@@ -929,6 +930,8 @@ def test_database_refusing_the_answer_ends_unknown_without_raising(
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "unknown"
     assert "could not be stored" in message.error and "abc-2" in message.error
+    # It names what the database raised.
+    assert re.search(r"could not be stored \(\w+Error\)", message.error), message.error
 
 
 def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
@@ -1715,3 +1718,156 @@ def test_an_id_that_cannot_be_stored_on_a_message_a_report_moved_meanwhile_is_ex
         f"Mitto's answer gives the id d88ae721, which message {holder.pk} already has: the "
         "answer may not be about this message, and the id was not stored."
     )
+
+
+@pytest.mark.parametrize("stored", ["at once", "row by row"])
+def test_reports_that_came_before_a_bulk_answer_are_applied_to_its_rows(
+    mitto_sandbox, monkeypatch, stored
+) -> None:
+    # Mitto reported on every recipient (on the account URL, by id) before its bulk answer
+    # carrying those ids was stored.
+    from django_mitto.callbacks import ParsedReport, record_report
+
+    if stored == "row by row":
+
+        def refused(rows, names):
+            raise RuntimeError("the answer cannot be stored at once")
+
+        monkeypatch.setattr(sending, "_bulk_write", refused)
+    original = sending._write_bulk_sent
+
+    def reports_first(batch, accepted, done):
+        for _row, item, _fields in accepted:
+            record_report(
+                ParsedReport(provider_id=item.id, status="Delivered"),
+                method="POST",
+                remote_addr=None,
+            )
+        return original(batch, accepted, done)
+
+    sending._write_bulk_sent = reports_first
+    try:
+        batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    finally:
+        sending._write_bulk_sent = original
+    rows = Message.objects.filter(batch=batch)
+    assert sorted((m.recipient, m.status) for m in rows) == [
+        ("+41791234567", "delivered"),
+        ("+41791234568", "delivered"),
+    ]
+    assert sorted(DeliveryReport.objects.values_list("message_id", "outcome")) == sorted(
+        (m.pk, "applied") for m in rows
+    )
+
+
+def test_bulk_errors_list_every_bad_recipient_and_reference_with_the_code_invalid(
+    mitto_sandbox,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41 12", "+41 13"], "Hi")
+    assert [(e.message, e.code) for e in info.value.error_dict["recipients"]] == [
+        (
+            "Invalid recipients: +41 12: +41 12 is not a valid phone number.; "
+            "+41 13: +41 13 is not a valid phone number.",
+            "invalid",
+        )
+    ]
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234561", "+41791234562"], "Hi", references=["r" * 256] * 2)
+    assert [(e.message, e.code) for e in info.value.error_dict["references"]] == [
+        (
+            "Invalid references: #1: 256 characters; at most 255 are allowed.; "
+            "#2: 256 characters; at most 255 are allowed.",
+            "invalid",
+        )
+    ]
+    assert Batch.objects.count() == 0
+
+
+def test_requeue_left_behind_hands_over_no_batch_with_nothing_left_queued(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    _batch, members = _queued_batch("+41791234561", "+41791234562")
+    _age(members, created_at=timezone.now() - dt.timedelta(hours=1), status="sent")
+    assert services.requeue_left_behind(dt.timedelta(minutes=30)) == (0, 0)
+    assert mitto_sandbox.messages == []
+
+
+def test_message_with_a_validity_written_by_update_fails_at_send(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(validity=10**6)
+    services.send_message(message.pk)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert f"validity: {VALIDITY_RANGE}" in message.error
+    assert mitto_sandbox.messages == []
+
+
+def test_a_bulk_chunk_told_to_wait_pauses_its_own_account(mitto_sandbox, settings) -> None:
+    from django_mitto import throttle
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    mitto_sandbox.add_fault("429", times=1, retry_after=30)
+    try:
+        outcome = services.attempt_chunk(batch, [m.pk for m in members])
+        assert (outcome.retry, outcome.retry_after) == (True, 30.0)
+        # Every process sending for the account waits, not only this one.
+        assert 25 < throttle.paused_for(batch.account) <= 30
+    finally:
+        throttle._cache().delete(f"{throttle._PREFIX}:pause:{batch.account}")
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_attempt_chunks_gives_up_after_the_attempts_it_is_given(
+    mitto_sandbox, settings, in_flight
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 5
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    mitto_sandbox.add_fault("error_503")
+    chunks = [[m.pk] for m in members]
+    outcomes = list(sending.attempt_chunks(batch, chunks, max_attempts=1, in_flight=in_flight))
+    assert [(o.retry, o.attempts) for o in outcomes] == [(False, 1), (False, 1)]
+    assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
+
+
+def test_a_sent_chunk_says_it_took_one_attempt_and_needs_no_retry(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    outcome = services.attempt_chunk(batch, [m.pk for m in members])
+    assert (outcome.batch_pk, outcome.ids, outcome.retry, outcome.attempts) == (
+        batch.pk,
+        [],
+        False,
+        1,
+    )
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+
+
+def test_a_bulk_answer_is_stored_at_once_not_row_by_row(mitto_sandbox, caplog) -> None:
+    # Rows that differ (each its own id) and columns they share (status, times): one write
+    # for the chunk. Storing row by row is the fallback for an answer the database refuses.
+    batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234563"], "Hi")
+    rows = list(batch.messages.order_by("pk"))
+    assert [m.status for m in rows] == ["sent", "sent", "sent"]
+    assert len({m.provider_id for m in rows}) == 3 and all(m.provider_id for m in rows)
+    assert not [r for r in caplog.records if "row by row" in r.getMessage()]
+
+
+def test_a_large_bulk_insert_refreshes_the_statistics_on_postgresql(
+    mitto_sandbox, monkeypatch
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from django_mitto import creating
+
+    monkeypatch.setattr(creating._BulkStream, "ANALYZE_FROM", 3)  # 10 000 rows otherwise
+    with CaptureQueriesContext(connection) as queries:
+        batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234563"], "Hi")
+    analyzed = [q["sql"] for q in queries if q["sql"].upper().startswith("ANALYZE")]
+    table = connection.ops.quote_name(Message._meta.db_table)
+    assert analyzed == ([f"ANALYZE {table}"] if connection.vendor == "postgresql" else [])
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
