@@ -23,6 +23,7 @@ message settle on one state and one status change, with one commit.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 from collections.abc import Iterable
@@ -174,17 +175,23 @@ def _select(conditions: list[tuple[str, str, Any]], limit: int) -> list[Message]
                 params.append(value)
         return " AND ".join(parts)
 
-    # In the model's field order, as Message.from_db() takes a subset of the fields.
-    read = [f for f in Message._meta.concrete_fields if f.attname in MATCH_FIELDS]
-    columns = ", ".join(qn(str(f.column)) for f in read)
-    table = qn(Message._meta.db_table)
-    sql = f"SELECT {columns} FROM {table} WHERE {where(conditions)} LIMIT {int(limit)}"
+    select, names = _select_columns(using)
+    sql = f"{select} WHERE {where(conditions)} LIMIT {int(limit)}"
     with db.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
     # The columns read are plain ones (no value the database gives in another form).
-    names = [f.attname for f in read]
     return [Message.from_db(using, names, row) for row in rows]
+
+
+@functools.lru_cache(maxsize=8)
+def _select_columns(using: str) -> tuple[str, list[str]]:
+    """``SELECT <MATCH_FIELDS> FROM message`` and the attribute names of its columns, in the
+    model's field order (as ``Message.from_db()`` takes a subset of the fields)."""
+    qn = connections[using].ops.quote_name
+    read = [f for f in Message._meta.concrete_fields if f.attname in MATCH_FIELDS]
+    columns = ", ".join(qn(str(f.column)) for f in read)
+    return f"SELECT {columns} FROM {qn(Message._meta.db_table)}", [f.attname for f in read]
 
 
 def _by_provider_id(
@@ -287,6 +294,16 @@ def _learn_id(message: Message, provider_id: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=256)
+def _address(remote_addr: str | None) -> str | None:
+    """The caller's address as stored (None when it is not an IP address). Mitto calls from a
+    few addresses: each is read once."""
+    try:
+        return str(ipaddress.ip_address(remote_addr)) if remote_addr else None
+    except ValueError:
+        return None
+
+
 def record_report(
     parsed: ParsedReport,
     *,
@@ -322,10 +339,7 @@ def record_report(
             forced = DeliveryReport.Outcome.MISMATCHED
         else:
             message, learn = None, False
-    try:
-        address = str(ipaddress.ip_address(remote_addr)) if remote_addr else None
-    except ValueError:
-        address = None
+    address = _address(remote_addr)
     report = DeliveryReport(
         message=message,
         provider_id=parsed.provider_id[:64],
@@ -404,10 +418,7 @@ def store_unparsed(
             return ""
         return "".join(ch for ch in value if ch.isprintable() and not 0xD800 <= ord(ch) <= 0xDFFF)
 
-    try:
-        address = str(ipaddress.ip_address(remote_addr)) if remote_addr else None
-    except ValueError:
-        address = None
+    address = _address(remote_addr)
     report = DeliveryReport.objects.create(
         provider_id=text("id", 64),
         status=text("status", 32),
@@ -579,20 +590,28 @@ def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
 
 def _update_message_sql(pk: int, status: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     """The UPDATE of :func:`_update_message` and its parameters."""
+    using = router.db_for_write(Message)
+    db = connections[using]
+    by_name = _message_fields()
+    params = [by_name[name].get_db_prep_save(value, db) for name, value in values.items()]
+    return _update_message_statement(tuple(values), using), [*params, pk, status]
+
+
+@functools.lru_cache(maxsize=1)
+def _message_fields() -> dict[str, Any]:
+    return {f.name: f for f in Message._meta.concrete_fields}
+
+
+@functools.lru_cache(maxsize=64)
+def _update_message_statement(names: tuple[str, ...], using: str) -> str:
+    """``UPDATE message SET <names> WHERE id = %s AND status = %s``, written out once."""
     meta = Message._meta
-    db = connections[router.db_for_write(Message)]
-    qn = db.ops.quote_name
-    columns = []
-    params: list[Any] = []
-    by_name = {f.name: f for f in meta.concrete_fields}
-    for name, value in values.items():
-        field = by_name[name]
-        columns.append(f"{qn(str(field.column))} = %s")
-        params.append(field.get_db_prep_save(value, db))
-    sql = "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(
-        qn(meta.db_table), ", ".join(columns), qn(str(meta.pk.column)), qn("status")
+    qn = connections[using].ops.quote_name
+    by_name = _message_fields()
+    columns = ", ".join(f"{qn(str(by_name[name].column))} = %s" for name in names)
+    return "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(
+        qn(meta.db_table), columns, qn(str(meta.pk.column)), qn("status")
     )
-    return sql, [*params, pk, status]
 
 
 def _after_commit_received(

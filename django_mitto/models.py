@@ -544,9 +544,14 @@ class DeliveryReport(models.Model):
         ordering = ["-received_at", "-pk"]
         # Every report is one INSERT into each index: only the lookups that need one get one.
         # Reports waiting for their message are found by Mitto id or among the few unmatched
-        # ones; no query compares with LIKE, so no pattern index (PostgreSQL's "_like").
+        # ones: both indexes hold only those (a report applied on arrival writes neither). No
+        # query compares with LIKE, so no pattern index (PostgreSQL's "_like").
         indexes = [
-            models.Index(fields=["provider_id"], name="mitto_report_provider_id"),
+            models.Index(
+                fields=["provider_id"],
+                name="mitto_report_waiting_id",
+                condition=models.Q(outcome="unmatched"),
+            ),
             models.Index(
                 fields=["received_at"],
                 name="mitto_report_unmatched",

@@ -181,6 +181,27 @@ else:
     _JSON_WRAPPERS = (Json, Jsonb)
 
 
+@functools.lru_cache(maxsize=32)
+def _insert_applying_sql(model: type[models.Model], flag: str, update_sql: str, using: str) -> str:
+    """The statement of :func:`insert_applying`: ``update_sql`` in a WITH, the INSERT after it,
+    the ``flag`` column chosen by whether the UPDATE changed a row."""
+    meta = model._meta
+    quote = connections[using].ops.quote_name
+    fields = _insert_fields(model)
+    placeholders = [
+        "CASE WHEN EXISTS (SELECT 1 FROM changed) THEN %s ELSE %s END"
+        if field.name == flag
+        else "%s"
+        for field in fields
+    ]
+    return (
+        f"WITH changed AS ({update_sql} RETURNING 1) "
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "
+        f"SELECT {', '.join(placeholders)} "
+        f"RETURNING {quote(str(meta.pk.column))}, EXISTS (SELECT 1 FROM changed)"
+    )
+
+
 def insert_applying(
     instance: models.Model,
     update: tuple[str, list[Any]],
@@ -193,29 +214,18 @@ def insert_applying(
     the value that fits; the instance's attribute is set to it. Returns whether the UPDATE
     changed a row. ``pre_save`` and ``post_save`` are sent as by :func:`insert`."""
     model = type(instance)
-    meta = model._meta
     using = router.db_for_write(model, instance=instance)
     db = connections[using]
     pre_save.send(sender=model, instance=instance, raw=False, using=using, update_fields=None)
     name, if_changed, otherwise = flag
-    fields = _insert_fields(model)
-    quote = db.ops.quote_name
-    placeholders = []
     values: list[Any] = []
-    for field in fields:
+    for field in _insert_fields(model):
         if field.name == name:
-            placeholders.append("CASE WHEN EXISTS (SELECT 1 FROM changed) THEN %s ELSE %s END")
             values += [field.get_db_prep_save(v, db) for v in (if_changed, otherwise)]
         else:
-            placeholders.append("%s")
             values.append(field.get_db_prep_save(field.pre_save(instance, True), db))
     update_sql, update_params = update
-    sql = (
-        f"WITH changed AS ({update_sql} RETURNING 1) "
-        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(str(f.column)) for f in fields)}) "
-        f"SELECT {', '.join(placeholders)} "
-        f"RETURNING {quote(str(meta.pk.column))}, EXISTS (SELECT 1 FROM changed)"
-    )
+    sql = _insert_applying_sql(model, name, update_sql, using)
     with db.cursor() as cursor:
         cursor.execute(sql, [*update_params, *values])
         pk, changed = cast(tuple[Any, bool], cursor.fetchone())

@@ -18,7 +18,7 @@ from django.core.exceptions import (
     TooManyFieldsSent,
 )
 from django.db import transaction
-from django.http import Http404, QueryDict
+from django.http import Http404, HttpResponse, QueryDict
 from django.utils.decorators import method_decorator
 from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
@@ -203,7 +203,7 @@ class DeliveryReportView(APIView):
                 "Delivery report refused from %s: %s no longer exists", address or "?", check.label
             )
             return _forbidden()
-        return Response({"status": "ok", "outcome": report.outcome})
+        return _stored(report.outcome)
 
     def _read(self, request: Request) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """The query string and the body (None when empty), or raise :class:`_Unparsed`."""
@@ -301,6 +301,15 @@ def _unlabelled(raw: bytes) -> Any:
     if "=" in text:
         return QueryDict(text)
     raise UnsupportedMediaType("")
+
+
+def _stored(outcome: str) -> HttpResponse:
+    """The 200 answer to a stored report: the same JSON DRF would render, without its
+    rendering machinery (a tenth of the view's own time)."""
+    return HttpResponse(
+        json.dumps({"status": "ok", "outcome": outcome}, separators=(",", ":")).encode(),
+        content_type="application/json",
+    )
 
 
 def _forbidden() -> Response:
