@@ -44,9 +44,9 @@ CALLBACK = f"/mitto/callback/{SECRET}/"
 
 def reset() -> None:
     """Every message back to sent, no report stored: each round starts from the same state."""
-    from django_mitto.models import DeliveryReport, Message, Status
-
     from django.db import connection
+
+    from django_mitto.models import DeliveryReport, Message, Status
 
     Message.objects.update(status=Status.SENT, delivery_status="", error_code="")
     DeliveryReport.objects.all().delete()

@@ -136,16 +136,16 @@ class DeliveryReportView(APIView):
             headers={"Retry-After": "60"},
         )
 
-    def get(self, request: Request, token: str) -> Response:
+    def get(self, request: Request, token: str) -> HttpResponse:
         return self._handle(request, token)
 
-    def head(self, request: Request, token: str) -> Response:
+    def head(self, request: Request, token: str) -> HttpResponse:
         return self._handle(request, token)
 
-    def post(self, request: Request, token: str) -> Response:
+    def post(self, request: Request, token: str) -> HttpResponse:
         return self._handle(request, token)
 
-    def _handle(self, request: Request, token: str) -> Response:
+    def _handle(self, request: Request, token: str) -> HttpResponse:
         address = client_address(request.META)
         check = check_token(token)
         if not check.valid or not address_allowed(address):
@@ -334,7 +334,7 @@ class InboundMessageView(DeliveryReportView):
 
     what = "Reply"
 
-    def _handle(self, request: Request, token: str) -> Response:
+    def _handle(self, request: Request, token: str) -> HttpResponse:
         from .inbound import (
             EXPECTED_INBOUND_FIELDS,
             INBOUND_FIELDS,
