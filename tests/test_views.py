@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 from django_mitto import callbacks, sending
 from django_mitto.client import SendResult
 from django_mitto.models import Batch, DeliveryReport, Message, Status
-from django_mitto.serializers import REPORT_FIELDS, resolve_aliases
+from django_mitto.serializers import REPORT_FIELDS, DeliveryReportSerializer, resolve_aliases
 from django_mitto.signals import delivery_report_received, message_status_changed
 
 SECRET = "callback-secret"
@@ -717,6 +717,39 @@ def test_malformed_json_field_gets_400_naming_the_field(
     assert response.status_code == 400
     assert field in response.json()["errors"]
     assert status_of(message) == Status.SENT
+
+
+def test_reports_validated_in_many_threads_at_once_keep_their_own_fields_and_errors() -> None:
+    # The serializer's fields are shared by every instance (bound once per class): validations
+    # running at the same time in a server's threads must not see each other's values or errors.
+    payloads: list[tuple[dict[str, Any], dict[str, Any] | None, set[str]]] = []
+    for n in range(40):
+        good = {"id": f"id-{n}", "status": "delivered", "mccmnc": f"2280{n % 10}"}
+        payloads.append((good, {**good, "mccmnc": good["mccmnc"]}, set()))
+        bad = {"id": f"id-{n}", "status": "", "mcc": f"x{n}", "sendtimestamp": "soon"}
+        payloads.append((bad, None, {"mcc", "sendtimestamp"}))
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def validate(offset: int) -> None:
+        start.wait()
+        for i in range(300):
+            data, validated, errors = payloads[(offset + i) % len(payloads)]
+            serializer = DeliveryReportSerializer(data=data)
+            if serializer.is_valid():
+                got = {k: v for k, v in serializer.validated_data.items() if v != ""}
+                outcomes.append("ok" if validated is not None and got == validated else f"{got}")
+            else:
+                ok = validated is None and set(serializer.errors) == errors
+                outcomes.append("ok" if ok else f"{data} -> {dict(serializer.errors)}")
+
+    threads = [threading.Thread(target=validate, args=(k * 7,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(outcomes) == 8 * 300
+    assert [o for o in outcomes if o != "ok"] == []
 
 
 @pytest.mark.parametrize(
