@@ -6,10 +6,12 @@ Usage::
 
 The sandbox runs in a process of its own, without latency. Each round times ``--count`` calls
 of ``send_sms()`` (validation, opt-out check, insert, claim, POST, record: everything a caller
-gets), then ``--count`` sends of the floor: one raw ``INSERT``, the same ``POST /sms`` through a
+gets), then the same with a per-message callback URL (``MITTO_CALLBACK_BASE_URL`` set: reports
+then come to the message's own URL, so the send does not look for reports that came before the
+id), then ``--count`` sends of the floor: one raw ``INSERT``, the same ``POST /sms`` through a
 kept-alive ``requests`` session, one raw ``UPDATE`` of the answer. Then a bare ``POST`` alone.
-Prints each round, the medians, the ratio to the floor, and the queries and commits of one
-``send_sms()``.
+Prints each round, the medians, the ratios to the floor, and the queries and commits of one
+``send_sms()`` in each configuration.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ import time
 import uuid
 
 import _common
+
+#: Where the per-message callback URLs point (nothing is posted there in this benchmark).
+CALLBACK_BASE_URL = "https://example.com"
 
 
 def main() -> None:
@@ -32,6 +37,7 @@ def main() -> None:
         _common.setup_django(args.database, MITTO_API_URL=sandbox.url, MITTO_TASK_BACKEND="inline")
         import requests
         from django.db import connection
+        from django.test import override_settings
 
         from django_mitto import services
         from django_mitto.models import Message
@@ -48,6 +54,10 @@ def main() -> None:
                 message = services.send_sms(f"+4179{1_000_000 + next(numbers)}", "Your code: 1234")
                 assert message.status == "sent", message.error
             return args.count / (time.perf_counter() - start)
+
+        def subject_with_callback() -> float:
+            with override_settings(MITTO_CALLBACK_BASE_URL=CALLBACK_BASE_URL):
+                return subject()
 
         def floor() -> float:
             start = time.perf_counter()
@@ -95,19 +105,41 @@ def main() -> None:
         counted = _common.Counted()
         with counted.active():
             services.send_sms("+41791234568", "Your code: 1234")
+        counted_callback = _common.Counted()
+        with override_settings(MITTO_CALLBACK_BASE_URL=CALLBACK_BASE_URL):
+            message = services.send_sms("+41791234569", "Your code: 1234")
+            with counted_callback.active():
+                services.send_sms("+41791234569", "Your code: 1234")
+        assert message.status == "sent", message.error
         print(
             f"send_sms() vs the hand-written floor: {args.count} sends per round, PostgreSQL, "
             f"sandbox without latency in its own process"
         )
         medians = _common.alternate(
-            args.rounds, {"send_sms": subject, "floor": floor, "bare POST": bare_post}
+            args.rounds,
+            {
+                "send_sms": subject,
+                "send_sms, callback URL": subject_with_callback,
+                "floor": floor,
+                "bare POST": bare_post,
+            },
         )
         print(
-            f"medians: send_sms {medians['send_sms']:,.0f} msg/s; floor "
+            f"medians: send_sms {medians['send_sms']:,.0f} msg/s; with a callback URL "
+            f"{medians['send_sms, callback URL']:,.0f} msg/s; floor "
             f"{medians['floor']:,.0f} msg/s; bare POST {medians['bare POST']:,.0f}/s"
         )
-        print(f"ratio send_sms / floor: {medians['send_sms'] / medians['floor']:.2f}")
+        floor_rate = medians["floor"]
+        print(f"ratio send_sms / floor: {medians['send_sms'] / floor_rate:.2f}")
+        print(
+            "ratio send_sms with a callback URL / floor: "
+            f"{medians['send_sms, callback URL'] / floor_rate:.2f}"
+        )
         print(f"one send_sms(): {counted.queries} queries, {counted.commits} commits")
+        print(
+            f"one send_sms() with a callback URL: {counted_callback.queries} queries, "
+            f"{counted_callback.commits} commits"
+        )
 
 
 if __name__ == "__main__":
