@@ -227,3 +227,27 @@ def test_run_check_gives_the_findings_to_python(mitto_sandbox, settings) -> None
     assert report.probe is not None and report.probe.key_accepted
     assert report.probe.unknown_fields == []
     assert report.probe.result is not None and report.probe.result.test is True
+
+
+def test_reply_fields_are_listed_with_their_json_types(settings) -> None:
+    with CannedServer() as canned:
+        settings.MITTO_API_URL = canned.url
+        canned.reply(
+            Reply(
+                200,
+                {
+                    "id": "abc",
+                    "responseCode": 0,
+                    "test": True,
+                    "tags": [],
+                    "extra": {},
+                    "note": None,
+                },
+            )
+        )
+        output, error = check("--skip-callback")
+    assert error is None, output
+    assert (
+        "[ok] Reply fields seen: id (string), responseCode (number), test (boolean), "
+        "tags (array), extra (object), note (null)." in output
+    )

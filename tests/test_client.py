@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from django_mitto import __version__
-from django_mitto.client import MittoClient, parse_timestamp, read_id
+from django_mitto.client import MittoClient, clean_text, parse_timestamp, read_id
 from django_mitto.exceptions import (
     MittoAPIError,
     MittoAuthenticationError,
@@ -1025,3 +1025,67 @@ def test_mark_converted_answered_by_a_redirect_keeps_its_body(canned) -> None:
         "final address."
     )
     assert (info.value.status_code, info.value.response_text) == (302, "Moved")
+
+
+def test_client_reads_only_the_arguments_left_out_from_the_settings(settings) -> None:
+    settings.MITTO_API_URL = "http://127.0.0.1:5800/"
+    client = MittoClient(KEY, timeout=2, response_format="json", test_mode=False)
+    assert (client.api_url, client.timeout) == ("http://127.0.0.1:5800", 2.0)
+
+
+def test_an_error_status_with_response_code_0_keeps_its_text_and_retry_after(canned) -> None:
+    canned.reply(
+        Reply(503, {"responseCode": 0, "responseText": "Busy"}, headers={"Retry-After": "4"})
+    )
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value) == "Mitto answered HTTP 503 (Busy)."
+    assert (info.value.response_text, info.value.retry_after, info.value.retryable) == (
+        "Busy",
+        4.0,
+        True,
+    )
+
+
+def test_an_empty_id_in_an_xml_ids_list_is_no_id(canned) -> None:
+    canned.reply(
+        Reply(
+            content_type="application/xml",
+            body="<response><ids><id/></ids><responseCode>0</responseCode><test>true</test>"
+            "</response>",
+        )
+    )
+    result = make_client(canned.url, response_format="xml").send(
+        "41791234567", "Hi", sender="Shop", test=True
+    )
+    assert (result.id, result.test) == ("", True)
+
+
+def test_a_bulk_answer_says_itself_whether_it_was_a_test(canned) -> None:
+    canned.reply(Reply(body={"responseCode": 0, "test": True, "messages": [{"id": "a1"}]}))
+    result = make_client(canned.url).send_bulk(["+41791234561"], "Hi", sender="Shop")
+    assert "test" not in canned.requests[0]["body"]
+    assert (result.test, result.messages[0].test) == (True, True)
+
+
+def test_clean_text_reads_bytes_as_utf8() -> None:
+    assert clean_text(b"SMS \xff sent\x00") == "SMS \ufffd sent"
+
+
+def test_probe_does_not_follow_a_redirect(canned) -> None:
+    canned.reply(
+        Reply(307, "", headers={"Location": f"{canned.url}/elsewhere"}),
+        Reply(body={"id": "abc", "responseCode": 0}),
+    )
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
+    assert [request["path"] for request in canned.requests] == ["/sms"]
+    assert (probe.reached, probe.status_code, probe.result) == (True, 307, None)
+    assert isinstance(probe.error, MittoAPIError)
+    assert str(probe.error).startswith("Mitto answered HTTP 307 (a redirect to ")
+
+
+def test_probe_over_ipv6_writes_its_local_address_in_brackets() -> None:
+    with Sandbox(api_key=KEY, host="::1", report_delay=0) as box:
+        probe = make_client(box.url).probe("+41791234567", "Hi", sender="Shop")
+    assert probe.error is None
+    assert re.fullmatch(r"\[::1\]:\d+", probe.local_address), probe.local_address

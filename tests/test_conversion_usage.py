@@ -503,3 +503,12 @@ def test_service_usage_report_carries_mittos_currency(settings) -> None:
         report = services.usage(TODAY, TODAY)
     assert report.currency == "EUR"
     assert report.mitto_cost == Decimal("0.17")
+
+
+def test_usage_answer_that_is_not_json_is_quoted_in_the_error() -> None:
+    with CannedServer() as canned:
+        canned.reply(Reply(200, "<html>Maintenance</html>", content_type="text/html"))
+        with pytest.raises(MittoAPIError) as info:
+            client_for(canned.url).usage(TODAY, TODAY, account_name="Shop AG")
+    assert str(info.value) == "Mitto's usage answer is not JSON: '<html>Maintenance</html>'"
+    assert (info.value.status_code, info.value.response_text) == (200, "<html>Maintenance</html>")
