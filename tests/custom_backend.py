@@ -26,6 +26,15 @@ class ListBackend(TaskBackend):
             self.run(kind, *args)
 
 
+class EagerBackend(TaskBackend):
+    """Runs each task inside :meth:`schedule`, as Celery's eager mode does, without saying so
+    (``sends_in_process`` stays False): ``send_sms()`` saves the message, and the task sends it
+    when the save commits."""
+
+    def schedule(self, kind: str, args: tuple[Any, ...], delay: float) -> None:
+        self.run(kind, *args)
+
+
 class NotABackend:
     """Has a ``schedule`` method, but is no TaskBackend: the system check refuses it."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from django_mitto import sending, services
 from django_mitto.backends import get_backend
@@ -168,6 +168,21 @@ def test_inline_backend_sends_a_batch_in_its_task_and_a_retry_after_it(
     assert ran == [("start", "batch"), ("end", "batch"), ("start", "chunk"), ("end", "chunk")]
     assert len(mitto_sandbox.messages) == 3
     assert batch.messages.filter(status="sent").count() == 3
+
+
+def test_send_sms_returns_the_row_a_backend_sent_when_the_save_committed(
+    settings, mitto_sandbox
+) -> None:
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.EagerBackend"
+    message = services.send_sms("+41791234567", "At once")
+    (received,) = mitto_sandbox.messages
+    assert (message.status, message.provider_id, message.attempts) == ("sent", received["id"], 1)
+    # Inside a transaction nothing is sent before the commit: the message is returned queued.
+    with transaction.atomic():
+        later = services.send_sms("+41791234568", "After the commit")
+        assert (later.status, len(mitto_sandbox.messages)) == ("queued", 1)
+    later.refresh_from_db()
+    assert later.status == "sent"
 
 
 def test_unusable_backend_is_a_configuration_error_at_use_time(settings) -> None:

@@ -240,7 +240,12 @@ def test_service_mark_converted_needs_a_mitto_id(mitto_sandbox, make_message) ->
     message = make_message(status=Message.Status.FAILED)
     with pytest.raises(ValidationError) as caught:
         services.mark_converted(message)
-    assert "provider_id" in caught.value.message_dict
+    (error,) = caught.value.error_dict["provider_id"]
+    assert error.code == "required"
+    assert error.message == (
+        "This message has no Mitto id (it was never accepted by Mitto), so it cannot be marked "
+        "as converted."
+    )
     message.refresh_from_db()
     assert message.converted_at is None
 
@@ -297,7 +302,26 @@ def test_service_usage_agrees_when_every_message_reached_mitto(mitto_sandbox, se
 def test_service_usage_refuses_an_end_before_the_start() -> None:
     with pytest.raises(ValidationError) as caught:
         services.local_usage(TODAY, TODAY - datetime.timedelta(days=1))
-    assert "end" in caught.value.message_dict
+    (error,) = caught.value.error_dict["end"]
+    assert (error.code, error.message) == ("invalid", "The end date is before the start date.")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_local_usage_counts_the_utc_days_of_the_period_and_no_other(make_message) -> None:
+    utc = datetime.timezone.utc
+    for n, sent_at in enumerate(
+        [
+            datetime.datetime(2024, 3, 9, 23, 59, 59, tzinfo=utc),  # the day before
+            datetime.datetime(2024, 3, 10, 0, 0, tzinfo=utc),  # the first moment of the period
+            datetime.datetime(2024, 3, 11, 23, 59, 59, tzinfo=utc),  # its last second
+            datetime.datetime(2024, 3, 12, 0, 0, tzinfo=utc),  # the day after
+        ]
+    ):
+        message = make_message(provider_id=f"id-{n}")
+        Message.objects.filter(pk=message.pk).update(sent_at=sent_at)
+    start, end = datetime.date(2024, 3, 10), datetime.date(2024, 3, 11)
+    assert services.local_usage(start, end) == {"CHE": (2, 2)}
+    assert services.local_usage(end, end) == {"CHE": (1, 1)}
 
 
 _countries = st.sampled_from(["CHE", "DEU", "FRA", "USA", "KAZ", "SHN", "XKX"])

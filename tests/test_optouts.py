@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from django_mitto import optouts, services
@@ -27,9 +28,14 @@ def opt_out(number: str, **fields: Any) -> OptOut:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_send_sms_refuses_an_opted_out_number_on_recipient(mitto_sandbox: Any) -> None:
+@pytest.mark.parametrize("in_transaction", [False, True], ids=["sent at once", "in a transaction"])
+def test_send_sms_refuses_an_opted_out_number_on_recipient(
+    mitto_sandbox: Any, in_transaction: bool
+) -> None:
+    # Sent at once, the INSERT itself checks the opt-out; in a transaction, a query before it.
     opt_out("+41791234567")
-    with pytest.raises(ValidationError) as info:
+    atomic = transaction.atomic() if in_transaction else contextlib.nullcontext()
+    with pytest.raises(ValidationError) as info, atomic:
         services.send_sms("079 123 45 67", "Hello", region="CH")
     assert list(info.value.message_dict) == ["recipient"]
     assert "+41791234567 opted out" in info.value.message_dict["recipient"][0]

@@ -1871,3 +1871,124 @@ def test_a_large_bulk_insert_refreshes_the_statistics_on_postgresql(
     table = connection.ops.quote_name(Message._meta.db_table)
     assert analyzed == ([f"ANALYZE {table}"] if connection.vendor == "postgresql" else [])
     assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+
+
+@pytest.mark.parametrize(
+    ("recipients", "references", "field"),
+    [
+        (["12", "+41791234562", "+41791234563", "+41791234564"], None, "recipients"),
+        (
+            ["+41791234561", "+41791234562", "+41791234563", "+41791234564"],
+            ["bad\x00", "r-2", "r-3", "r-4"],
+            "references",
+        ),
+    ],
+    ids=["bad number", "bad reference"],
+)
+def test_a_bulk_send_inserts_nothing_after_its_first_fault_and_only_checks_the_rest(
+    mitto_sandbox, settings, recipients, references, field
+) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    calls: list[tuple[str, int]] = []
+    with pytest.raises(ValidationError) as caught:
+        services.send_bulk(
+            recipients,
+            "Hi",
+            references=references,
+            progress=lambda stage, count: calls.append((stage, count)),
+        )
+    assert list(caught.value.message_dict) == [field]
+    # The fault is in the first chunk: every chunk is still checked, none is inserted.
+    assert calls == [("validate", 2), ("validate", 2)]
+    assert (Batch.objects.count(), Message.objects.count()) == (0, 0)
+    assert mitto_sandbox.messages == []
+
+
+def test_a_claim_is_one_update_that_returns_the_rows_it_claimed(mitto_sandbox, settings) -> None:
+    if connection.vendor == "sqlite" and connection.Database.sqlite_version_info < (3, 35):
+        pytest.skip("SQLite before 3.35 cannot return rows from an UPDATE")
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    outcome, seen, _commits = _statements(lambda: services.attempt_message(message.pk))
+    assert (outcome.message.status, outcome.message.attempts) == ("sent", 1)
+    # The claim returns the row it moved to "sending": no read before the request.
+    assert [sql.split()[0].upper() for sql in seen] == ["UPDATE", "UPDATE", "SELECT"]
+    assert " RETURNING " in seen[0].upper()
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    claimed, seen, _commits = _statements(
+        lambda: sending._claim_chunk(
+            batch, [m.pk for m in members], sending.uuid.uuid4(), timezone.now()
+        )
+    )
+    assert [(row.pk, row.recipient, row.attempts) for row in claimed] == [
+        (members[0].pk, "+41791234561", 1),
+        (members[1].pk, "+41791234562", 1),
+    ]
+    assert len(seen) == 1 and " RETURNING " in seen[0].upper()
+
+
+def test_a_bulk_chunk_given_up_keeps_mittos_code_and_text(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(429, {"responseCode": 12, "responseText": "Too many requests"}))
+    outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
+    assert (outcome.retry, outcome.attempts) == (False, 1)
+    rows = set(batch.messages.values_list("status", "response_code", "response_text"))
+    assert rows == {("failed", 12, "Too many requests")}
+    assert all(
+        error.endswith("Gave up after 1 attempts.")
+        for error in batch.messages.values_list("error", flat=True)
+    )
+
+
+def test_mark_failed_writes_its_note_alone_or_after_the_error_already_there(make_message) -> None:
+    bare = make_message(status="unknown")
+    explained = make_message(status="unknown", error="Timed out.")
+    assert services.mark_failed([bare, explained], by="alice") == 2
+    bare.refresh_from_db()
+    explained.refresh_from_db()
+    assert re.fullmatch(r"Marked as failed by alice on \d{4}-\d\d-\d\d \d\d:\d\d.*\.", bare.error)
+    assert explained.error == "Timed out.\n" + bare.error
+
+
+def test_a_bulk_chunk_is_copied_into_postgresql_not_inserted_row_by_row(
+    mitto_sandbox, settings
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    settings.MITTO_BULK_CHUNK_SIZE = 2
+    with CaptureQueriesContext(connection) as queries:
+        batch = services.send_bulk(["+41791234561", "+41791234562", "+41791234563"], "Hi")
+    table = connection.ops.quote_name(Message._meta.db_table)
+    inserts = [q["sql"] for q in queries if f"INSERT INTO {table} " in q["sql"]]
+    # PostgreSQL with psycopg 3: one COPY per chunk, which runs outside Django's statements;
+    # elsewhere one INSERT per chunk, run for each row of it (``executemany``).
+    copies = connection.vendor == "postgresql" and connection.Database.__name__ == "psycopg"
+    assert len(inserts) == (0 if copies else 2)
+    assert sorted(batch.messages.values_list("recipient", "status")) == [
+        ("+41791234561", "sent"),
+        ("+41791234562", "sent"),
+        ("+41791234563", "sent"),
+    ]
+
+
+def test_a_chunk_whose_shared_values_have_no_copy_text_is_still_written_row_by_row(
+    mitto_sandbox, monkeypatch
+) -> None:
+    from django_mitto import sql
+
+    real = sql.copy_text
+
+    def no_dates(value):
+        if isinstance(value, dt.datetime):
+            raise TypeError("No COPY text for datetime")
+        return real(value)
+
+    # The COPY is then fed row by row (PostgreSQL); the other databases never use COPY.
+    monkeypatch.setattr(sql, "copy_text", no_dates)
+    batch = services.send_bulk(["+41791234561", "+4915112345678"], "Hi", references=["r-1", "r-2"])
+    rows = list(batch.messages.order_by("pk").values_list("recipient", "country", "reference"))
+    assert rows == [("+41791234561", "CHE", "r-1"), ("+4915112345678", "DEU", "r-2")]
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
