@@ -33,7 +33,9 @@ def main() -> None:
     parser.add_argument("--database", default=_common.DEFAULT_DATABASE)
     args = parser.parse_args()
 
-    with _common.SandboxProcess() as sandbox:
+    # Reports are due a day later: the sandbox makes no callback while the rounds run (the
+    # per-message URLs point nowhere), so both subjects get the same sandbox.
+    with _common.SandboxProcess("--report-delay", "86400") as sandbox:
         _common.setup_django(args.database, MITTO_API_URL=sandbox.url, MITTO_TASK_BACKEND="inline")
         import requests
         from django.db import connection
