@@ -1,19 +1,37 @@
 from __future__ import annotations
 
 import pytest
+from django.test import override_settings
 
 from django_mitto.conf import conf
 from django_mitto.exceptions import MittoConfigurationError
 
 
-def test_settings_are_read_on_every_access(settings) -> None:
+def test_a_changed_setting_is_seen_at_once(settings) -> None:
     settings.MITTO_API_URL = "http://127.0.0.1:5800/"
     assert conf.API_URL == "http://127.0.0.1:5800"
     settings.MITTO_API_URL = "https://rest-fra.mittoapi.net"
     assert conf.API_URL == "https://rest-fra.mittoapi.net"
 
 
+def test_settings_overridden_and_restored_are_seen_each_time() -> None:
+    before = conf.account("default").API_URL
+    with override_settings(
+        MITTO_API_URL="https://rest-fra.mittoapi.net",
+        MITTO_ACCOUNTS={"eu": {"API_KEY": "eu-key", "API_URL": "https://eu.example"}},
+    ):
+        assert conf.API_URL == "https://rest-fra.mittoapi.net"
+        assert conf.accounts() == ["default", "eu"]
+        assert conf.account("eu").API_KEY == "eu-key"
+        with override_settings(MITTO_ACCOUNTS={}):
+            assert conf.accounts() == ["default"]
+        assert conf.account("eu").API_URL == "https://eu.example"
+    assert conf.API_URL == before
+    assert conf.accounts() == ["default"]
+
+
 def test_defaults_apply_when_a_setting_is_absent(settings) -> None:
+    assert conf.API_URL == settings.MITTO_API_URL.rstrip("/")  # read once before the deletion
     for name in ("MITTO_API_URL", "MITTO_TIMEOUT", "MITTO_RESPONSE_FORMAT", "MITTO_TASK_BACKEND"):
         if hasattr(settings, name):
             delattr(settings, name)
