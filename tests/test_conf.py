@@ -26,12 +26,12 @@ def test_settings_overridden_and_restored_are_seen_each_time() -> None:
         with override_settings(MITTO_ACCOUNTS={}):
             assert conf.accounts() == ["default"]
         assert conf.account("eu").API_URL == "https://eu.example"
-    assert conf.API_URL == before
+    assert before == conf.API_URL
     assert conf.accounts() == ["default"]
 
 
 def test_defaults_apply_when_a_setting_is_absent(settings) -> None:
-    assert conf.API_URL == settings.MITTO_API_URL.rstrip("/")  # read once before the deletion
+    assert settings.MITTO_API_URL.rstrip("/") == conf.API_URL  # read once before the deletion
     for name in ("MITTO_API_URL", "MITTO_TIMEOUT", "MITTO_RESPONSE_FORMAT", "MITTO_TASK_BACKEND"):
         if hasattr(settings, name):
             delattr(settings, name)
