@@ -209,7 +209,7 @@ _read_from: list[Any] = [None]
 
 def _setting(name: str, default: Any) -> Any:
     """``getattr(settings, name, default)``, read once while the settings stay the same."""
-    if settings._wrapped is not _read_from[0]:
+    if _settings_object() is not _read_from[0]:
         _forget_settings()
     value = _read.get(name)
     if value is None:
@@ -220,7 +220,12 @@ def _setting(name: str, default: Any) -> Any:
 def _forget_settings(**kwargs: Any) -> None:
     """The settings changed (another settings object, or ``setting_changed``): read again."""
     _read.clear()
-    _read_from[0] = settings._wrapped
+    _read_from[0] = _settings_object()
+
+
+def _settings_object() -> Any:
+    """The object behind ``django.conf.settings`` (``override_settings`` swaps it)."""
+    return settings._wrapped  # type: ignore[misc]
 
 
 setting_changed.connect(_forget_settings, dispatch_uid="django_mitto.conf")
