@@ -584,25 +584,32 @@ def _mark_sent(pk: int, values: dict[str, Any]) -> bool:
     """
     using = router.db_for_write(Message)
     connection = connections[using]
-    # Written out rather than compiled by the ORM: this is the one statement of every send,
-    # and compiling it cost more than running it.
-    meta = Message._meta
-    quote = connection.ops.quote_name
-    assignments = []
-    params: list[Any] = []
-    for name, value in values.items():
-        model_field = cast(Field, meta.get_field(name))
-        assignments.append(f"{quote(cast(str, model_field.column))} = %s")
-        params.append(model_field.get_db_prep_save(value, connection))
-    sql = (
-        f"UPDATE {quote(meta.db_table)} SET {', '.join(assignments)} "
-        f"WHERE {quote(cast(str, meta.pk.column))} = %s AND "
-        f"{quote(cast(str, cast(Field, meta.get_field('status')).column))} = %s"
-    )
+    fields = _message_fields()
+    params = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
     params += [pk, Status.SENDING]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_mark_sent_sql(tuple(values), using), params)
         return bool(cursor.rowcount)
+
+
+@functools.lru_cache(maxsize=1)
+def _message_fields() -> dict[str, Field]:
+    return {f.name: f for f in Message._meta.concrete_fields}
+
+
+@functools.lru_cache(maxsize=16)
+def _mark_sent_sql(names: tuple[str, ...], using: str) -> str:
+    """``UPDATE message SET <names> WHERE id = %s AND status = %s``, written out once rather
+    than compiled by the ORM at every send (compiling it cost more than running it)."""
+    meta = Message._meta
+    quote = connections[using].ops.quote_name
+    fields = _message_fields()
+    assignments = ", ".join(f"{quote(cast(str, fields[name].column))} = %s" for name in names)
+    return (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "
+        f"WHERE {quote(cast(str, meta.pk.column))} = %s AND "
+        f"{quote(cast(str, fields['status'].column))} = %s"
+    )
 
 
 def _id_owner(message: Message | _Claimed, provider_id: str) -> int | None:
