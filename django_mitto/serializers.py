@@ -206,7 +206,9 @@ class DeliveryReportSerializer(serializers.Serializer):
 @functools.lru_cache(maxsize=8)
 def _bound_fields(serializer_class: type[serializers.Serializer]) -> Any:
     """``serializer_class``'s fields, bound to an instance of it made for this purpose only."""
-    return serializers.Serializer.fields.func(serializer_class())  # type: ignore[attr-defined]
+    instance = serializer_class()
+    # DRF's own ``fields`` (a cached property), read past the override below it.
+    return serializers.Serializer.fields.__get__(instance, serializer_class)
 
 
 def _parse_sendtime(value: str) -> datetime | None:

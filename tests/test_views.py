@@ -20,6 +20,7 @@ from django.urls import reverse
 from hypothesis import HealthCheck, event, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from rest_framework import serializers
 from rest_framework.test import APIClient
 
 from django_mitto import callbacks, sending
@@ -717,6 +718,20 @@ def test_malformed_json_field_gets_400_naming_the_field(
     assert response.status_code == 400
     assert field in response.json()["errors"]
     assert status_of(message) == Status.SENT
+
+
+def test_a_subclass_of_the_report_serializer_keeps_its_own_fields() -> None:
+    class WithNetwork(DeliveryReportSerializer):
+        network = serializers.CharField(max_length=8, required=False)
+
+    extended = WithNetwork(data={"id": "a", "status": "delivered", "network": "swisscom1"})
+    assert not extended.is_valid()
+    assert set(extended.errors) == {"network"}
+    plain = DeliveryReportSerializer(data={"id": "a", "status": "delivered", "network": "x"})
+    assert plain.is_valid(), plain.errors
+    assert "network" not in plain.validated_data
+    assert "network" not in DeliveryReportSerializer().fields
+    assert set(WithNetwork().fields) == {*DeliveryReportSerializer().fields, "network"}
 
 
 def test_reports_validated_in_many_threads_at_once_keep_their_own_fields_and_errors() -> None:
