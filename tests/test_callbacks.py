@@ -535,6 +535,62 @@ def test_a_report_whose_id_the_send_recorded_while_it_was_stored_is_still_applie
     assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
 
 
+@pytest.mark.parametrize("on", ["batch URL", "account URL"])
+def test_a_report_whose_id_a_bulk_answer_recorded_while_it_was_stored_is_still_applied(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+    on: str,
+) -> None:
+    # As above, for a row of a bulk send: the bulk answer records the row's id after the
+    # report's lookup found nothing and before the report is stored.
+    batch = Batch.objects.create(text="Hello", total=1)
+    row = make_message(status=Status.SENDING, batch=batch)
+    store = callbacks.insert
+
+    def id_recorded_first(stored: Any) -> None:
+        Message.objects.filter(pk=row.pk).update(status=Status.SENT, provider_id="race-id")
+        assert callbacks.apply_pending_reports_bulk([Message.objects.get(pk=row.pk)]) == 0
+        store(stored)
+
+    monkeypatch.setattr(callbacks, "insert", id_recorded_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = callbacks.record_report(
+            report("race-id", "delivered", recipient="41791234567"),
+            method="POST",
+            remote_addr="127.0.0.1",
+            batch_pk=batch.pk if on == "batch URL" else None,
+        )
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (row.pk, Outcome.APPLIED)
+    assert Message.objects.get(pk=row.pk).status == Status.DELIVERED
+    assert signals.received == [(stored.pk, row.pk)]
+    assert signals.changed == [(row.pk, Status.SENT, Status.DELIVERED)]
+
+
+class AppLabelRouter:
+    """A database router as projects write them: by the app of the model it is asked about."""
+
+    def db_for_read(self, model: Any, **hints: Any) -> str | None:
+        return "default" if model._meta.app_label == "django_mitto" else None
+
+    db_for_write = db_for_read
+
+
+def test_a_project_whose_router_routes_by_app_gets_its_reports_applied(
+    make_message, settings: Any, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(status=Status.SENT, provider_id="routed-id")
+    settings.DATABASE_ROUTERS = [f"{__name__}.AppLabelRouter"]
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("routed-id", "delivered"))
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (message.pk, Outcome.APPLIED)
+    assert Message.objects.get(pk=message.pk).status == Status.DELIVERED
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
 @pytest.mark.parametrize(
     ("signal", "sender"),
     [(delivery_report_received, DeliveryReport), (message_status_changed, Message)],
@@ -1012,7 +1068,7 @@ def test_signed_token_with_a_non_numeric_value_is_refused(settings: Any) -> None
 
 @pytest.mark.parametrize("without_id", [2, 3, 5])
 def test_the_message_with_the_id_wins_over_any_number_without_id(
-    make_message, django_capture_on_commit_callbacks, without_id: int
+    make_message, django_capture_on_commit_callbacks, django_assert_max_num_queries, without_id: int
 ) -> None:
     # The lookup has no ORDER BY and a LIMIT: with three or more messages without id to the
     # same number the one with the id may be left out, and is then asked for alone.
@@ -1026,7 +1082,13 @@ def test_the_message_with_the_id_wins_over_any_number_without_id(
 
     message_status_changed.connect(on_changed, weak=False)
     try:
-        with django_capture_on_commit_callbacks(execute=True):
+        # At most two lookups, the report's INSERT and the message's UPDATE (the signals are sent
+        # after): the message with the id already has it, so nothing is learned and no pending
+        # report is looked for.
+        with (
+            django_capture_on_commit_callbacks(execute=True),
+            django_assert_max_num_queries(4),
+        ):
             stored = record(report("the-id", recipient="41791234567"))
     finally:
         message_status_changed.disconnect(on_changed)
