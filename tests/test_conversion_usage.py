@@ -324,6 +324,20 @@ def test_local_usage_counts_the_utc_days_of_the_period_and_no_other(make_message
     assert services.local_usage(end, end) == {"CHE": (1, 1)}
 
 
+@pytest.mark.django_db(transaction=True)
+def test_local_usage_counts_a_message_stored_without_country_by_its_number(make_message) -> None:
+    # A message saved before countries were stored: its recipient's country is counted.
+    sent_at = datetime.datetime(2024, 3, 10, 12, 0, tzinfo=datetime.timezone.utc)
+    old = make_message(provider_id="old-1")
+    Message.objects.filter(pk=old.pk).update(
+        sent_at=sent_at, recipient="+4915123456789", country=""
+    )
+    new = make_message(provider_id="new-1")
+    Message.objects.filter(pk=new.pk).update(sent_at=sent_at)
+    day = datetime.date(2024, 3, 10)
+    assert services.local_usage(day, day) == {"CHE": (1, 1), "DEU": (1, 1)}
+
+
 _countries = st.sampled_from(["CHE", "DEU", "FRA", "USA", "KAZ", "SHN", "XKX"])
 _usage = st.dictionaries(
     _countries,

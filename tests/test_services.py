@@ -927,11 +927,14 @@ def test_database_refusing_the_answer_ends_unknown_without_raising(
         return fields, note
 
     monkeypatch.setattr(sending, "_answer_fields", unbounded)
+    before = timezone.now()
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "unknown"
     assert "could not be stored" in message.error and "abc-2" in message.error
     # It names what the database raised.
     assert re.search(r"could not be stored \(\w+Error\)", message.error), message.error
+    message.refresh_from_db()
+    assert before <= message.status_changed_at <= timezone.now()
 
 
 def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
@@ -1992,3 +1995,80 @@ def test_a_chunk_whose_shared_values_have_no_copy_text_is_still_written_row_by_r
     rows = list(batch.messages.order_by("pk").values_list("recipient", "country", "reference"))
     assert rows == [("+41791234561", "CHE", "r-1"), ("+4915112345678", "DEU", "r-2")]
     assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+
+
+def test_send_sms_refuses_a_bad_recipient_with_the_validators_words() -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_sms("+41 12", "Hi")
+    (error,) = info.value.error_dict["recipient"]
+    assert error.messages == ["+41 12 is not a valid phone number."]
+    assert Message.objects.count() == 0
+
+
+def test_send_bulk_without_recipients_is_refused_with_the_code_required() -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk([], "Hi")
+    (error,) = info.value.error_dict["recipients"]
+    assert (error.code, error.message) == ("required", "Give at least one recipient.")
+
+
+def test_a_bad_encoding_still_names_the_texts_own_fault_on_text() -> None:
+    errors = _errors(services.send_sms, "+41791234567", "Hi\x07", encoding="EBCDIC")
+    assert sorted(errors) == ["encoding", "text"]
+    assert errors["text"] == ["Contains control characters that cannot be sent: U+0007."]
+
+
+def test_message_with_a_recipient_written_by_update_fails_at_send_naming_it(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(recipient="+41 12")
+    services.send_message(message.pk)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert "recipient: +41 12 is not a valid phone number." in message.error
+    assert mitto_sandbox.messages == []
+
+
+def test_a_claim_stamps_when_the_message_started_sending(settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(status_changed_at=None)
+    before = timezone.now()
+    claimed = sending._claim(message.pk)
+    assert claimed is not None
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == (Message.Status.SENDING, 1)
+    assert before <= message.status_changed_at <= timezone.now()
+    assert claimed.status_changed_at == message.status_changed_at
+
+
+def test_a_sent_message_is_read_back_when_its_waiting_reports_failed_halfway(
+    mitto_sandbox, monkeypatch
+) -> None:
+    # The reports that came before the id was known were applied in part, then the database
+    # failed: the message returned is the row as it now is, not the answer alone.
+    def half_applied(message, *args, **kwargs):
+        Message.objects.filter(pk=message.pk).update(status=Message.Status.DELIVERED)
+        raise RuntimeError("connection lost")
+
+    monkeypatch.setattr(sending, "apply_pending_reports", half_applied)
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == Message.Status.DELIVERED
+    assert message.provider_id == mitto_sandbox.messages[0]["id"]
+
+
+def test_each_send_waits_its_accounts_turn_a_chunk_counting_its_recipients(
+    mitto_sandbox, monkeypatch, settings
+) -> None:
+    from django_mitto import throttle
+
+    turns = []
+    monkeypatch.setattr(throttle, "acquire", lambda *args, **kwargs: turns.append(args))
+    services.send_sms("+41791234567", "Hi")
+    assert turns == [("default", 1)]
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
+    services.attempt_chunk(batch, [m.pk for m in members])
+    assert turns[1:] == [(batch.account, 3)]
