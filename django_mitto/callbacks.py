@@ -590,28 +590,7 @@ def _update_message(pk: int, status: str, values: dict[str, Any]) -> int:
 
 def _update_message_sql(pk: int, status: str, values: dict[str, Any]) -> tuple[str, list[Any]]:
     """The UPDATE of :func:`_update_message` and its parameters."""
-    using = router.db_for_write(Message)
-    db = connections[using]
-    by_name = _message_fields()
-    params = [by_name[name].get_db_prep_save(value, db) for name, value in values.items()]
-    return _update_message_statement(tuple(values), using), [*params, pk, status]
-
-
-@functools.lru_cache(maxsize=1)
-def _message_fields() -> dict[str, Any]:
-    return {f.name: f for f in Message._meta.concrete_fields}
-
-
-@functools.lru_cache(maxsize=64)
-def _update_message_statement(names: tuple[str, ...], using: str) -> str:
-    """``UPDATE message SET <names> WHERE id = %s AND status = %s``, written out once."""
-    meta = Message._meta
-    qn = connections[using].ops.quote_name
-    by_name = _message_fields()
-    columns = ", ".join(f"{qn(str(by_name[name].column))} = %s" for name in names)
-    return "UPDATE {} SET {} WHERE {} = %s AND {} = %s".format(
-        qn(meta.db_table), columns, qn(str(meta.pk.column)), qn("status")
-    )
+    return sql.update_if(Message, pk, ("status", status), values)
 
 
 def _after_commit_received(

@@ -582,34 +582,10 @@ def _mark_sent(pk: int, values: dict[str, Any]) -> bool:
     the message again after storing the report) or is seen by that look. Asked in this same
     statement, before its commit, a report stored while it ran would be seen by neither.
     """
-    using = router.db_for_write(Message)
-    connection = connections[using]
-    fields = _message_fields()
-    params = [fields[name].get_db_prep_save(value, connection) for name, value in values.items()]
-    params += [pk, Status.SENDING]
-    with connection.cursor() as cursor:
-        cursor.execute(_mark_sent_sql(tuple(values), using), params)
+    statement, params = sql.update_if(Message, pk, ("status", Status.SENDING), values)
+    with connections[router.db_for_write(Message)].cursor() as cursor:
+        cursor.execute(statement, params)
         return bool(cursor.rowcount)
-
-
-@functools.lru_cache(maxsize=1)
-def _message_fields() -> dict[str, Field]:
-    return {f.name: f for f in Message._meta.concrete_fields}
-
-
-@functools.lru_cache(maxsize=16)
-def _mark_sent_sql(names: tuple[str, ...], using: str) -> str:
-    """``UPDATE message SET <names> WHERE id = %s AND status = %s``, written out once rather
-    than compiled by the ORM at every send (compiling it cost more than running it)."""
-    meta = Message._meta
-    quote = connections[using].ops.quote_name
-    fields = _message_fields()
-    assignments = ", ".join(f"{quote(cast(str, fields[name].column))} = %s" for name in names)
-    return (
-        f"UPDATE {quote(meta.db_table)} SET {assignments} "
-        f"WHERE {quote(cast(str, meta.pk.column))} = %s AND "
-        f"{quote(cast(str, fields['status'].column))} = %s"
-    )
 
 
 def _id_owner(message: Message | _Claimed, provider_id: str) -> int | None:
