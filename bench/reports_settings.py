@@ -15,3 +15,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 600
 # statement after a few uses (Django's "server_side_binding" option).
 if os.environ.get("MITTO_BENCH_SERVER_SIDE_BINDING"):
     DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
+if os.environ.get("MITTO_BENCH_PREPARE_THRESHOLD"):
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = int(
+        os.environ["MITTO_BENCH_PREPARE_THRESHOLD"]
+    )

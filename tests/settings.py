@@ -63,6 +63,13 @@ def postgres_from_url(url: str) -> dict:
         "PORT": str(parts.port or 5432),
         # Two test runs at once on one server each need a database of their own.
         "TEST": {"NAME": os.environ.get("MITTO_TEST_DB_NAME") or None},
+        # MITTO_TEST_PREPARED=1: parameters bound by PostgreSQL and statements prepared after
+        # their second use, as README's "Performance" section advises for report-heavy sites.
+        "OPTIONS": (
+            {"server_side_binding": True, "prepare_threshold": 2}
+            if os.environ.get("MITTO_TEST_PREPARED")
+            else {}
+        ),
     }
 
 

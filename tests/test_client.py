@@ -348,7 +348,7 @@ def test_dns_failure_is_marked_not_sent(monkeypatch) -> None:
             )
         )
 
-    monkeypatch.setattr(requests.Session, "request", fail)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", fail)
     with pytest.raises(MittoTransportError) as info:
         make_client("http://mitto.invalid").send("41791234567", "Hi", sender="Shop")
     assert info.value.request_sent is False
@@ -360,7 +360,7 @@ def test_certificate_failure_is_marked_not_sent(monkeypatch) -> None:
             ssl.SSLCertVerificationError(1, "certificate verify failed")
         )
 
-    monkeypatch.setattr(requests.Session, "request", fail)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", fail)
     with pytest.raises(MittoTransportError) as info:
         make_client("https://127.0.0.1:1").send("41791234567", "Hi", sender="Shop")
     assert info.value.request_sent is False
@@ -370,7 +370,7 @@ def test_other_tls_failure_may_come_after_sending(monkeypatch) -> None:
     def fail(*args, **kwargs):
         raise requests.exceptions.SSLError("record layer failure while reading the answer")
 
-    monkeypatch.setattr(requests.Session, "request", fail)
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "send", fail)
     with pytest.raises(MittoTransportError) as info:
         make_client("https://127.0.0.1:1").send("41791234567", "Hi", sender="Shop")
     assert info.value.request_sent is True
@@ -742,6 +742,47 @@ def test_proxy_settings_of_the_environment_are_read_once_when_the_client_is_made
     direct = MittoClient("key", api_url="http://mitto.example", timeout=1, response_format="json",
                          test_mode=False)  # fmt: skip
     assert "http" not in direct.session.proxies
+
+
+def test_a_proxy_named_by_the_environment_carries_the_requests(monkeypatch, canned) -> None:
+    # The canned server stands in for the proxy: a request through an HTTP proxy names the
+    # whole URL of the API host.
+    canned.reply(Reply(body={"id": "x", "responseCode": 0}))
+    monkeypatch.setenv("HTTP_PROXY", canned.url)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    result = make_client("http://mitto.example").send("41791234567", "Hi", sender="Shop")
+    assert result.id == "x"
+    (request,) = canned.requests
+    assert request["path"] == "http://mitto.example/sms"
+    assert request["headers"]["X-Mitto-API-Key"] == KEY
+
+
+def test_a_session_given_to_the_client_sends_with_its_own_auth_and_hooks(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0}))
+    canned.reply(Reply(body={"id": "y", "responseCode": 0}))
+    seen: list[int] = []
+    session = requests.Session()
+    session.auth = ("gateway-user", "gateway-password")
+    session.hooks["response"].append(lambda response, **kwargs: seen.append(response.status_code))
+    make_client(canned.url, session=session).send("41791234567", "Hi", sender="Shop")
+    make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    given, own = canned.requests
+    assert seen == [200]
+    assert given["headers"]["Authorization"].startswith("Basic ")
+    assert "Authorization" not in own["headers"]
+    # Otherwise the two requests are the same.
+    del given["headers"]["Authorization"]
+    assert given["headers"] == own["headers"]
+    assert given["headers"]["Content-Type"] == "application/json"
+    assert (given["path"], given["body"]) == (own["path"], own["body"])
+
+
+def test_an_api_url_that_is_no_url_is_a_transport_error_that_sent_nothing() -> None:
+    with pytest.raises(MittoTransportError, match="never reached Mitto") as info:
+        make_client("mitto.example").send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is False
+    assert isinstance(info.value.__cause__, requests.exceptions.MissingSchema)
 
 
 # -- what a sample of the client's mutants showed untested ----------------------------------------
