@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, cast
 
 import requests
 from defusedxml import ElementTree
@@ -466,7 +466,7 @@ class MittoClient:
             check.prepare_url(url, None)  # InvalidURL, MissingSchema...: as post() raises them
             prepared_url = self._prepared_urls[url] = str(check.url)
         data = json.dumps(body, allow_nan=False).encode("utf-8")
-        headers = CaseInsensitiveDict(self.session.headers)
+        headers = cast("CaseInsensitiveDict[str]", CaseInsensitiveDict(self.session.headers))
         headers["Content-Type"] = "application/json"
         headers["Content-Length"] = str(len(data))
         prepared = requests.PreparedRequest()
@@ -478,7 +478,7 @@ class MittoClient:
             prepared,
             stream=False,
             timeout=self.timeout,
-            verify=self.session.verify,
+            verify=True if self.session.verify is None else self.session.verify,
             cert=self.session.cert,
             proxies=self.session.proxies,
         )
