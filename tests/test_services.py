@@ -3,6 +3,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import threading
+import types
 
 import pytest
 import requests
@@ -2072,3 +2073,157 @@ def test_each_send_waits_its_accounts_turn_a_chunk_counting_its_recipients(
     batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
     services.attempt_chunk(batch, [m.pk for m in members])
     assert turns[1:] == [(batch.account, 3)]
+
+
+# -- the survivors of a fifth sample (seed 5) -----------------------------------------------------
+
+
+def test_an_id_that_cannot_be_stored_is_explained_in_full(canned) -> None:
+    from tests.canned import Reply
+
+    long_id = "f" * 65
+    canned.reply(Reply(body={"id": long_id, **ACCEPTED}))
+    message = services.send_sms("+41791234567", "Hi")
+    assert (message.status, message.provider_id) == ("sent", "")
+    assert message.error == (
+        "Mitto accepted the message (responseCode 0) but its id cannot be stored (more than 64 "
+        f"characters, or not printable ASCII): '{long_id}'. Delivery reports cannot be matched "
+        "by id."
+    )
+
+
+def test_attempt_message_gives_up_after_the_attempts_it_is_given(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 5
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("error_503")
+    outcome = services.attempt_message(message.pk, max_attempts=1)
+    assert (outcome.retry, outcome.attempts) == (False, 1)
+    assert outcome.message.status == Message.Status.FAILED
+    assert outcome.message.error.endswith("Gave up after 1 attempts.")
+
+
+def test_a_message_put_back_in_the_queue_says_why_it_was_not_sent(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("error_503", times=1)
+    outcome = services.attempt_message(message.pk)
+    assert outcome.retry is True
+    message.refresh_from_db()
+    assert message.status == Message.Status.QUEUED
+    assert "503" in message.error
+    services.attempt_message(message.pk)
+    message.refresh_from_db()
+    assert (message.status, message.error) == (Message.Status.SENT, "")
+
+
+def test_message_with_a_protocol_id_written_by_update_fails_at_send_naming_it(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(pid=300)
+    services.send_message(message.pk)
+    message.refresh_from_db()
+    assert message.status == Message.Status.FAILED
+    assert message.error == f"pid: {PID_RANGE}"
+    assert mitto_sandbox.messages == []
+
+
+def test_a_sent_chunk_stamps_when_its_rows_changed_status(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    before = timezone.now()
+    services.attempt_chunk(batch, [m.pk for m in members])
+    rows = list(batch.messages.values_list("status", "status_changed_at"))
+    assert [status for status, _ in rows] == ["sent", "sent"]
+    after = timezone.now()
+    for _, changed in rows:
+        assert changed is not None and before <= changed <= after
+
+
+def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    seen = []
+
+    def on_failed(sender, message, error, **kwargs):
+        seen.append((sender, message.pk, message.status, error.response_code))
+
+    message_failed.connect(on_failed, sender=Message)
+    try:
+        batch, members = _queued_batch("+41791234561", "+41791234562")
+        canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+        services.attempt_chunk(batch, [m.pk for m in members])
+    finally:
+        message_failed.disconnect(on_failed, sender=Message)
+    assert sorted(seen) == [(Message, m.pk, "failed", 8) for m in members]
+
+
+def test_a_refused_chunk_leaves_alone_a_row_another_worker_claimed_meanwhile(
+    canned, settings
+) -> None:
+    import uuid
+
+    from django.db import connection as thread_connection
+
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+
+    def claimed_elsewhere() -> None:  # put back in the queue and claimed by another worker
+        Message.objects.filter(pk=second.pk).update(claim=uuid.uuid4())
+        thread_connection.close()
+
+    canned.reply(
+        Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}, before=claimed_elsewhere)
+    )
+    services.attempt_chunk(batch, [first.pk, second.pk])
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[first.pk], status[second.pk]) == ("failed", "sending")
+
+
+def test_attempt_chunks_closed_early_gives_up_after_the_attempts_it_is_given(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 5
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    mitto_sandbox.add_fault("error_503")
+    outcomes = sending.attempt_chunks(batch, [[m.pk] for m in members], max_attempts=1)
+    assert isinstance(outcomes, types.GeneratorType)
+    first = next(outcomes)
+    outcomes.close()  # the second chunk was already on its way: its answer is still recorded
+    assert (first.retry, first.attempts) == (False, 1)
+    assert list(batch.messages.values_list("status", "attempts")) == [("failed", 1)] * 2
+
+
+def test_a_refused_chunk_keeps_at_most_255_characters_of_mittos_text(canned, settings) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    words = "Invalid sender. " * 20  # 320 characters
+    canned.reply(Reply(400, {"responseCode": 8, "responseText": words}))
+    services.attempt_chunk(batch, [m.pk for m in members])
+    rows = set(batch.messages.values_list("status", "response_code", "response_text"))
+    assert rows == {("failed", 8, words[:255])}
+
+
+def test_a_chunk_of_a_removed_account_fails_unsent_naming_the_account(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=2, account="gone")
+    members = [
+        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch, account="gone")
+        for n in ("+41791234561", "+41791234562")
+    ]
+    outcome = services.attempt_chunk(batch, [m.pk for m in members])
+    assert outcome.retry is False
+    rows = set(batch.messages.values_list("status", "error"))
+    expected = "No Mitto account named 'gone' in MITTO_ACCOUNTS; known accounts: default."
+    assert rows == {("failed", expected)}
+    assert mitto_sandbox.messages == []
