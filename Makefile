@@ -26,7 +26,7 @@ DJANGO_OLDEST ?= Django>=4.2,<5.0
 QUICK = not postgres and not browser and not celery and not packaging and not demo
 
 .PHONY: venv venv-newest venv-oldest demo test test-sqlite test-postgres test-quick \
-	test-newest test-newest-sqlite test-newest-postgres test-oldest test-all lint typecheck bench \
+	test-newest test-newest-sqlite test-newest-postgres test-oldest test-prepared test-all lint typecheck bench \
 	mutation clean
 
 $(BIN)/activate: setup.cfg pyproject.toml
@@ -69,6 +69,15 @@ test-sqlite: venv
 test-postgres: venv
 	DATABASE_URL=$(POSTGRES_URL) $(BIN)/python -m pytest --cov --cov-append --cov-report=term
 
+## The tests of django-mitto's own SQL (reports, sends, bulk) on PostgreSQL with prepared
+## statements and server-side binding, as README's "Performance" section advises for busy sites.
+PREPARED_TESTS = tests/test_callbacks.py tests/test_views.py tests/test_views_reports.py \
+	tests/test_services.py tests/test_backends.py tests/test_inbound.py tests/test_optouts.py \
+	tests/test_guarantees.py
+test-prepared: venv
+	DATABASE_URL=$(POSTGRES_URL) MITTO_TEST_PREPARED=1 MITTO_TEST_DB_NAME=test_django_mitto_prepared \
+		$(BIN)/python -m pytest -p no:cacheprovider $(PREPARED_TESTS)
+
 ## The quick suite (see QUICK) on SQLite.
 test-quick: venv
 	$(BIN)/python -m pytest -m "$(QUICK)"
@@ -91,7 +100,7 @@ test-oldest: venv-oldest
 	$(VENV_OLDEST)/bin/python -m pytest -p no:cacheprovider -m "$(QUICK)"
 
 ## Every suite CI runs.
-test-all: test test-newest test-oldest
+test-all: test test-newest test-oldest test-prepared
 
 ## Type check (mypy with the Django and DRF stubs; config in setup.cfg).
 typecheck: venv
