@@ -11,6 +11,8 @@ MUTATION_JOBS ?= 2
 MUTATION_MODULES ?=
 MUTATION_SAMPLE ?=
 MUTATION_SEED ?= 1
+# MUTATION_POSTGRES=postgres://...: the survivors on SQLite are checked again on PostgreSQL.
+MUTATION_POSTGRES ?=
 
 # The newest and the oldest supported Python and Django, each in a venv of its own. The
 # interpreter is the first of these that runs (a pyenv shim for a version not selected does not).
@@ -129,7 +131,8 @@ bench: venv
 ## Prints the score per module; docs/mutants.md explains each surviving mutant.
 mutation: $(VENV)/.mutation-installed
 	$(BIN)/python tests/mutation.py --jobs $(MUTATION_JOBS) \
-		$(if $(MUTATION_SAMPLE),--sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED)) $(MUTATION_MODULES)
+		$(if $(MUTATION_SAMPLE),--sample $(MUTATION_SAMPLE) --seed $(MUTATION_SEED)) \
+		$(if $(MUTATION_POSTGRES),--postgres $(MUTATION_POSTGRES)) $(MUTATION_MODULES)
 
 $(VENV)/.mutation-installed: $(BIN)/activate
 	$(BIN)/pip install --quiet -e ".[test,mutation]"

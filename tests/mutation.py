@@ -17,6 +17,12 @@ mutant of the package without checking any (its tests run once, to learn which t
 which function), then the sample is drawn from the module's mutants and checked by name. The
 score printed is that of the sample, with its 95 % confidence interval (Wilson) for the share
 killed among all the module's mutants. The full run stays the default.
+
+``--postgres URL`` (``MUTATION_POSTGRES``) checks the mutants that survived on SQLite once more
+with the tests on PostgreSQL (``DATABASE_URL=URL``, one process: the test database is shared),
+as ``make test`` runs the suite on both: a change to a PostgreSQL-only path (``COPY``, the
+one-statement report, row locks) can only be noticed there. Both scores are printed: on SQLite
+alone, and on SQLite or PostgreSQL.
 """
 
 from __future__ import annotations
@@ -133,6 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed", type=int, default=1, help="the draw of --sample (default 1): same seed, same draw"
     )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        default=os.environ.get("MUTATION_POSTGRES") or None,
+        help="check the mutants that survived on SQLite again on this PostgreSQL database",
+    )
     options = parser.parse_args(argv)
     modules = options.modules or list(MODULES)
     unknown = sorted(set(modules) - set(MODULES))
@@ -143,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     # Property tests replay their fixed sequence: a mutant's verdict must not depend on a draw.
     os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
     rows = []
+    sqlite_only: dict[str, int] = {}  # module -> killed on SQLite alone, when PostgreSQL ran too
     for module in modules:
         started = time.monotonic()
         patterns = MODULES[module]
@@ -169,19 +182,39 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        seconds = time.monotonic() - started
         killed, checked, survivors = score(patterns, results(), only=sample)
         if run.returncode not in (0, 1) or not checked:
             tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-20:]
             print(*tail, sep="\n", file=sys.stderr)
             print(f"mutmut failed on {module} (exit {run.returncode}; see {log})", file=sys.stderr)
             return run.returncode or 1
+        on_sqlite: int | None = None
+        if options.postgres and survivors:
+            on_sqlite = killed
+            names = [line.split(": ")[0] for line in survivors]
+            print(f"{module}: {len(names)} survivors checked again on PostgreSQL", flush=True)
+            with log.open("a", encoding="utf-8") as out:
+                subprocess.run(
+                    mutmut("run", "--max-children", "1", *names),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env={
+                        **os.environ,
+                        "DATABASE_URL": options.postgres,
+                        "MITTO_TEST_DB_NAME": "test_django_mitto_mutation",
+                    },
+                )
+            killed, checked, survivors = score(patterns, results(), only=sample)
+        seconds = time.monotonic() - started
         if sample is not None and checked < len(sample):
             print(f"{module}: {len(sample) - checked} of the sample not checked (see {log})")
         rows.append((module, killed, checked, total, seconds, survivors))
         what = "of the sample " if sample is not None else ""
-        print(f"{module}: {killed}/{checked} {what}killed in {seconds:.0f} s", flush=True)
-    report = "\n".join(table(rows, options.sample, options.seed))
+        both = f" ({on_sqlite} on SQLite alone)" if on_sqlite is not None else ""
+        print(f"{module}: {killed}/{checked} {what}killed{both} in {seconds:.0f} s", flush=True)
+        if on_sqlite is not None:
+            sqlite_only[module] = on_sqlite
+    report = "\n".join(table(rows, options.sample, options.seed, sqlite_only))
     Path("mutants").mkdir(exist_ok=True)
     Path("mutants/scores.txt").write_text(report + "\n", encoding="utf-8")
     print(report)
@@ -189,9 +222,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def table(
-    rows: list[tuple[str, int, int, int, float, list[str]]], sample: int | None, seed: int
+    rows: list[tuple[str, int, int, int, float, list[str]]],
+    sample: int | None,
+    seed: int,
+    sqlite_only: dict[str, int] | None = None,
 ) -> list[str]:
-    """The lines of the report: one per module, then the survivors of each."""
+    """The lines of the report: one per module, then the survivors of each (and, for the
+    modules also checked on PostgreSQL, how many SQLite alone killed)."""
+    sqlite_only = sqlite_only or {}
     if sample is None:
         lines = [f"{'module':<12} {'killed':>7} {'mutants':>8} {'score':>7} {'time':>8}"]
         for module, killed, checked, _, seconds, _ in rows:
@@ -213,6 +251,12 @@ def table(
             lines.append(
                 f"{module:<12} {killed:>7} {checked:>8} {total:>6} {percent:>6.1f}% "
                 f"{interval:>15} {seconds:>7.0f}s"
+            )
+    for module, _, checked, _, _, _ in rows:
+        if module in sqlite_only:
+            lines.append(
+                f"{module}: killed on SQLite or PostgreSQL, as `make test` runs both; "
+                f"{sqlite_only[module]} of {checked} on SQLite alone"
             )
     lines.append("")
     for module, _, _, _, _, survivors in rows:
