@@ -5,6 +5,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import time
 from datetime import datetime, timezone
 
@@ -1130,3 +1131,110 @@ def test_probe_over_ipv6_writes_its_local_address_in_brackets() -> None:
         probe = make_client(box.url).probe("+41791234567", "Hi", sender="Shop")
     assert probe.error is None
     assert re.fullmatch(r"\[::1\]:\d+", probe.local_address), probe.local_address
+
+
+# -- what the seed-4 sample of the client's mutants showed untested -------------------------------
+
+SETTINGS = {
+    "api_key": ("MITTO_API_KEY", "key-from-settings"),
+    "api_url": ("MITTO_API_URL", "http://127.0.0.1:5800/"),
+    "timeout": ("MITTO_TIMEOUT", 7),
+    "response_format": ("MITTO_RESPONSE_FORMAT", "xml"),
+    "test_mode": ("MITTO_TEST_MODE", True),
+}
+
+
+@pytest.mark.parametrize("left_out", list(SETTINGS))
+def test_each_argument_left_out_alone_is_read_from_the_settings(settings, left_out) -> None:
+    for name, value in SETTINGS.values():
+        setattr(settings, name, value)
+    given = {
+        "api_key": KEY,
+        "api_url": "http://127.0.0.1:9",
+        "timeout": 2,
+        "response_format": "json",
+        "test_mode": False,
+    }
+    del given[left_out]
+    client = MittoClient(given.pop("api_key", None), **given)
+    seen = {
+        "api_key": client.session.headers["X-Mitto-API-Key"],
+        "api_url": client.api_url,
+        "timeout": client.timeout,
+        "response_format": client.response_format,
+        "test_mode": client.test_mode,
+    }
+    expected = {
+        "api_key": KEY,
+        "api_url": "http://127.0.0.1:9",
+        "timeout": 2.0,
+        "response_format": "json",
+        "test_mode": False,
+        left_out: {"api_url": "http://127.0.0.1:5800", "timeout": 7.0}.get(
+            left_out, SETTINGS[left_out][1]
+        ),
+    }
+    assert seen == expected
+
+
+def test_a_failed_connection_is_attempted_once_never_again_behind_the_senders_back() -> None:
+    # A listener that drops every connection: the TLS handshake fails (an error that, as far
+    # as the client knows, may come after the request went out). The send service counts its
+    # attempts; the HTTP layer must not add one of its own.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    accepted = []
+
+    def drop() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection.recv(1024))
+            connection.close()
+
+    thread = threading.Thread(target=drop, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(MittoTransportError) as info:
+            make_client(f"https://127.0.0.1:{port}").send("41791234567", "Hi", sender="Shop")
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() under way
+        listener.close()
+        thread.join(5)
+    assert str(info.value) == "POST /sms: SSLError (Mitto may have received the request)."
+    assert len(accepted) == 1
+
+
+def test_an_id_field_holding_an_object_gives_the_id_inside_it(canned) -> None:
+    canned.reply(
+        Reply(body={"id": {"value": "abc-1"}, "responseCode": 0}),
+        Reply(
+            content_type="application/xml",
+            body="<response><MessageId><Value>abc-2</Value></MessageId>"
+            "<responseCode>0</responseCode></response>",
+        ),
+    )
+    assert make_client(canned.url).send("41791234567", "Hi", sender="Shop").id == "abc-1"
+    xml = make_client(canned.url, response_format="xml")
+    assert xml.send("41791234567", "Hi", sender="Shop").id == "abc-2"
+
+
+def test_a_refusal_without_words_says_it_has_no_text(canned) -> None:
+    canned.reply(Reply(400, {"responseCode": 5}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="")
+    assert str(info.value) == "Mitto refused the message: responseCode 5 (no text), HTTP 400."
+    assert (info.value.response_code, info.value.response_text) == (5, "")
+
+
+def test_a_bulk_answer_is_kept_as_received(canned) -> None:
+    body = '{"responseCode": 0, "responseText": "SMS sent",\n "messages": [{"id": "a1"}]}'
+    canned.reply(Reply(body=body))
+    result = make_client(canned.url).send_bulk(["+41791234561"], "Hi", sender="Shop")
+    # Cleaned and trimmed as every answer kept on record: its blanks become one space.
+    one_line = '{"responseCode": 0, "responseText": "SMS sent", "messages": [{"id": "a1"}]}'
+    assert result.raw == one_line

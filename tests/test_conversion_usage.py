@@ -550,3 +550,43 @@ def test_usage_answer_that_is_not_json_is_quoted_in_the_error() -> None:
             client_for(canned.url).usage(TODAY, TODAY, account_name="Shop AG")
     assert str(info.value) == "Mitto's usage answer is not JSON: '<html>Maintenance</html>'"
     assert (info.value.status_code, info.value.response_text) == (200, "<html>Maintenance</html>")
+
+
+# -- what the seed-4 sample of the client's mutants showed untested -------------------------------
+
+
+def test_mark_converted_without_an_id_says_what_it_needs(sandbox) -> None:
+    with pytest.raises(ValueError) as caught:
+        client_for(sandbox.url).mark_converted("")
+    assert str(caught.value) == "mark_converted() needs Mitto's message id (messageId)."
+    assert sandbox.messages == []
+
+
+def test_a_refused_key_on_conversion_or_usage_keeps_mittos_words() -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(401, "Invalid API key", content_type="text/plain"),
+            Reply(401, "Invalid API key", content_type="text/plain"),
+        )
+        client = client_for(canned.url)
+        with pytest.raises(MittoAuthenticationError) as converted:
+            client.mark_converted("abc-1")
+        with pytest.raises(MittoAuthenticationError) as usage:
+            client.usage(TODAY, TODAY, account_name="Shop AG")
+    for caught, path in ((converted, "/sms/converted"), (usage, "/usage/bycountry")):
+        assert str(caught.value) == (
+            f"Mitto refused the API key (HTTP 401) on POST {path}: check MITTO_API_KEY and that "
+            "this server's IP address is whitelisted at Mitto."
+        )
+        assert (caught.value.status_code, caught.value.response_text) == (401, "Invalid API key")
+
+
+@pytest.mark.parametrize("cost", ["NaN", "Infinity", "-inf"])
+def test_parse_usage_names_a_cost_that_is_no_finite_number(cost) -> None:
+    item = {"country": "CHE", "messagesCount": 3, "cost": cost}
+    with pytest.raises(MittoAPIError) as caught:
+        parse_usage([item])
+    assert str(caught.value) == (
+        f"Mitto's usage answer has an item that cannot be read (cost {cost!r} is not a number): "
+        f"{item!r}"
+    )
