@@ -48,6 +48,8 @@ class CannedServer:
                         "path": self.path,
                         "headers": dict(self.headers),
                         "body": json.loads(raw or b"null"),
+                        # Which connection it came on: a kept-alive one keeps its port.
+                        "client_port": self.client_address[1],
                     }
                 )
                 reply = outer.replies.pop(0) if outer.replies else Reply(500, b"no reply prepared")

@@ -779,6 +779,29 @@ def test_a_session_given_to_the_client_sends_with_its_own_auth_and_hooks(canned)
     assert (given["path"], given["body"]) == (own["path"], own["body"])
 
 
+
+def test_one_kept_alive_connection_carries_the_sends_refusals_included(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "a", "responseCode": 0}),
+        Reply(400, {"responseCode": 8, "responseText": "Invalid receiver"}),
+        Reply(body={"id": "b", "responseCode": 0}),
+    )
+    client = make_client(canned.url)
+    assert client.send("41791234567", "Hi", sender="Shop").id == "a"
+    with pytest.raises(MittoAPIError):
+        client.send("41791234567", "Hi", sender="Shop")
+    assert client.send("41791234567", "Hi", sender="Shop").id == "b"
+    # Each answer was read to its end, so its connection went back to the pool for the next.
+    assert len({request["client_port"] for request in canned.requests}) == 1
+
+
+def test_an_answer_cut_off_while_it_comes_is_a_transport_error_after_sending(canned) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0, "responseText": "SMS sent"}, cut=True))
+    with pytest.raises(MittoTransportError, match="may have received") as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.request_sent is True
+    assert isinstance(info.value.__cause__, requests.exceptions.ChunkedEncodingError)
+
 def test_an_api_url_that_is_no_url_is_a_transport_error_that_sent_nothing() -> None:
     with pytest.raises(MittoTransportError, match="never reached Mitto") as info:
         make_client("mitto.example").send("41791234567", "Hi", sender="Shop")
