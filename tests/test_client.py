@@ -779,7 +779,6 @@ def test_a_session_given_to_the_client_sends_with_its_own_auth_and_hooks(canned)
     assert (given["path"], given["body"]) == (own["path"], own["body"])
 
 
-
 def test_one_kept_alive_connection_carries_the_sends_refusals_included(canned) -> None:
     canned.reply(
         Reply(body={"id": "a", "responseCode": 0}),
@@ -801,6 +800,7 @@ def test_an_answer_cut_off_while_it_comes_is_a_transport_error_after_sending(can
         make_client(canned.url).send("41791234567", "Hi", sender="Shop")
     assert info.value.request_sent is True
     assert isinstance(info.value.__cause__, requests.exceptions.ChunkedEncodingError)
+
 
 def test_an_api_url_that_is_no_url_is_a_transport_error_that_sent_nothing() -> None:
     with pytest.raises(MittoTransportError, match="never reached Mitto") as info:
