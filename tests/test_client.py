@@ -641,6 +641,7 @@ def test_parse_timestamp_refuses_out_of_range_offsets_and_years(value) -> None:
         (500, 0, False),
         (500, 8, True),  # a validation code proves the refusal
         (500, 2, True),
+        (500, 9, False),  # the first code past the validation codes proves nothing
         (503, 1, True),  # 503: did not take it, retried
         (400, 1, True),
         (200, 1, True),
@@ -1261,3 +1262,56 @@ def test_a_bulk_answer_is_kept_as_received(canned) -> None:
     # Cleaned and trimmed as every answer kept on record: its blanks become one space.
     one_line = '{"responseCode": 0, "responseText": "SMS sent", "messages": [{"id": "a1"}]}'
     assert result.raw == one_line
+
+
+# -- what the seed-5 sample of the client's mutants showed untested -------------------------------
+
+
+def test_an_answer_is_read_by_its_content_type_whatever_format_was_asked_for(canned) -> None:
+    xml = "<response><id>x-1</id><responseCode>0</responseCode></response>"
+    canned.reply(
+        Reply(content_type="application/xml; charset=utf-8", body=xml),
+        Reply(content_type="application/json", body={"id": "j-1", "responseCode": 0}),
+        Reply(content_type="text/plain", body=xml.replace("x-1", "x-2")),
+    )
+    json_client = make_client(canned.url)
+    xml_client = make_client(canned.url, response_format="xml")
+    assert json_client.send("41791234567", "Hi", sender="Shop").id == "x-1"
+    assert xml_client.send("41791234567", "Hi", sender="Shop").id == "j-1"
+    # Neither XML nor JSON said: read in the format asked for.
+    assert xml_client.send("41791234567", "Hi", sender="Shop").id == "x-2"
+
+
+def test_a_recipient_answered_too_long_is_cut_to_32_characters(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0, "to": "4179123456789" * 4}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert result.to == ("4179123456789" * 4)[:32]
+
+
+def test_each_bulk_item_carries_the_code_and_words_of_the_answer(canned) -> None:
+    canned.reply(
+        Reply(
+            body={
+                "responseCode": 0,
+                "responseText": "SMS sent",
+                "messages": [{"id": "a1", "to": "41791234561"}, {"id": "a2", "to": "41791234562"}],
+            }
+        )
+    )
+    result = make_client(canned.url).send_bulk(["41791234561", "41791234562"], "Hi", sender="S")
+    assert [(m.id, m.response_code, m.response_text) for m in result.messages] == [
+        ("a1", 0, "SMS sent"),
+        ("a2", 0, "SMS sent"),
+    ]
+
+
+@pytest.mark.parametrize("test", [True, False])
+def test_probe_of_an_unreachable_api_still_says_whether_it_was_a_test(test) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    client = make_client(f"http://127.0.0.1:{port}")
+    probe = client.probe("+41791234567", "Hi", sender="Shop", test=test)
+    assert probe.reached is False
+    assert probe.test is test

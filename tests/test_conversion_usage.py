@@ -590,3 +590,48 @@ def test_parse_usage_names_a_cost_that_is_no_finite_number(cost) -> None:
         f"Mitto's usage answer has an item that cannot be read (cost {cost!r} is not a number): "
         f"{item!r}"
     )
+
+
+# -- what the seed-5 sample of the client's mutants showed untested -------------------------------
+
+
+def test_refusals_worded_as_message_error_or_detail_keep_mittos_words() -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(404, {"message": "Message not found"}),
+            Reply(400, {"detail": "Unknown account name"}),
+            Reply(500, {"error": "Try later"}),
+        )
+        client = client_for(canned.url)
+        with pytest.raises(MittoAPIError) as message:
+            client.mark_converted("abc-1")
+        with pytest.raises(MittoAPIError) as detail:
+            client.usage(TODAY, TODAY, account_name="Nope")
+        with pytest.raises(MittoAPIError) as error:
+            client.usage(TODAY, TODAY, account_name="Shop AG")
+    assert (str(message.value), message.value.response_text) == (
+        "Mitto knows no message with id abc-1 to mark as converted (HTTP 404: Message not found).",
+        "Message not found",
+    )
+    assert (str(detail.value), detail.value.response_text) == (
+        "Mitto answered HTTP 400 on POST /usage/bycountry: Unknown account name.",
+        "Unknown account name",
+    )
+    assert (str(error.value), error.value.response_text) == (
+        "Mitto answered HTTP 500 on POST /usage/bycountry: Try later.",
+        "Try later",
+    )
+
+
+def test_usage_of_a_country_listed_twice_adds_the_cost_that_is_known() -> None:
+    with CannedServer() as canned:
+        canned.reply(
+            Reply(
+                body=[
+                    {"country": "CHE", "messagesCount": 2, "cost": "0.14"},
+                    {"country": "CHE", "messagesCount": 1},
+                ]
+            )
+        )
+        rows = client_for(canned.url).usage(TODAY, TODAY, account_name="Shop AG")
+    assert rows == [UsageRow("CHE", 3, Decimal("0.14"))]
