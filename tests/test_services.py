@@ -2595,3 +2595,18 @@ def test_a_message_told_to_wait_pauses_its_own_account(mitto_sandbox, settings) 
         assert 25 < throttle.paused_for(message.account) <= 30
     finally:
         throttle._cache().delete(f"{throttle._PREFIX}:pause:{message.account}")
+
+
+# -- the sweep of attempt_chunks --------------------------------------------------------------------
+
+
+def test_attempt_chunks_names_the_batch_of_a_chunk_with_nothing_left_to_send(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    services.send_batch(batch)
+    # Handed over again (a task delivered twice): every row is sent already, nothing is claimed.
+    outcomes = list(sending.attempt_chunks(batch, [[members[0].pk], [members[1].pk]]))
+    assert outcomes == [sending.ChunkOutcome(batch.pk), sending.ChunkOutcome(batch.pk)]
+    assert len(mitto_sandbox.messages) == 2
