@@ -2227,3 +2227,386 @@ def test_a_chunk_of_a_removed_account_fails_unsent_naming_the_account(
     expected = "No Mitto account named 'gone' in MITTO_ACCOUNTS; known accounts: default."
     assert rows == {("failed", expected)}
     assert mitto_sandbox.messages == []
+
+
+# -- seed 6 -----------------------------------------------------------------------------------
+
+
+def test_send_bulk_refuses_a_single_string_as_recipients_with_the_code_invalid_type(
+    mitto_sandbox,
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk("+41791234567", "Hi")
+    (error,) = info.value.error_dict["recipients"]
+    assert (error.code, error.params) == ("invalid_type", {"type": "str"})
+
+
+def test_a_completed_batch_keeps_when_it_completed_when_a_chunk_is_tried_again(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    services.send_batch(batch)
+    batch.refresh_from_db()
+    completed = batch.completed_at
+    assert completed is not None
+    # A task delivered twice (at-least-once brokers) tries the chunk again: nothing is claimed.
+    outcome = services.attempt_chunk(batch, [m.pk for m in members])
+    assert outcome.ids == [] and len(mitto_sandbox.messages) == 2
+    batch.refresh_from_db()
+    assert batch.completed_at == completed
+
+
+def test_an_unknown_outcome_leaves_other_sends_alone(mitto_sandbox, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_TIMEOUT = 0.3
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("timeout", seconds=1.5)
+    outcome = services.attempt_message(message.pk)
+    assert outcome.message.status == "unknown"
+    elsewhere.refresh_from_db()
+    assert (elsewhere.status, elsewhere.error) == ("sending", "")
+
+
+def test_mark_stuck_unknown_stamps_when_the_status_changed(make_message) -> None:
+    stuck = make_message(status="sending")
+    _age([stuck], status_changed_at=timezone.now() - dt.timedelta(hours=1))
+    before = timezone.now()
+    assert services.mark_stuck_unknown(dt.timedelta(minutes=30)) == 1
+    stuck.refresh_from_db()
+    assert stuck.status == "unknown"
+    assert before <= stuck.status_changed_at <= timezone.now()
+
+
+def test_usage_counts_nothing_locally_for_a_country_only_mitto_reports(canned, settings) -> None:
+    from decimal import Decimal
+
+    from tests.canned import Reply
+
+    settings.MITTO_API_KEY = "usage-key"
+    settings.MITTO_ACCOUNT_NAME = "Shop AG"
+    canned.reply(Reply(body=[{"country": "AUT", "messagesCount": 3, "cost": "0.21"}]))
+    today = dt.datetime.now(dt.timezone.utc).date()
+    report = services.usage(today, today)
+    (row,) = report.rows
+    assert (row.country, row.mitto_messages, row.mitto_cost) == ("AUT", 3, Decimal("0.21"))
+    assert (row.local_messages, row.local_parts, row.difference) == (0, 0, 3)
+    assert report.local_messages == 0 and not row.matches
+
+
+class AppLabelRouter:
+    """A database router as projects write them: by the app of the model it is asked about."""
+
+    def db_for_read(self, model, **hints):
+        return "default" if model._meta.app_label == "django_mitto" else None
+
+    db_for_write = db_for_read
+
+
+def test_a_project_whose_router_routes_by_app_sends_single_and_bulk_messages(
+    mitto_sandbox, settings, captured_signals, caplog
+) -> None:
+    settings.DATABASE_ROUTERS = [f"{__name__}.AppLabelRouter"]
+    at_once = services.send_sms("+41791234560", "Hi")  # sent in-process, created claimed
+    assert at_once.status == "sent"
+    settings.MITTO_SEND_ON_SAVE = False
+    queued = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    assert services.attempt_message(queued.pk).message.status == "sent"  # claimed, then sent
+    settings.MITTO_SEND_ON_SAVE = True
+    batch = services.send_bulk(["+41791234562", "+41791234563"], "Bulk")
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+    assert not [r for r in caplog.records if "row by row" in r.getMessage()]  # stored at once
+    settings.MITTO_API_KEY = "wrong"
+    refused = services.send_bulk(["+41791234564", "+41791234565"], "Bulk")
+    assert set(refused.messages.values_list("status", flat=True)) == {"failed"}
+    assert sorted(pk for pk, _ in captured_signals["failed"]) == sorted(
+        refused.messages.values_list("pk", flat=True)
+    )
+    assert len(mitto_sandbox.messages) == 4
+
+
+def test_a_failed_chunk_no_receiver_listens_to_is_not_read_back(canned, settings) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+
+    def fail_a_chunk() -> int:
+        batch, members = _queued_batch("+41791234561", "+41791234562")
+        canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+        with CaptureQueriesContext(connection) as queries:
+            services.attempt_chunk(batch, [m.pk for m in members])
+        assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
+        return len(queries)
+
+    fail_a_chunk()  # (whatever the first call reads once)
+    assert not message_failed.has_listeners(Message)
+    unheard = fail_a_chunk()
+
+    def on_failed(sender, message, error, **kwargs):
+        pass
+
+    message_failed.connect(on_failed, sender=Message)
+    try:
+        heard = fail_a_chunk()
+    finally:
+        message_failed.disconnect(on_failed, sender=Message)
+    # The rows are read whole (one query) only for someone to announce them to.
+    assert heard == unheard + 1
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["one row", "three rows"])
+def test_a_chunks_answer_is_written_in_one_statement_for_what_differs(
+    mitto_sandbox, caplog, count
+) -> None:
+    from django.test.utils import CaptureQueriesContext
+
+    numbers = [f"+4179123456{n}" for n in range(1, count + 1)]
+    with CaptureQueriesContext(connection) as queries:
+        batch = services.send_bulk(numbers, "Hi")
+    assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
+    assert not [r for r in caplog.records if "row by row" in r.getMessage()]
+    unnest = [q["sql"] for q in queries if "FROM unnest(" in q["sql"]]
+    case = [q["sql"] for q in queries if q["sql"].startswith("UPDATE") and " CASE " in q["sql"]]
+    if connection.vendor == "postgresql" and count > 1:
+        # The rows' own ids by one UPDATE ... FROM unnest, not one CASE per row and column.
+        assert (len(unnest), case) == (1, [])
+    else:
+        assert unnest == []
+        assert len(case) == (1 if count > 1 else 0)
+
+
+def test_an_answer_refused_for_another_reason_names_it_even_when_the_id_is_taken(
+    canned, monkeypatch
+) -> None:
+    from tests.canned import Reply
+
+    owner = Message.objects.create(
+        recipient="+41791234560", text="Hi", sender="Shop", status="sent", provider_id="abc-3"
+    )
+    canned.reply(Reply(body={"id": "abc-3", **ACCEPTED}))
+    real = sending._answer_fields
+
+    def unbounded(result, now, **kwargs):
+        fields, note = real(result, now, **kwargs)
+        fields["segments"] = 10**20  # refused by the driver before the id is ever compared
+        return fields, note
+
+    monkeypatch.setattr(sending, "_answer_fields", unbounded)
+    message = services.send_sms("+41791234567", "Hi")
+    assert message.status == "unknown"
+    assert re.match(
+        r"Mitto's answer could not be stored \(\w+Error\)\. Answer: .*abc-3", message.error
+    ), message.error
+    assert f"message {owner.pk} already has" not in message.error
+
+
+def test_an_answer_whose_id_is_taken_inside_a_transaction_leaves_the_transaction_usable(
+    canned, settings
+) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    owner = Message.objects.create(
+        recipient="+41791234560", text="Hi", sender="Shop", status="sent", provider_id="dup-1"
+    )
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    canned.reply(Reply(body={"id": "dup-1", **ACCEPTED}))
+    with transaction.atomic():
+        # The refused write is undone alone (a savepoint): on PostgreSQL a failed statement
+        # would otherwise abort the caller's whole transaction.
+        sent = services.attempt_message(message.pk).message
+        assert sent.status == "unknown"
+        later = Message.objects.create(recipient="+41791234562", text="Later", sender="Shop")
+    sent.refresh_from_db()
+    assert sent.status == "unknown" and sent.provider_id == ""
+    assert sent.error.startswith(
+        f"Mitto's answer gives the id dup-1, which message {owner.pk} already has"
+    )
+    assert Message.objects.filter(pk=later.pk).exists()
+
+
+# -- the sweep of _land ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "retry"),
+    [
+        ({"status": 503, "body": {"responseText": "Busy"}, "headers": {"Retry-After": "7"}}, True),
+        ({"status": 400, "body": {"responseCode": 8, "responseText": "Invalid sender"}}, False),
+        ({"body": {**ACCEPTED, "messages": []}}, False),
+    ],
+    ids=["busy", "refused", "accepted"],
+)
+def test_a_chunks_outcome_names_its_batch_and_its_attempts(canned, settings, reply, retry) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_MAX_ATTEMPTS = 3
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(**reply))
+    try:
+        outcome = services.attempt_chunk(batch, [m.pk for m in members])
+    finally:
+        from django_mitto import throttle
+
+        throttle._cache().delete(f"{throttle._PREFIX}:pause:{batch.account}")  # for what follows
+    expected = (
+        sending.ChunkOutcome(batch.pk, [m.pk for m in members], True, 7.0, 1)
+        if retry
+        else sending.ChunkOutcome(batch.pk, [], False, None, 1)
+    )
+    assert outcome == expected
+
+
+def test_a_recipient_missing_mid_answer_is_unknown_and_the_next_ones_are_recorded(
+    canned, settings
+) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
+    items = [{"id": "a1", "to": "41791234561"}, {"id": "a3", "to": "41791234563"}]
+    canned.reply(Reply(body={"responseCode": 0, "messages": items}))
+    services.attempt_chunk(batch, [m.pk for m in members])
+    first, missing, third = Message.objects.filter(batch=batch).order_by("pk")
+    assert [(m.status, m.provider_id) for m in (first, missing, third)] == [
+        ("sent", "a1"),
+        ("unknown", ""),
+        ("sent", "a3"),
+    ]
+    assert re.fullmatch(
+        r"Mitto's bulk answer has no item for this recipient: it may have been sent\. "
+        r"Answer: \{.*\"a3\".*\}",
+        missing.error,
+    ), missing.error
+    # Stamped when the answer was recorded, as the rows sent, not when the chunk was claimed.
+    assert missing.status_changed_at == first.status_changed_at == third.status_changed_at
+
+
+def test_a_sent_chunk_is_announced_to_receivers_of_the_message_class(mitto_sandbox, settings):
+    settings.MITTO_SEND_ON_SAVE = False
+    seen = []
+
+    def on_sent(sender, message, result, **kwargs):
+        seen.append((sender, message.pk, message.status, result.id == message.provider_id))
+
+    message_sent.connect(on_sent, sender=Message)
+    try:
+        batch, members = _queued_batch("+41791234561", "+41791234562")
+        services.attempt_chunk(batch, [m.pk for m in members])
+    finally:
+        message_sent.disconnect(on_sent, sender=Message)
+    assert sorted(seen) == [(Message, m.pk, "sent", True) for m in members]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"status": 400, "body": {"responseCode": 8, "responseText": "Invalid sender"}},
+        {"body": {"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}},
+    ],
+    ids=["refused", "missing from the answer"],
+)
+def test_a_row_flagged_stuck_while_its_chunk_was_in_flight_keeps_that_flag(
+    canned, settings, reply
+) -> None:
+    from django.db import connection as thread_connection
+
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+
+    def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
+        Message.objects.filter(pk=second.pk).update(status="unknown", error=sending.STUCK_ERROR)
+        thread_connection.close()
+
+    canned.reply(Reply(**reply, before=flagged_stuck))
+    services.attempt_chunk(batch, [first.pk, second.pk])
+    second.refresh_from_db()
+    assert (second.status, second.error) == ("unknown", sending.STUCK_ERROR)
+    assert Message.objects.get(pk=first.pk).status in ("failed", "sent")
+
+
+def test_a_report_that_came_for_a_recipient_missing_from_the_answer_is_applied(
+    canned, settings
+) -> None:
+    from django.db import connection as thread_connection
+
+    from django_mitto.callbacks import ParsedReport, record_report
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+
+    def report_arrives() -> None:  # on the batch's URL, while the chunk is in flight
+        parsed = ParsedReport(
+            provider_id="m2",
+            status="Delivered",
+            recipient="41791234562",
+            payload={"scope": f"batch {batch.pk}"},  # as the view stores it
+        )
+        record_report(parsed, method="POST", remote_addr=None, batch_pk=batch.pk)
+        thread_connection.close()
+
+    items = [{"id": "m1", "to": "41791234561"}]  # none for the second recipient
+    canned.reply(Reply(body={"responseCode": 0, "messages": items}, before=report_arrives))
+    services.attempt_chunk(batch, [first.pk, second.pk])
+    second.refresh_from_db()
+    assert (second.status, second.provider_id) == ("delivered", "m2")
+    report = DeliveryReport.objects.get(provider_id="m2")
+    assert (report.message_id, report.outcome) == (second.pk, "applied")
+
+
+# -- the sweep of _attempt ------------------------------------------------------------------------
+
+
+def test_a_message_that_cannot_be_prepared_is_announced_failed_with_the_error(
+    mitto_sandbox, settings, captured_signals
+) -> None:
+    from django_mitto.exceptions import MittoConfigurationError
+
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    settings.MITTO_API_KEY = ""  # removed from the settings after the message was queued
+    outcome = services.attempt_message(message.pk)
+    assert (outcome.message.status, outcome.retry) == ("failed", False)
+    assert "MITTO_API_KEY" in outcome.message.error
+    ((pk, error),) = captured_signals["failed"]
+    assert pk == message.pk
+    assert isinstance(error, MittoConfigurationError) and str(error) == outcome.message.error
+    assert mitto_sandbox.messages == []
+
+
+def test_a_message_told_to_wait_pauses_its_own_account(mitto_sandbox, settings) -> None:
+    from django_mitto import throttle
+
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("429", times=1, retry_after=30)
+    try:
+        outcome = services.attempt_message(message.pk)
+        assert (outcome.retry, outcome.retry_after) == (True, 30.0)
+        # Every process sending for the account waits, not only this one.
+        assert 25 < throttle.paused_for(message.account) <= 30
+    finally:
+        throttle._cache().delete(f"{throttle._PREFIX}:pause:{message.account}")
+
+
+# -- the sweep of attempt_chunks --------------------------------------------------------------------
+
+
+def test_attempt_chunks_names_the_batch_of_a_chunk_with_nothing_left_to_send(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    services.send_batch(batch)
+    # Handed over again (a task delivered twice): every row is sent already, nothing is claimed.
+    outcomes = list(sending.attempt_chunks(batch, [[members[0].pk], [members[1].pk]]))
+    assert outcomes == [sending.ChunkOutcome(batch.pk), sending.ChunkOutcome(batch.pk)]
+    assert len(mitto_sandbox.messages) == 2
