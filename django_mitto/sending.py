@@ -990,6 +990,10 @@ def _apply_reports_of_rows_without_id(batch: Batch) -> None:
         logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
 
 
+#: What an accepted bulk item writes on its row: the status and when it changed, and the
+#: columns of :func:`_answer_fields` (``segments`` and ``text_length`` only when Mitto's item
+#: gives them).
+_BULK_STATUS_FIELDS = ("status", "status_changed_at")
 _BULK_SENT_FIELDS = [
     "status",
     "provider_id",
@@ -1013,9 +1017,17 @@ def _write_bulk_sent(
             setattr(row, name, value)
         row.status = Status.SENT  # type: ignore[attr-defined]
         row.status_changed_at = done  # type: ignore[attr-defined]
+    # Mitto's counts (parts, length) are written only where its item gave them (ours are kept
+    # otherwise): the rows are written in groups by the columns their answers fill, nearly
+    # always one group.
+    groups: dict[tuple[str, ...], list[_Claimed]] = {}
+    for row, _item, fields in accepted:
+        names = tuple(n for n in _BULK_SENT_FIELDS if n in fields or n in _BULK_STATUS_FIELDS)
+        groups.setdefault(names, []).append(row)
     try:
         with transaction.atomic():
-            _bulk_write([row for row, _, _ in accepted], _BULK_SENT_FIELDS)
+            for names, rows in groups.items():
+                _bulk_write(rows, list(names))
         return [(row, item) for row, item, _ in accepted]
     except Exception as exc:
         logger.warning(

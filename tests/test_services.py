@@ -1861,6 +1861,30 @@ def test_a_bulk_answer_is_stored_at_once_not_row_by_row(mitto_sandbox, caplog) -
     assert not [r for r in caplog.records if "row by row" in r.getMessage()]
 
 
+def test_a_bulk_answer_without_counts_is_stored_at_once_keeping_ours(canned, caplog) -> None:
+    # Mitto's bulk items may leave out messageParts and textLength: the rows keep the counts
+    # measured here, and the chunk is still written at once, not row by row.
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.canned import Reply
+
+    numbers = ["+41791234561", "+41791234562", "+41791234563"]
+    items = [{"id": f"id-{i}", "to": n.lstrip("+")} for i, n in enumerate(numbers)]
+    items[1].update(messageParts=2, textLength=200)  # one item gives them
+    canned.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
+    text = "ą" * 80  # 2 parts in UCS-2, 80 characters, as measured here
+    with CaptureQueriesContext(connection) as queries:
+        batch = services.send_bulk(numbers, text)
+    rows = list(batch.messages.order_by("pk").values_list("provider_id", "status", "segments",
+                                                          "text_length"))  # fmt: skip
+    assert rows == [("id-0", "sent", 2, 80), ("id-1", "sent", 2, 200), ("id-2", "sent", 2, 80)]
+    assert not [r for r in caplog.records if "row by row" in r.getMessage()]
+    # The answer's rows written in two statements (with and without Mitto's counts).
+    writes = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE")]
+    per_row = [sql for sql in writes if "id-0" in sql or "id-2" in sql]
+    assert len(per_row) <= 1, per_row
+
+
 def test_a_large_bulk_insert_refreshes_the_statistics_on_postgresql(
     mitto_sandbox, monkeypatch
 ) -> None:
