@@ -990,10 +990,10 @@ def _apply_reports_of_rows_without_id(batch: Batch) -> None:
         logger.exception("Batch %s: pending delivery reports could not be applied", batch.pk)
 
 
-#: What an accepted bulk item writes on its row: the status and when it changed, and the
-#: columns of :func:`_answer_fields` (``segments`` and ``text_length`` only when Mitto's item
-#: gives them).
+#: What every accepted bulk item writes on its row: the status and when it changed...
 _BULK_STATUS_FIELDS = ("status", "status_changed_at")
+#: ...and all the columns an accepted item may write: those of :func:`_answer_fields` as well
+#: (``segments`` and ``text_length`` only when Mitto's item gives them).
 _BULK_SENT_FIELDS = [
     "status",
     "provider_id",
