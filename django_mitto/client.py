@@ -266,9 +266,7 @@ class MittoClient:
                 session.verify = bundle
             session.trust_env = False
         self.session = session
-        self._adapter = adapter = HTTPAdapter(
-            pool_connections=1, pool_maxsize=pool_size, max_retries=0
-        )
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers.update(
@@ -474,7 +472,8 @@ class MittoClient:
         prepared.url = prepared_url
         prepared.headers = headers
         prepared.body = data
-        response = self._adapter.send(
+        # The adapter mounted for the URL (the client's own, unless one was mounted since).
+        response = self.session.get_adapter(prepared_url).send(
             prepared,
             stream=False,
             timeout=self.timeout,

@@ -803,6 +803,21 @@ def test_an_answer_cut_off_while_it_comes_is_a_transport_error_after_sending(can
     assert isinstance(info.value.__cause__, requests.exceptions.ChunkedEncodingError)
 
 
+def test_an_adapter_mounted_on_the_clients_session_carries_its_requests(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseCode": 0}))
+    sent: list[str] = []
+
+    class Recording(requests.adapters.HTTPAdapter):
+        def send(self, request, *args, **kwargs):
+            sent.append(request.url)
+            return super().send(request, *args, **kwargs)
+
+    client = make_client(canned.url)
+    client.session.mount("http://", Recording(max_retries=0))
+    assert client.send("41791234567", "Hi", sender="Shop").id == "x"
+    assert sent == [canned.url + "/sms"]
+
+
 def test_an_api_url_that_is_no_url_is_a_transport_error_that_sent_nothing() -> None:
     with pytest.raises(MittoTransportError, match="never reached Mitto") as info:
         make_client("mitto.example").send("41791234567", "Hi", sender="Shop")
