@@ -214,6 +214,14 @@ def test_test_mode_marks_every_request_as_a_test(mitto_sandbox, settings) -> Non
     assert mitto_sandbox.messages[0]["body"]["test"] is True
 
 
+def test_test_mode_marks_a_bulk_send_as_a_test(mitto_sandbox, settings) -> None:
+    settings.MITTO_TEST_MODE = True
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert batch.test is True
+    assert set(batch.messages.values_list("test", flat=True)) == {True}
+    assert mitto_sandbox.messages[0]["body"]["test"] is True
+
+
 def test_auto_encoding_resolves_and_counts_parts(mitto_sandbox) -> None:
     message = services.send_sms("+41791234567", "Grüezi 😀 " * 10)
     message.refresh_from_db()
@@ -1222,6 +1230,12 @@ def test_bulk_errors_name_each_bad_recipient_and_the_reference_rules(mitto_sandb
     assert _errors(services.send_bulk, ["+41791234567"], "Hi", references=["r" * 256]) == {
         "references": ["Invalid references: #1: 256 characters; at most 255 are allowed."]
     }
+    assert Batch.objects.count() == 0
+
+
+def test_a_bad_recipient_that_is_no_string_is_named_as_given(mitto_sandbox) -> None:
+    errors = _errors(services.send_bulk, ["+41791234567", 4112], "Hi")
+    assert errors["recipients"][0].startswith("Invalid recipients: 4112: ")
     assert Batch.objects.count() == 0
 
 
