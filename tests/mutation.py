@@ -19,7 +19,8 @@ score printed is that of the sample, with its 95 % confidence interval (Wilson) 
 killed among all the module's mutants. The full run stays the default.
 
 ``--postgres URL`` (``MUTATION_POSTGRES``) checks the mutants that survived on SQLite once more
-with the tests on PostgreSQL (``DATABASE_URL=URL``, one process: the test database is shared),
+with the tests on PostgreSQL (``DATABASE_URL=URL``, one process: the test database is shared;
+``MITTO_TEST_DB_NAME`` names it, default ``test_django_mitto_mutation``),
 as ``make test`` runs the suite on both: a change to a PostgreSQL-only path (``COPY``, the
 one-statement report, row locks) can only be noticed there. Both scores are printed: on SQLite
 alone, and on SQLite or PostgreSQL.
@@ -201,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                     env={
                         **os.environ,
                         "DATABASE_URL": options.postgres,
-                        "MITTO_TEST_DB_NAME": "test_django_mitto_mutation",
+                        # Two runs at once (two checkouts) each name their own database.
+                        "MITTO_TEST_DB_NAME": os.environ.get("MITTO_TEST_DB_NAME")
+                        or "test_django_mitto_mutation",
                     },
                 )
             killed, checked, survivors = score(patterns, results(), only=sample)
