@@ -1132,19 +1132,28 @@ def _match_bulk_items(messages: list[_Claimed], items: list[SendResult]) -> list
 def mark_failed(messages: Iterable[Message | int], *, by: str = "") -> int:
     """Mark the given messages that are ``unknown`` as ``failed`` (someone checked: not sent).
 
-    Messages in any other state are left as they are. A note naming ``by`` and the time is
-    added to ``error``; ``message_failed`` is sent for each once the transaction commits.
-    Returns how many messages changed.
+    Messages in any other state are left as they are. A note naming ``by`` (when given) and
+    the time is added to ``error``; ``message_failed`` is sent once the transaction commits for
+    each message this call changed, and for no other. Returns how many messages changed.
     """
     pks = [m.pk if isinstance(m, Message) else int(m) for m in messages]
     now = timezone.now()
     local = timezone.localtime(now) if timezone.is_aware(now) else now
-    note = gettext("Marked as failed by %(user)s on %(when)s.") % {
-        "user": by,
-        "when": local.strftime("%Y-%m-%d %H:%M %Z").strip(),
-    }
-    with transaction.atomic():
-        changed = Message.objects.filter(pk__in=pks, status=Status.UNKNOWN).update(
+    when = local.strftime("%Y-%m-%d %H:%M %Z").strip()
+    if by:
+        note = gettext("Marked as failed by %(user)s on %(when)s.") % {"user": by, "when": when}
+    else:
+        note = gettext("Marked as failed on %(when)s.") % {"when": when}
+    using = router.db_for_write(Message)
+    rows = Message.objects.using(using)
+    with transaction.atomic(using=using):
+        # The rows this call changes, locked so that two calls at once announce each once.
+        pks = list(
+            rows.select_for_update()
+            .filter(pk__in=pks, status=Status.UNKNOWN)
+            .values_list("pk", flat=True)
+        )
+        changed = rows.filter(pk__in=pks, status=Status.UNKNOWN).update(
             status=Status.FAILED,
             status_changed_at=now,
             error=Case(
@@ -1154,13 +1163,13 @@ def mark_failed(messages: Iterable[Message | int], *, by: str = "") -> int:
             ),
         )
         if changed:
-            failed = list(Message.objects.filter(pk__in=pks, status=Status.FAILED))
+            failed = list(rows.filter(pk__in=pks, status=Status.FAILED))
 
             def announce_failed() -> None:
                 for message in failed:
                     announce(message_failed, Message, message=message, error=None)
 
-            transaction.on_commit(announce_failed)
+            transaction.on_commit(announce_failed, using=using)
     return changed
 
 

@@ -1985,6 +1985,24 @@ def test_a_bulk_chunk_given_up_keeps_mittos_code_and_text(canned, settings) -> N
     )
 
 
+def test_mark_failed_announces_only_what_it_changed_not_what_had_failed_before(
+    make_message, captured_signals
+) -> None:
+    checked = make_message(status="unknown")
+    failed_before = make_message(status="failed", error="Refused by Mitto.")
+    assert services.mark_failed([checked, failed_before.pk], by="alice") == 1
+    assert captured_signals["failed"] == [(checked.pk, None)]
+    failed_before.refresh_from_db()
+    assert failed_before.error == "Refused by Mitto."
+
+
+def test_mark_failed_without_a_name_says_when_and_not_by_whom(make_message) -> None:
+    message = make_message(status="unknown")
+    assert services.mark_failed([message]) == 1
+    message.refresh_from_db()
+    assert re.fullmatch(r"Marked as failed on \d{4}-\d\d-\d\d \d\d:\d\d.*\.", message.error)
+
+
 def test_mark_failed_writes_its_note_alone_or_after_the_error_already_there(make_message) -> None:
     bare = make_message(status="unknown")
     explained = make_message(status="unknown", error="Timed out.")
