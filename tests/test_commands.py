@@ -129,7 +129,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
     args, _out, _err = sandbox_argv(
         "--host", "::1", "--port", "0", "--api-key", "k-1", "--callback-url", "http://x.test/cb/",
         "--callback-method", "get", "--callback-template", "id=~msgid~", "--report-delay", "0.5",
-        "--reply-shape", "ids", "--intermediate", "--duplicate-reports", "--reorder-reports",
+        "--reply-shape", "ids", "--no-counts", "--intermediate", "--duplicate-reports", "--reorder-reports",
         "--report-test-messages", "--keep", "500", "--mcc", "310", "--mnc", "260", "--quiet",
         "--conversion-disabled", "--usage-shape", "object", "--usage-price", "0.07",
         "--inbound-url", "http://x.test/in/", "--auto-reply", "Thanks",
@@ -143,6 +143,7 @@ def test_mitto_sandbox_command_passes_every_option_through(settings, sandbox_arg
         "callback_template": "id=~msgid~",
         "report_delay": 0.5,
         "reply_shape": "ids",
+        "answer_counts": False,
         "intermediate": True,
         "duplicate_reports": True,
         "reorder_reports": True,

@@ -846,6 +846,38 @@ def test_cli_reply_shape() -> None:
         process.wait(10)
 
 
+# -- answers without counts -------------------------------------------------------------
+
+
+def test_answers_leave_out_the_counts_when_told(sandbox: Sandbox) -> None:
+    counts = {"textLength", "messageParts"}
+    assert counts <= set(send(sandbox).json())
+    url = sandbox.url + "/_sandbox/settings"
+    assert requests.get(url, timeout=5).json()["answer_counts"] is True
+    assert requests.patch(url, json={"answer_counts": False}, timeout=5).json()[
+        "answer_counts"
+    ] is False  # fmt: skip
+    single = send(sandbox).json()
+    assert not counts & set(single) and single["responseCode"] == 0 and "id" in single
+    bulk = send(sandbox, "/smsbulk", message(to=["491725551234", "41791234567"])).json()
+    assert [sorted(item) for item in bulk["messages"]] == [["id", "timestamp", "to"]] * 2
+    root = ET.fromstring(send(sandbox, "/smsbulk.xml", message(to=["491725551234"])).content)
+    assert root.find("messages/message/messageParts") is None
+    assert root.findtext("messages/message/id") == sandbox.messages[-1]["id"]
+    answer = requests.patch(url, json={"answer_counts": "no"}, timeout=5)
+    assert answer.status_code == 400 and "answer_counts" in answer.json()["error"]
+
+
+def test_cli_no_counts() -> None:
+    process, url = _start_cli("--quiet", "--no-counts")
+    try:
+        data = requests.post(url + "/sms", json=message(), headers=HEADERS, timeout=5).json()
+        assert data["responseCode"] == 0 and "messageParts" not in data and "textLength" not in data
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(10)
+
+
 # -- bounded memory: --keep, paging, shared request bodies ---------------------------------
 
 

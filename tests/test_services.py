@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 import types
@@ -1897,6 +1898,24 @@ def test_a_bulk_answer_without_counts_is_stored_at_once_keeping_ours(canned, cap
     writes = [q["sql"] for q in queries if q["sql"].lstrip().upper().startswith("UPDATE")]
     per_row = [sql for sql in writes if "id-0" in sql or "id-2" in sql]
     assert len(per_row) <= 1, per_row
+
+
+@pytest.mark.parametrize("mitto_sandbox_options", [{"answer_counts": False}])
+def test_answers_without_counts_keep_our_counts_single_and_bulk(mitto_sandbox, caplog) -> None:
+    # Mitto's documentation promises neither textLength nor messageParts: the sandbox told to
+    # leave them out, a send and a bulk send are recorded whole with the counts measured here.
+    text = "ą" * 80  # Unicode: 2 parts, 80 characters
+    message = services.send_sms("+41791234567", text)
+    message.refresh_from_db()
+    assert (message.status, message.segments, message.text_length) == ("sent", 2, 80)
+    assert message.provider_id == mitto_sandbox.messages[0]["id"]
+    batch = services.send_bulk(["+41791234561", "+41791234562"], text)
+    rows = list(batch.messages.order_by("pk").values_list("status", "segments", "text_length"))
+    assert rows == [("sent", 2, 80)] * 2
+    assert set(batch.messages.values_list("provider_id", flat=True)) == {
+        m["id"] for m in mitto_sandbox.messages[1:]
+    }
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_a_large_bulk_insert_refreshes_the_statistics_on_postgresql(

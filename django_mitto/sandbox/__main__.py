@@ -96,6 +96,13 @@ def add_arguments(parser: argparse.ArgumentParser, **defaults: Any) -> list[argp
         help='how answers give the message id: "id": "..." (default) or "ids": ["..."]',
     )
     option(
+        "--no-counts",
+        dest="answer_counts",
+        action="store_false",
+        default=True,
+        help="leave textLength and messageParts out of answers (Mitto does not promise them)",
+    )
+    option(
         "--intermediate",
         dest="intermediate",
         action="store_true",
@@ -197,8 +204,8 @@ def to_argv(options: Mapping[str, Any]) -> list[str]:
         if value is None:
             continue
         flag = next(f for f in action.option_strings if f.startswith("--"))
-        if action.nargs == 0:  # an on/off switch
-            if value:
+        if action.nargs == 0:  # an on/off switch: given when it changes the default
+            if bool(value) != bool(action.default):
                 argv.append(flag)
         else:
             argv += [flag, str(value)]
@@ -230,6 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_requests=not args.quiet,
         reply_shape=args.reply_shape,
         keep=args.keep,
+        answer_counts=args.answer_counts,
     )
     try:
         extras.configure(sandbox, args)

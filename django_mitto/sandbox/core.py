@@ -41,6 +41,7 @@ SETTINGS: tuple[str, ...] = (
     "mnc",
     "status_words",
     "reply_shape",
+    "answer_counts",
 )
 
 #: How an accepted message's id is given: ``"id": "..."`` (real traffic) or
@@ -78,7 +79,10 @@ class Sandbox:
     ``report_workers`` (threads making callbacks), ``reply_shape`` (``"id"``, the default:
     answers carry ``"id": "..."``; ``"ids"``: they carry ``"ids": ["..."]`` instead, single
     answers and bulk items alike), ``keep`` (how many message records, and how many callback
-    attempts, are kept: the oldest beyond that are dropped; default 10,000).
+    attempts, are kept: the oldest beyond that are dropped; default 10,000), ``answer_counts``
+    (``True``, the default: answers and bulk items carry ``textLength`` and ``messageParts``;
+    ``False``: they leave both out, as an answer of Mitto may: its documentation promises
+    neither).
 
     A request's body and the options its recipients share are stored once per request, however
     many recipients it has; each recipient adds only a small record that refers to them. A
@@ -110,6 +114,7 @@ class Sandbox:
         report_workers: int = 4,
         reply_shape: str = "id",
         keep: int = DEFAULT_KEEP,
+        answer_counts: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -130,6 +135,7 @@ class Sandbox:
         self.retry_backoff = retry_backoff
         self.callback_timeout = callback_timeout
         self.reply_shape = reply_shape
+        self.answer_counts = answer_counts
 
         self._lock = threading.Lock()
         self._reports_changed = threading.Condition(self._lock)
@@ -173,6 +179,17 @@ class Sandbox:
         if shape not in REPLY_SHAPES:
             raise ValueError(f"reply_shape must be one of {', '.join(REPLY_SHAPES)}, not {value!r}")
         self._reply_shape = shape
+
+    @property
+    def answer_counts(self) -> bool:
+        """Whether answers give ``textLength`` and ``messageParts``."""
+        return self._answer_counts
+
+    @answer_counts.setter
+    def answer_counts(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise ValueError(f"answer_counts must be true or false, not {value!r}")
+        self._answer_counts = value
 
     @property
     def status_words(self) -> dict[str, str]:

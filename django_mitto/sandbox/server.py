@@ -24,10 +24,13 @@ are tolerated):
     List, add (JSON ``{"kind": ..., "recipient": ..., "times": ..., "seconds": ...,
     "retry_after": ...}``, answers 201) or clear faults.
 ``GET|POST|PATCH /_sandbox/settings``
-    Read or change the report settings and ``reply_shape`` (never the API key).
+    Read or change the report settings, ``reply_shape`` and ``answer_counts`` (never the API
+    key).
 
 An accepted message's id is ``"id": "..."``, or ``"ids": ["..."]`` when the
 sandbox's ``reply_shape`` is ``ids`` (in single answers and in bulk items alike).
+Answers and bulk items also give ``textLength`` and ``messageParts``, unless
+``answer_counts`` is false (Mitto's documentation promises neither).
 Answers use JSON unless the path ends in ``.xml`` or the query string has
 ``format=xml``; the XML root is ``<response>`` with one child per JSON key,
 and a bulk answer's items are ``<messages><message>...</message></messages>``.
@@ -520,17 +523,20 @@ class SandboxRequestHandler(socketserver.StreamRequestHandler):
         except ValidationFailure as failure:
             return 400, {"responseCode": failure.code, "responseText": failure.text}
         items = sandbox.accept(path, fmt, bulk, data, ok)
+        counts = sandbox.answer_counts
         if bulk:
-            for item in items:
-                item["textLength"] = ok.characters
-                item["messageParts"] = ok.parts
+            if counts:
+                for item in items:
+                    item["textLength"] = ok.characters
+                    item["messageParts"] = ok.parts
             payload = {"responseCode": 0, "responseText": "SMS sent", "messages": items}
         else:
             payload = items[0]
             payload["responseCode"] = 0
             payload["responseText"] = "SMS sent"
-            payload["textLength"] = ok.characters
-            payload["messageParts"] = ok.parts
+            if counts:
+                payload["textLength"] = ok.characters
+                payload["messageParts"] = ok.parts
         if ok.test:
             payload["test"] = True
         return 200, payload
