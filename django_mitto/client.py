@@ -719,7 +719,7 @@ class MittoClient:
             return ProbeResult(
                 reached=False,
                 error=MittoTransportError(
-                    f"POST {path}: {exc.__class__.__name__}: {trim(str(exc), 200)}",
+                    f"POST {path}: {exc.__class__.__name__}: {_cause(exc)}{trim(str(exc), 200)}",
                     request_sent=_may_have_been_sent(exc),
                 ),
                 test=test,
@@ -845,6 +845,22 @@ def _may_have_been_sent(exc: requests.exceptions.RequestException) -> bool:
             if isinstance(reason, (NewConnectionError, ConnectTimeoutError)):
                 return False
     return True
+
+
+def _cause(exc: BaseException) -> str:
+    """The system's own words for a failed connection, such as "[Errno 111] Connection refused"
+    or a DNS or certificate error, followed by ": "; ``""`` when there are none.
+
+    requests' message puts them at the end of a long one, where a shortened message loses them.
+    """
+    for reason in _reasons(exc):
+        if (
+            isinstance(reason, OSError)
+            and not isinstance(reason, requests.exceptions.RequestException)
+            and reason.errno is not None
+        ):
+            return trim(str(reason), 120) + ": "
+    return ""
 
 
 def _reasons(exc: BaseException) -> Iterable[BaseException]:

@@ -902,8 +902,17 @@ def test_probe_of_an_unreachable_api_says_it_was_not_reached_and_why() -> None:
     assert probe.key_accepted is None
     assert isinstance(probe.error, MittoTransportError)
     assert probe.error.request_sent is False
-    assert str(probe.error).startswith("POST /sms: ConnectionError: ")
+    # The system's reason first, where shortening the long message of requests cannot drop it.
+    assert str(probe.error).startswith(
+        "POST /sms: ConnectionError: [Errno 111] Connection refused: "
+    )
     assert f"port={port}" in str(probe.error)
+
+
+def test_probe_of_an_unknown_host_names_the_dns_failure() -> None:
+    probe = make_client("http://mitto-host.invalid").probe("+41791234567", "Hi", sender="Shop")
+    assert (probe.reached, probe.error.request_sent) == (False, False)
+    assert re.match(r"POST /sms: ConnectionError: \[Errno -?\d+\] [^:]+: ", str(probe.error))
 
 
 def test_probe_of_an_answer_cut_off_says_mitto_was_reached(canned) -> None:
