@@ -635,3 +635,37 @@ def test_usage_of_a_country_listed_twice_adds_the_cost_that_is_known() -> None:
         )
         rows = client_for(canned.url).usage(TODAY, TODAY, account_name="Shop AG")
     assert rows == [UsageRow("CHE", 3, Decimal("0.14"))]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_service_mark_converted_keeps_the_time_another_call_recorded_meanwhile(
+    settings, make_message
+) -> None:
+    from django.db import connection as thread_connection
+
+    message = make_message(provider_id="069d0e82-a437-47bc-b158-0f4065e83fce")
+    first = datetime.datetime(2024, 3, 10, 12, 0, tzinfo=datetime.timezone.utc)
+
+    def marked_elsewhere() -> None:  # another worker's mark_converted, while Mitto answers this
+        Message.objects.filter(pk=message.pk).update(converted_at=first)
+        thread_connection.close()
+
+    with CannedServer() as canned:
+        canned.reply(Reply(200, b"", before=marked_elsewhere))
+        settings.MITTO_API_URL = canned.url
+        marked = services.mark_converted(message)
+    assert marked.converted_at == first
+    message.refresh_from_db()
+    assert message.converted_at == first
+
+
+@pytest.mark.parametrize(
+    ("today", "start"),
+    [
+        (datetime.date(2024, 5, 17), datetime.date(2024, 5, 1)),
+        (datetime.date(2024, 2, 29), datetime.date(2024, 2, 1)),
+        (datetime.date(2024, 3, 1), datetime.date(2024, 3, 1)),
+    ],
+)
+def test_month_to_date_runs_from_the_first_of_the_month_to_today(today, start) -> None:
+    assert services.month_to_date(today) == (start, today)

@@ -263,6 +263,23 @@ def test_invalid_input_is_refused_naming_the_field(mitto_sandbox, kwargs, field)
     assert mitto_sandbox.messages == []
 
 
+def test_no_sender_and_no_default_sender_is_refused_naming_the_setting(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_DEFAULT_SENDER = ""
+    for send, recipients in (
+        (services.send_sms, "+41791234567"),
+        (services.send_bulk, ["+41791234567"]),
+    ):
+        with pytest.raises(ValidationError) as info:
+            send(recipients, "Hi")
+        assert [(e.message, e.code) for e in info.value.error_dict["sender"]] == [
+            ("Enter a sender, or set MITTO_DEFAULT_SENDER.", "required")
+        ]
+    assert (Message.objects.count(), Batch.objects.count()) == (0, 0)
+    assert mitto_sandbox.messages == []
+
+
 def test_national_number_uses_the_default_region(mitto_sandbox, settings) -> None:
     settings.MITTO_DEFAULT_REGION = "ch"
     message = services.send_sms("079 123 45 67", "Hi")
@@ -326,6 +343,20 @@ def test_retryable_answer_is_retried_then_sent(mitto_sandbox) -> None:
     assert message.status == Message.Status.SENT
     assert message.attempts == 2
     assert len(mitto_sandbox.messages) == 1
+
+
+def test_a_message_put_back_to_retry_stamps_when_its_status_changed(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    mitto_sandbox.add_fault("503", times=1)
+    before = timezone.now()
+    outcome = services.attempt_message(message.pk)
+    assert outcome.retry
+    message.refresh_from_db()
+    assert (message.status, message.attempts) == ("queued", 1)
+    assert before <= message.status_changed_at <= timezone.now()
 
 
 def test_429_waits_for_retry_after(mitto_sandbox, monkeypatch) -> None:
@@ -1803,6 +1834,29 @@ def test_bulk_errors_list_every_bad_recipient_and_reference_with_the_code_invali
     assert Batch.objects.count() == 0
 
 
+@pytest.mark.parametrize("references", [["r-1"], ["r-1", "r-2", "r-3"]])
+def test_bulk_references_not_one_per_recipient_are_refused_with_the_code_invalid(
+    mitto_sandbox, references
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        services.send_bulk(["+41791234561", "+41791234562"], "Hi", references=references)
+    assert [(e.message, e.code) for e in info.value.error_dict["references"]] == [
+        ("references must have one item per recipient.", "invalid")
+    ]
+    assert Batch.objects.count() == 0
+
+
+def test_send_bulk_reads_national_numbers_in_the_region_given_else_the_default_one(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_DEFAULT_REGION = "CH"
+    batch = services.send_bulk(["079 123 45 61"], "Hi")
+    assert list(batch.messages.values_list("recipient", "country")) == [("+41791234561", "CHE")]
+    settings.MITTO_DEFAULT_REGION = "DE"
+    batch = services.send_bulk(["079 123 45 62"], "Hi", region="CH")
+    assert list(batch.messages.values_list("recipient", "country")) == [("+41791234562", "CHE")]
+
+
 def test_requeue_left_behind_hands_over_no_batch_with_nothing_left_queued(
     mitto_sandbox, settings
 ) -> None:
@@ -2287,6 +2341,31 @@ def test_a_refused_chunk_keeps_at_most_255_characters_of_mittos_text(canned, set
     assert rows == {("failed", 8, words[:255])}
 
 
+def test_a_refused_message_keeps_at_most_255_characters_of_mittos_text(canned) -> None:
+    from tests.canned import Reply
+
+    words = "Invalid sender. " * 20  # 320 characters
+    canned.reply(Reply(400, {"responseCode": 8, "responseText": words}))
+    message = services.send_sms("+41791234567", "Hi")
+    message.refresh_from_db()
+    assert (message.status, message.response_code) == ("failed", 8)
+    assert message.response_text == words[:255]
+
+
+@pytest.mark.parametrize(("status", "code", "expected"), [(400, 6, "failed"), (500, 1, "unknown")])
+def test_a_chunk_answered_with_a_code_but_no_text_keeps_the_code_and_no_text(
+    canned, settings, status, code, expected
+) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(status, {"responseCode": code}))
+    services.attempt_chunk(batch, [m.pk for m in members])
+    rows = set(batch.messages.values_list("status", "response_code", "response_text"))
+    assert rows == {(expected, code, "")}
+
+
 def test_a_chunk_of_a_removed_account_fails_unsent_naming_the_account(
     mitto_sandbox, settings
 ) -> None:
@@ -2560,6 +2639,25 @@ def test_a_recipient_missing_mid_answer_is_unknown_and_the_next_ones_are_recorde
     ), missing.error
     # Stamped when the answer was recorded, as the rows sent, not when the chunk was claimed.
     assert missing.status_changed_at == first.status_changed_at == third.status_changed_at
+
+
+def test_a_recipient_missing_from_a_chunks_answer_leaves_other_sends_alone(
+    canned, settings
+) -> None:
+    from tests.canned import Reply
+
+    settings.MITTO_SEND_ON_SAVE = False
+    elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
+    Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
+    batch, members = _queued_batch("+41791234561", "+41791234562")
+    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}))
+    services.attempt_chunk(batch, [m.pk for m in members])
+    assert sorted(batch.messages.values_list("recipient", "status")) == [
+        ("+41791234561", "sent"),
+        ("+41791234562", "unknown"),
+    ]
+    elsewhere.refresh_from_db()
+    assert (elsewhere.status, elsewhere.error) == ("sending", "")
 
 
 def test_a_sent_chunk_is_announced_to_receivers_of_the_message_class(mitto_sandbox, settings):
