@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import math
 import os
 import random
@@ -96,6 +97,16 @@ def generate() -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         mutmut("run", "django_mitto.x__no_such_mutant__"), capture_output=True, text=True
     )
+
+
+def fingerprint(folder: str = "tests") -> str:
+    """A digest of every file under ``folder``: each ``mutmut run`` copies the tests when it
+    starts, so the PostgreSQL pass runs the tests as they are then, not as the SQLite pass did."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def draw(names: list[str], size: int, seed: int) -> list[str]:
@@ -176,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(seed {options.seed})",
                 flush=True,
             )
+        tests_at_start = fingerprint()
         log = Path("mutants") / f"run-{module}.log"
         log.parent.mkdir(exist_ok=True)  # a fresh clone has no mutants/ before mutmut's first run
         with log.open("w", encoding="utf-8") as out:
@@ -194,6 +206,14 @@ def main(argv: list[str] | None = None) -> int:
         if options.postgres and survivors:
             on_sqlite = killed
             names = [line.split(": ")[0] for line in survivors]
+            if fingerprint() != tests_at_start:
+                print(
+                    f"{module}: WARNING: tests/ changed since this run started; the "
+                    "PostgreSQL pass runs the changed tests, so its kills may not be the suite's "
+                    "as it was measured on SQLite",
+                    file=sys.stderr,
+                    flush=True,
+                )
             print(f"{module}: {len(names)} survivors checked again on PostgreSQL", flush=True)
             with log.open("a", encoding="utf-8") as out:
                 subprocess.run(
