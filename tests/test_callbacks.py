@@ -429,6 +429,64 @@ def test_report_by_message_pk_without_id_applies_to_that_message(make_message) -
     assert (stored.message_id, stored.outcome) == (target.pk, Outcome.APPLIED)
 
 
+def test_an_id_another_message_records_while_a_token_report_learns_it_is_mismatched(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    # The message's send ended without an id; the report on its token brings one, which
+    # another message's send records between the report's lookup and the report's update.
+    target = make_message(status=Status.UNKNOWN)
+    other = make_message(status=Status.SENDING)
+    learn = callbacks._learn_id
+
+    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
+        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
+        return learn(message, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("late-id", "delivered"), message_pk=target.pk)
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (target.pk, Outcome.MISMATCHED)
+    assert Message.objects.filter(pk=target.pk).values_list("status", "provider_id").get() == (
+        Status.UNKNOWN,
+        "",
+    )
+    assert Message.objects.get(pk=other.pk).status == Status.SENT
+    assert signals.changed == []
+
+
+def test_an_id_another_message_records_while_a_receiver_match_learns_it_goes_to_that_one(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    # The report is found by its receiver on the one message accepted without an id; before
+    # the id is recorded there, another message's send records it: the id is that message's.
+    lone = make_message(status=Status.SENT)
+    other = make_message(status=Status.SENDING)
+    learn = callbacks._learn_id
+
+    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
+        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
+        return learn(message, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("late-id", "delivered", recipient="41791234567"))
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (other.pk, Outcome.APPLIED)
+    assert Message.objects.get(pk=other.pk).status == Status.DELIVERED
+    assert Message.objects.filter(pk=lone.pk).values_list("status", "provider_id").get() == (
+        Status.SENT,
+        "",
+    )
+    assert signals.changed == [(other.pk, Status.SENT, Status.DELIVERED)]
+
+
 def test_report_for_a_deleted_message_pk_is_refused(make_message) -> None:
     make_message(provider_id="some-id")
     with pytest.raises(callbacks.MessageGone):
@@ -772,6 +830,20 @@ def test_pending_reports_are_applied_in_the_order_received(
     message.refresh_from_db()
     assert (message.status, message.delivery_status) == (Status.DELIVERED, "delivered")
     assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+def test_apply_pending_reports_takes_one_query_when_no_report_waits_for_the_message(
+    make_message, django_assert_num_queries
+) -> None:
+    # Reports wait for other ids, and one for this id was stored unread: none is this
+    # message's to take, and the send path asks after every id it records.
+    record(report("someone-else", "delivered"))
+    callbacks.store_unparsed(
+        {"body": "late-id delivered"}, method="POST", remote_addr=None, fields={"id": "late-id"}
+    )
+    message = make_message(status=Status.SENT, provider_id="late-id")
+    with django_assert_num_queries(1):
+        assert callbacks.apply_pending_reports(message) == 0
 
 
 def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
