@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         log = Path("mutants") / f"run-{module}.log"
+        log.parent.mkdir(exist_ok=True)  # a fresh checkout has no mutants/ yet
         with log.open("w", encoding="utf-8") as out:
             run = subprocess.run(
                 mutmut("run", "--max-children", str(options.jobs), *(sample or patterns)),
