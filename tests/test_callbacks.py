@@ -429,6 +429,64 @@ def test_report_by_message_pk_without_id_applies_to_that_message(make_message) -
     assert (stored.message_id, stored.outcome) == (target.pk, Outcome.APPLIED)
 
 
+def test_an_id_another_message_records_while_a_token_report_learns_it_is_mismatched(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    # The message's send ended without an id; the report on its token brings one, which
+    # another message's send records between the report's lookup and the report's update.
+    target = make_message(status=Status.UNKNOWN)
+    other = make_message(status=Status.SENDING)
+    learn = callbacks._learn_id
+
+    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
+        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
+        return learn(message, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("late-id", "delivered"), message_pk=target.pk)
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (target.pk, Outcome.MISMATCHED)
+    assert Message.objects.filter(pk=target.pk).values_list("status", "provider_id").get() == (
+        Status.UNKNOWN,
+        "",
+    )
+    assert Message.objects.get(pk=other.pk).status == Status.SENT
+    assert signals.changed == []
+
+
+def test_an_id_another_message_records_while_a_receiver_match_learns_it_goes_to_that_one(
+    make_message,
+    signals: SignalLog,
+    monkeypatch: pytest.MonkeyPatch,
+    django_capture_on_commit_callbacks,
+) -> None:
+    # The report is found by its receiver on the one message accepted without an id; before
+    # the id is recorded there, another message's send records it: the id is that message's.
+    lone = make_message(status=Status.SENT)
+    other = make_message(status=Status.SENDING)
+    learn = callbacks._learn_id
+
+    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
+        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
+        return learn(message, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = record(report("late-id", "delivered", recipient="41791234567"))
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (other.pk, Outcome.APPLIED)
+    assert Message.objects.get(pk=other.pk).status == Status.DELIVERED
+    assert Message.objects.filter(pk=lone.pk).values_list("status", "provider_id").get() == (
+        Status.SENT,
+        "",
+    )
+    assert signals.changed == [(other.pk, Status.SENT, Status.DELIVERED)]
+
+
 def test_report_for_a_deleted_message_pk_is_refused(make_message) -> None:
     make_message(provider_id="some-id")
     with pytest.raises(callbacks.MessageGone):
@@ -533,6 +591,34 @@ def test_a_report_whose_id_the_send_recorded_while_it_was_stored_is_still_applie
     assert Message.objects.get(pk=message.pk).status == Status.DELIVERED
     assert signals.received == [(stored.pk, message.pk)]
     assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+@pytest.mark.parametrize("on", ["batch URL", "account URL"])
+def test_a_report_that_three_rows_without_id_fit_never_reaches_a_message_outside_its_url(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks, on: str
+) -> None:
+    # Three messages without id fit the receiver within the URL's batch (or account), so the
+    # report's id is asked for alone; it is held by a message outside them.
+    batch = Batch.objects.create(text="Hello", total=3)
+    for _ in range(3):
+        if on == "batch URL":
+            make_message(status=Status.UNKNOWN, batch=batch)
+        else:
+            make_message(status=Status.SENT, account="marketing")
+    outsider = make_message(status=Status.SENT, provider_id="x-1")
+    with django_capture_on_commit_callbacks(execute=True):
+        stored = callbacks.record_report(
+            report("x-1", "delivered", recipient="41791234567"),
+            method="POST",
+            remote_addr="127.0.0.1",
+            batch_pk=batch.pk if on == "batch URL" else None,
+            account="marketing" if on == "account URL" else "",
+        )
+    stored.refresh_from_db()
+    assert (stored.message_id, stored.outcome) == (None, Outcome.UNMATCHED)
+    assert Message.objects.get(pk=outsider.pk).status == Status.SENT
+    assert Message.objects.filter(provider_id="").count() == 3
+    assert signals.changed == []
 
 
 @pytest.mark.parametrize("on", ["batch URL", "account URL"])
@@ -672,6 +758,45 @@ def test_a_report_read_behind_a_final_status_is_stale_and_changes_nothing(
     assert signals.changed == []
 
 
+def test_a_report_read_behind_a_concurrent_one_announces_the_message_as_it_left_it(
+    make_message, django_capture_on_commit_callbacks
+) -> None:
+    stale = make_message(status=Status.SENDING, provider_id="abc")
+    Message.objects.filter(pk=stale.pk).update(status=Status.SENT)
+    seen: list[tuple[str, str, str, str, str, bool]] = []
+
+    def on_changed(
+        sender: Any, message: Message, old_status: str, new_status: str, **kw: Any
+    ) -> None:
+        seen.append(
+            (
+                old_status,
+                new_status,
+                message.status,
+                message.delivery_status,
+                message.error_code,
+                message.status_changed_at is not None,
+            )
+        )
+
+    stored = DeliveryReport(
+        provider_id="abc",
+        status="UNDELIV",
+        mapped_status=Status.UNDELIVERED,
+        error_code="34",
+        method="POST",
+        payload={},
+    )
+    message_status_changed.connect(on_changed, weak=False)
+    try:
+        with django_capture_on_commit_callbacks(execute=True):
+            callbacks._apply(stored, stale, save=True)
+    finally:
+        message_status_changed.disconnect(on_changed)
+    # The receiver's message holds what the report wrote, as after a report read in time.
+    assert seen == [(Status.SENT, Status.UNDELIVERED, Status.UNDELIVERED, "UNDELIV", "34", True)]
+
+
 def test_apply_pending_reports_needs_a_provider_id(make_message) -> None:
     message = make_message(status=Status.SENDING)
     record(report("late-id", "delivered"))
@@ -705,6 +830,20 @@ def test_pending_reports_are_applied_in_the_order_received(
     message.refresh_from_db()
     assert (message.status, message.delivery_status) == (Status.DELIVERED, "delivered")
     assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
+
+
+def test_apply_pending_reports_takes_one_query_when_no_report_waits_for_the_message(
+    make_message, django_assert_num_queries
+) -> None:
+    # Reports wait for other ids, and one for this id was stored unread: none is this
+    # message's to take, and the send path asks after every id it records.
+    record(report("someone-else", "delivered"))
+    callbacks.store_unparsed(
+        {"body": "late-id delivered"}, method="POST", remote_addr=None, fields={"id": "late-id"}
+    )
+    message = make_message(status=Status.SENT, provider_id="late-id")
+    with django_assert_num_queries(1):
+        assert callbacks.apply_pending_reports(message) == 0
 
 
 def test_pending_reports_of_other_ids_stay_pending(make_message) -> None:
@@ -813,6 +952,28 @@ def test_apply_pending_reports_bulk_links_each_report_to_its_message(make_messag
     assert callbacks.apply_pending_reports_bulk([make_message(status=Status.SENDING)]) == 0
 
 
+def test_apply_pending_reports_bulk_reads_no_other_message(
+    make_message, django_assert_num_queries
+) -> None:
+    first = make_message(status=Status.SENDING)
+    second = make_message(status=Status.SENDING)
+    for _ in range(3):
+        make_message(status=Status.SENT, provider_id="")  # the rest of the table
+    record(report("id-1", "delivered"))
+    record(report("id-2", "undelivered"))
+    Message.objects.filter(pk=first.pk).update(status=Status.SENT, provider_id="id-1")
+    Message.objects.filter(pk=second.pk).update(status=Status.SENT, provider_id="id-2")
+    first.refresh_from_db()
+    second.refresh_from_db()
+    # Whole messages given: the reports waiting for them are read in one query, then each
+    # message's status is read again and the report and the message are written; no message
+    # is loaded besides.
+    with django_assert_num_queries(1 + 2 * 3):
+        assert callbacks.apply_pending_reports_bulk([first, second]) == 2
+    assert Message.objects.get(pk=first.pk).status == Status.DELIVERED
+    assert Message.objects.get(pk=second.pk).status == Status.UNDELIVERED
+
+
 def test_report_on_the_message_token_before_the_send_response_is_applied_at_once(
     make_message, signals: SignalLog, django_capture_on_commit_callbacks
 ) -> None:
@@ -911,6 +1072,21 @@ def test_status_change_signal_carries_the_updated_message(
     finally:
         message_status_changed.disconnect(receiver)
     assert seen == [(Status.UNDELIVERED, "UNDELIV", Outcome.APPLIED)]
+
+
+def test_a_message_deleted_before_the_commit_is_still_announced_as_read(
+    make_message, signals: SignalLog, django_capture_on_commit_callbacks
+) -> None:
+    message = make_message(provider_id="abc")
+    with django_capture_on_commit_callbacks() as pending:
+        stored = record(report("abc", "delivered"))
+    # Deleted after the report applied, before the signals went out: the receivers still get
+    # the report and the message as the rules read it, and nothing raises.
+    Message.objects.filter(pk=message.pk).delete()
+    for callback in pending:
+        callback()
+    assert signals.received == [(stored.pk, message.pk)]
+    assert signals.changed == [(message.pk, Status.SENT, Status.DELIVERED)]
 
 
 # -- rules a one-line change would break ----------------------------------------------------------
