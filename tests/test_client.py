@@ -8,12 +8,20 @@ import ssl
 import threading
 import time
 from datetime import datetime, timezone
+from types import SimpleNamespace
 
 import pytest
 import requests
 
 from django_mitto import __version__
-from django_mitto.client import MittoClient, clean_text, parse_timestamp, read_id
+from django_mitto.client import (
+    MittoClient,
+    _local_address,
+    clean_text,
+    parse_timestamp,
+    parse_usage,
+    read_id,
+)
 from django_mitto.exceptions import (
     MittoAPIError,
     MittoAuthenticationError,
@@ -834,7 +842,10 @@ def test_an_id_field_holding_an_empty_object_is_no_id_and_the_next_key_is_read(c
     assert result.id == "abc"
 
 
-@pytest.mark.parametrize(("word", "expected"), [("true", True), ("false", False)])
+@pytest.mark.parametrize(
+    ("word", "expected"),
+    [("true", True), ("false", False), ("Yes", True), ("1", True), ("no", False)],
+)
 def test_the_test_flag_of_an_xml_answer_is_read_from_its_text(canned, word, expected) -> None:
     canned.reply(
         Reply(
@@ -1339,3 +1350,101 @@ def test_probe_of_an_unreachable_api_still_says_whether_it_was_a_test(test) -> N
     probe = client.probe("+41791234567", "Hi", sender="Shop", test=test)
     assert probe.reached is False
     assert probe.test is test
+
+
+# -- what the seed-6 sample of the client's mutants showed untested -------------------------------
+
+
+def test_an_xml_answer_wrapped_one_level_deeper_is_read(canned) -> None:
+    canned.reply(
+        Reply(
+            content_type="application/xml",
+            body="<xml><response><id>abc</id><responseCode>0</responseCode>"
+            "<messageParts>1</messageParts></response></xml>",
+        )
+    )
+    client = make_client(canned.url, response_format="xml")
+    result = client.send("41791234567", "Hi", sender="Shop")
+    assert (result.id, result.response_code, result.parts) == ("abc", 0, 1)
+
+
+@pytest.mark.parametrize("test", [True, False])
+def test_probe_of_an_answer_cut_off_still_says_whether_it_was_a_test(canned, test) -> None:
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0, "responseText": "SMS sent"}, cut=True))
+    probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop", test=test)
+    assert (probe.reached, probe.result, probe.test) == (True, None, test)
+    assert isinstance(probe.error, MittoTransportError)
+
+
+def test_a_local_address_the_socket_cannot_give_is_left_out() -> None:
+    closed = socket.socket()
+    closed.close()  # getsockname() now raises OSError (a bad file descriptor)
+    response = requests.Response()
+    response.raw = SimpleNamespace(_connection=SimpleNamespace(sock=closed))
+    assert _local_address(response) == ""
+
+
+def test_a_usage_answer_that_is_neither_a_list_nor_an_object_is_quoted(canned) -> None:
+    canned.reply(Reply(body='"no usage today"'))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).usage("2024-01-01", "2024-01-31", account_name="Shop")
+    assert str(info.value) == (
+        "Mitto's usage answer is neither a list nor an object: 'no usage today'"
+    )
+    with pytest.raises(MittoAPIError, match=r"object: 42$"):
+        parse_usage(42)
+
+
+def test_a_busy_usage_answer_says_when_to_come_back(canned) -> None:
+    canned.reply(Reply(429, {"message": "Too many requests"}, headers={"Retry-After": "30"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).usage("2024-01-01", "2024-01-31", account_name="Shop")
+    assert str(info.value) == (
+        "Mitto answered HTTP 429 on POST /usage/bycountry: Too many requests."
+    )
+    assert (info.value.status_code, info.value.retry_after, info.value.retryable) == (
+        429,
+        30.0,
+        True,
+    )
+
+
+def test_a_bulk_send_is_gsm_unless_told(canned) -> None:
+    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1"}]}))
+    make_client(canned.url).send_bulk(["+41791234561"], "Hi", sender="Shop")
+    assert canned.requests[0]["body"] == {
+        "from": "Shop",
+        "to": ["41791234561"],
+        "text": "Hi",
+        "type": "GSM",
+    }
+
+
+def test_counts_given_as_numbers_are_read_up_to_their_bound(canned) -> None:
+    canned.reply(
+        Reply(body={"id": "a", "responseCode": 0, "messageParts": 255, "textLength": 2**31 - 1}),
+        Reply(body={"id": "b", "responseCode": 0, "messageParts": 256, "textLength": 2**31}),
+    )
+    client = make_client(canned.url)
+    first = client.send("41791234567", "Hi", sender="Shop")
+    assert (first.parts, first.text_length) == (255, 2**31 - 1)
+    second = client.send("41791234567", "Hi", sender="Shop")
+    assert (second.parts, second.text_length) == (None, None)
+
+
+def test_a_timestamp_that_is_no_text_is_no_timestamp(canned) -> None:
+    assert [parse_timestamp(value) for value in (1555170666, 1.5, ["2019-04-13T17:51:06Z"])] == [
+        None
+    ] * 3
+    canned.reply(Reply(body={"id": "abc", "responseCode": 0, "timestamp": 1555170666}))
+    result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert (result.id, result.timestamp) == ("abc", None)
+
+
+def test_a_session_given_to_the_client_keeps_the_clients_timeout(canned) -> None:
+    canned.reply(Reply(body={"id": "late", "responseCode": 0}, before=lambda: time.sleep(1.5)))
+    client = make_client(canned.url, timeout=0.3, session=requests.Session())
+    with pytest.raises(MittoTransportError) as info:
+        client.send("41791234567", "Hi", sender="Shop")
+    assert isinstance(info.value.__cause__, requests.exceptions.ReadTimeout)
+    assert str(info.value) == "POST /sms: ReadTimeout (Mitto may have received the request)."
