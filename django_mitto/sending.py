@@ -1148,12 +1148,12 @@ def mark_failed(messages: Iterable[Message | int], *, by: str = "") -> int:
     rows = Message.objects.using(using)
     with transaction.atomic(using=using):
         # The rows this call changes, locked so that two calls at once announce each once.
-        pks = list(
+        unknown = list(
             rows.select_for_update()
             .filter(pk__in=pks, status=Status.UNKNOWN)
             .values_list("pk", flat=True)
         )
-        changed = rows.filter(pk__in=pks, status=Status.UNKNOWN).update(
+        changed = rows.filter(pk__in=unknown, status=Status.UNKNOWN).update(
             status=Status.FAILED,
             status_changed_at=now,
             error=Case(
@@ -1163,7 +1163,7 @@ def mark_failed(messages: Iterable[Message | int], *, by: str = "") -> int:
             ),
         )
         if changed:
-            failed = list(rows.filter(pk__in=pks, status=Status.FAILED))
+            failed = list(rows.filter(pk__in=unknown, status=Status.FAILED))
 
             def announce_failed() -> None:
                 for message in failed:
