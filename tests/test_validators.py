@@ -443,6 +443,8 @@ def test_plain_international_numbers_read_as_the_general_parser_reads_them(
         "+390612345678",  # Italy: a leading zero, which phonenumbers keeps apart
         "+78001234567",  # Russia: starts with its national prefix 8
         "+12125550123",  # NANP: 1 is both the country code and the national prefix
+        "+789123456789",  # Russia: its national prefix 8 written, then a mobile number
+        "+112015550123",  # NANP: the national prefix 1 written after the country code
         "+4407911123456",  # a national trunk 0 written after the country code
         "+999123456",  # no such country code
     ],
@@ -460,6 +462,23 @@ def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(r
     except ValidationError:
         got = "error"
     assert got == _general_parse(raw)
+
+
+def test_a_national_prefix_after_the_country_code_is_dropped_as_phonenumbers_does() -> None:
+    assert validators.normalize_recipient("+789123456789") == "+79123456789"
+    assert validators.normalize_recipient("+112015550123") == "+12015550123"
+
+
+@pytest.mark.parametrize(
+    ("validator", "limit"),
+    [(validators.validate_reference, 255), (validators.validate_udh, 280)],
+)
+def test_a_value_over_its_length_is_refused_with_the_code_max_length(validator, limit) -> None:
+    validator("A" * limit)
+    with pytest.raises(ValidationError) as refused:
+        validator("A" * (limit + 2))
+    assert refused.value.code == "max_length"
+    assert refused.value.params == {"length": limit + 2, "max": limit}
 
 
 @pytest.mark.parametrize(
