@@ -429,6 +429,18 @@ def test_report_by_message_pk_without_id_applies_to_that_message(make_message) -
     assert (stored.message_id, stored.outcome) == (target.pk, Outcome.APPLIED)
 
 
+def _id_recorded_first_by(other: Message, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stage a race: ``other``'s send records the id a report brings just before the report
+    records it on the message it found."""
+    learn = callbacks._learn_id
+
+    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
+        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
+        return learn(message, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+
+
 def test_an_id_another_message_records_while_a_token_report_learns_it_is_mismatched(
     make_message,
     signals: SignalLog,
@@ -439,13 +451,7 @@ def test_an_id_another_message_records_while_a_token_report_learns_it_is_mismatc
     # another message's send records between the report's lookup and the report's update.
     target = make_message(status=Status.UNKNOWN)
     other = make_message(status=Status.SENDING)
-    learn = callbacks._learn_id
-
-    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
-        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
-        return learn(message, provider_id)
-
-    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    _id_recorded_first_by(other, monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         stored = record(report("late-id", "delivered"), message_pk=target.pk)
     stored.refresh_from_db()
@@ -468,13 +474,7 @@ def test_an_id_another_message_records_while_a_receiver_match_learns_it_goes_to_
     # the id is recorded there, another message's send records it: the id is that message's.
     lone = make_message(status=Status.SENT)
     other = make_message(status=Status.SENDING)
-    learn = callbacks._learn_id
-
-    def recorded_elsewhere_first(message: Message, provider_id: str) -> bool:
-        Message.objects.filter(pk=other.pk).update(status=Status.SENT, provider_id=provider_id)
-        return learn(message, provider_id)
-
-    monkeypatch.setattr(callbacks, "_learn_id", recorded_elsewhere_first)
+    _id_recorded_first_by(other, monkeypatch)
     with django_capture_on_commit_callbacks(execute=True):
         stored = record(report("late-id", "delivered", recipient="41791234567"))
     stored.refresh_from_db()
