@@ -9,7 +9,9 @@ small change at a time and runs only the tests that cover the changed function. 
 noticed: docs/mutants.md lists those of the last run with why each is harmless.
 
 Each run checks every mutant of the modules it is given again; ``mutants/scores.txt`` gets the
-table printed at the end.
+table printed at the end. ``mutants/kills.log`` gets a line for each test that failed with a
+mutant switched on: the mutant, the test, the phase (setup, call, teardown) and the error's last
+line, so that a kill can be checked against the test that made it (`grep MUTANT mutants/kills.log`).
 
 ``--sample N`` checks only N mutants of each module, drawn at random with the seed ``--seed``
 (default 1): the same seed and the same code give the same mutants. mutmut first lists every
@@ -166,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--sample needs at least 1 mutant")
     # Property tests replay their fixed sequence: a mutant's verdict must not depend on a draw.
     os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")
+    # Each failing test is logged with the mutant it ran with (tests/conftest.py): which test
+    # killed which mutant, and with what error.
+    Path("mutants").mkdir(exist_ok=True)
+    os.environ.setdefault("MITTO_MUTATION_KILLS_LOG", str(Path("mutants/kills.log").resolve()))
     rows = []
     sqlite_only: dict[str, int] = {}  # module -> killed on SQLite alone, when PostgreSQL ran too
     for module in modules:
