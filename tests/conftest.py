@@ -101,9 +101,9 @@ def full_backlog_url() -> Iterator[str]:
 
 
 #: ``make mutation`` sets this to a file: each test that fails with a mutant switched on adds a
-#: line there (the mutant, the test, the phase and the error's last line), so a kill can be
-#: checked against the test that made it, and a failure that has nothing to do with the mutant
-#: (a "false kill") can be told apart.
+#: line there (the mutant, the test, the phase, the exception and where it was raised), so a
+#: kill can be checked against the test that made it, and a failure that has nothing to do with
+#: the mutant (a "false kill") can be told apart.
 MUTATION_KILLS_LOG = os.environ.get("MITTO_MUTATION_KILLS_LOG")
 
 
@@ -111,8 +111,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     mutant = os.environ.get("MUTANT_UNDER_TEST")
     if not (MUTATION_KILLS_LOG and mutant and report.failed):
         return
-    lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
-    error = lines[-1].strip()[:300] if lines else ""
+    crash = getattr(report.longrepr, "reprcrash", None)  # the exception raised, where it was
+    if crash is not None:
+        error = f"{crash.message} ({Path(crash.path).name}:{crash.lineno})"
+    else:
+        lines = [line for line in str(report.longrepr).splitlines() if line.strip()]
+        error = lines[-1] if lines else ""
+    error = " ".join(error.split())[:300]
     with open(MUTATION_KILLS_LOG, "a", encoding="utf-8") as log:
         log.write(f"{mutant}\t{report.nodeid}\t{report.when}\t{error}\n")
 
