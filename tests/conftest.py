@@ -77,6 +77,16 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
 
 
 @pytest.fixture
+def canned() -> Iterator[Any]:
+    """An HTTP server on loopback that answers the ``Reply`` objects a test prepares, in order,
+    and records each request it got (``tests/canned.py``)."""
+    from tests.canned import CannedServer
+
+    with CannedServer() as server:
+        yield server
+
+
+@pytest.fixture
 def full_backlog_url() -> Iterator[str]:
     """An ``http://127.0.0.1:<port>`` URL where connecting times out (no traffic leaves loopback).
 

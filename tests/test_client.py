@@ -29,7 +29,7 @@ from django_mitto.exceptions import (
     MittoTransportError,
 )
 from django_mitto.sandbox import Sandbox
-from tests.canned import CannedServer, Reply
+from tests.canned import Reply
 
 KEY = "secret-api-key-123"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -39,12 +39,6 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 def sandbox():
     with Sandbox(api_key=KEY, report_delay=0) as box:
         yield box
-
-
-@pytest.fixture
-def canned():
-    with CannedServer() as server:
-        yield server
 
 
 def make_client(url: str, **kwargs) -> MittoClient:

@@ -15,7 +15,7 @@ from django_mitto.exceptions import (
     MittoTransportError,
 )
 from tests.canned import Reply
-from tests.test_client import KEY, canned, make_client  # noqa: F401
+from tests.test_client import KEY, make_client
 
 TODAY = "2024-03-01"
 
@@ -44,7 +44,7 @@ def test_a_result_without_an_answer_on_record_gives_an_empty_answer_not_null() -
 # -- probe() ---------------------------------------------------------------------------------------
 
 
-def test_probe_of_an_api_that_does_not_answer_gives_up_after_the_timeout(canned) -> None:  # noqa: F811
+def test_probe_of_an_api_that_does_not_answer_gives_up_after_the_timeout(canned) -> None:
     canned.reply(Reply(body={"id": "abc", "responseCode": 0}, before=lambda: time.sleep(1.5)))
     started = time.monotonic()
     probe = make_client(canned.url, timeout=0.3).probe("+41791234567", "Hi", sender="Shop")
@@ -75,7 +75,7 @@ def test_probe_error_keeps_the_first_200_characters_of_requests_words() -> None:
     assert str(probe.error) == f"POST /sms: ConnectionError: {words[:199]}…"
 
 
-def test_probe_of_an_answer_that_is_no_json_object_lists_no_fields(canned) -> None:  # noqa: F811
+def test_probe_of_an_answer_that_is_no_json_object_lists_no_fields(canned) -> None:
     canned.reply(Reply(502, "<html>Bad gateway</html>", content_type="text/html"))
     probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
     assert (probe.reached, probe.status_code, probe.result) == (True, 502, None)
@@ -84,7 +84,7 @@ def test_probe_of_an_answer_that_is_no_json_object_lists_no_fields(canned) -> No
     assert probe.unknown_fields == []
 
 
-def test_probe_with_a_refused_key_names_the_path_in_its_error(canned) -> None:  # noqa: F811
+def test_probe_with_a_refused_key_names_the_path_in_its_error(canned) -> None:
     canned.reply(Reply(401, "Invalid API key", content_type="text/plain"))
     probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop")
     assert (probe.reached, probe.status_code, probe.key_accepted) == (True, 401, False)
@@ -96,7 +96,7 @@ def test_probe_with_a_refused_key_names_the_path_in_its_error(canned) -> None:  
 
 
 @pytest.mark.parametrize("test", [True, False])
-def test_probe_refused_by_mitto_still_says_whether_it_was_a_test(canned, test) -> None:  # noqa: F811
+def test_probe_refused_by_mitto_still_says_whether_it_was_a_test(canned, test) -> None:
     canned.reply(Reply(400, {"responseCode": 4, "responseText": "Invalid sender"}))
     probe = make_client(canned.url).probe("+41791234567", "Hi", sender="Shop", test=test)
     assert (probe.reached, probe.status_code, probe.result) == (True, 400, None)
@@ -123,7 +123,7 @@ def test_conversion_and_usage_on_an_unreachable_api_name_their_path() -> None:
 
 
 @pytest.mark.parametrize("status", [300, 308])
-def test_conversion_and_usage_answered_by_any_3xx_say_it_is_a_redirect(canned, status) -> None:  # noqa: F811
+def test_conversion_and_usage_answered_by_any_3xx_say_it_is_a_redirect(canned, status) -> None:
     canned.reply(
         Reply(status, "Elsewhere", content_type="text/plain"),
         Reply(status, "Elsewhere", content_type="text/plain"),
@@ -141,7 +141,7 @@ def test_conversion_and_usage_answered_by_any_3xx_say_it_is_a_redirect(canned, s
         assert (caught.value.status_code, caught.value.response_text) == (status, "Elsewhere")
 
 
-def test_usage_refuses_a_bad_start_date_naming_it(canned) -> None:  # noqa: F811
+def test_usage_refuses_a_bad_start_date_naming_it(canned) -> None:
     with pytest.raises(ValueError) as caught:
         make_client(canned.url).usage("15.02.2020", TODAY, account_name="Shop AG")
     assert str(caught.value) == "start: '15.02.2020' is not a date (YYYY-MM-DD)."

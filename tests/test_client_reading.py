@@ -9,12 +9,12 @@ import pytest
 from django_mitto.client import UsageRow, parse_usage
 from django_mitto.exceptions import MittoAPIError
 from tests.canned import Reply
-from tests.test_client import canned, make_client  # noqa: F401 (canned is a fixture)
+from tests.test_client import make_client
 
 # -- XML answers ----------------------------------------------------------------------------------
 
 
-def test_an_xml_answer_in_a_namespace_is_read_like_one_without(canned) -> None:  # noqa: F811
+def test_an_xml_answer_in_a_namespace_is_read_like_one_without(canned) -> None:
     # .NET's serializers put the whole answer in a default namespace.
     canned.reply(
         Reply(
@@ -33,7 +33,7 @@ def test_an_xml_answer_in_a_namespace_is_read_like_one_without(canned) -> None: 
     )
 
 
-def test_an_empty_xml_element_is_an_empty_value(canned) -> None:  # noqa: F811
+def test_an_empty_xml_element_is_an_empty_value(canned) -> None:
     canned.reply(
         Reply(
             content_type="application/xml",
@@ -54,7 +54,7 @@ def test_an_empty_xml_element_is_an_empty_value(canned) -> None:  # noqa: F811
     ],
     ids=["fields", "empty"],
 )
-def test_an_xml_answer_without_a_response_code_is_reported_as_such(canned, body) -> None:  # noqa: F811
+def test_an_xml_answer_without_a_response_code_is_reported_as_such(canned, body) -> None:
     canned.reply(Reply(content_type="application/xml", body=body))
     with pytest.raises(MittoAPIError) as info:
         make_client(canned.url, response_format="xml").send("41791234567", "Hi", sender="Shop")
@@ -66,7 +66,7 @@ def test_an_xml_answer_without_a_response_code_is_reported_as_such(canned, body)
 # -- bulk items -----------------------------------------------------------------------------------
 
 
-def test_a_bulk_items_answer_keeps_its_non_ascii_letters(canned) -> None:  # noqa: F811
+def test_a_bulk_items_answer_keeps_its_non_ascii_letters(canned) -> None:
     canned.reply(
         Reply(
             body={
