@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from decimal import Decimal, InvalidOperation
-from typing import Any, cast
+from typing import Any
 
 import requests
 from defusedxml import ElementTree
@@ -100,7 +100,7 @@ def clean_text(value: Any, limit: int = MAX_FIELD_LENGTH) -> str:
     if value is None or isinstance(value, (dict, list, tuple)):
         return ""
     if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
+        value = value.decode(errors="replace")  # UTF-8
     value = str(value)
     if value.isprintable():  # no control character nor surrogate: nothing to replace
         return value.strip()[:limit]
@@ -325,9 +325,7 @@ class MittoClient:
             callback=callback,
         )
         data = self._post("/sms", body)
-        return self._result(
-            data, default_to=to, test=body.get("test", False), raw=getattr(data, "raw", "")
-        )
+        return self._result(data, default_to=to, test="test" in body, raw=data.raw)
 
     def send_bulk(
         self,
@@ -371,7 +369,7 @@ class MittoClient:
         if not items and isinstance(data.get("ids"), list):
             # No per-recipient items, only the ids, in the order of the recipients.
             items = [{"id": value} for value in data["ids"]]
-        is_test = _bool(data.get("test", body.get("test", False)))
+        is_test = _bool(data.get("test", "test" in body))  # the body holds test only if true
         code = _int_or_none(data.get("responsecode")) or 0
         text = clean_text(data.get("responsetext"))
         # The items of one answer often share their timestamp: each distinct one is read once.
@@ -394,7 +392,7 @@ class MittoClient:
             response_text=text,
             test=is_test,
             messages=messages,
-            raw=getattr(data, "raw", ""),
+            raw=data.raw,
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -424,7 +422,7 @@ class MittoClient:
             else f"{self.api_url}{path}"
         )
 
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any]) -> _Answer:
         return self._read(path, self._request(self._url(path), path, body))
 
     def _request(self, url: str, path: str, body: dict[str, Any]) -> requests.Response:
@@ -463,19 +461,20 @@ class MittoClient:
             check = requests.PreparedRequest()
             check.prepare_url(url, None)  # InvalidURL, MissingSchema...: as post() raises them
             prepared_url = self._prepared_urls[url] = str(check.url)
-        data = json.dumps(body, allow_nan=False).encode("utf-8")
-        headers = cast("CaseInsensitiveDict[str]", CaseInsensitiveDict(self.session.headers))
+        data = json.dumps(body, allow_nan=False).encode()
+        headers = CaseInsensitiveDict(self.session.headers)
         headers["Content-Type"] = "application/json"
         headers["Content-Length"] = str(len(data))
         prepared = requests.PreparedRequest()
         prepared.method = "POST"
         prepared.url = prepared_url
-        prepared.headers = headers
+        # A session's header values may be bytes, which requests sends as they are; its type
+        # stubs give a prepared request's headers as str only.
+        prepared.headers = headers  # type: ignore[assignment]
         prepared.body = data
         # The adapter mounted for the URL (the client's own, unless one was mounted since).
         response = self.session.get_adapter(prepared_url).send(
             prepared,
-            stream=False,
             timeout=self.timeout,
             verify=True if self.session.verify is None else self.session.verify,
             cert=self.session.cert,
@@ -486,7 +485,7 @@ class MittoClient:
         response.content  # noqa: B018
         return response
 
-    def _read(self, path: str, response: requests.Response) -> dict[str, Any]:
+    def _read(self, path: str, response: requests.Response) -> _Answer:
         status = response.status_code
         retry_after = _retry_after(response.headers.get("Retry-After"))
         if status == 401:
@@ -701,16 +700,10 @@ class MittoClient:
         what it answered, which fields of the answer the client understood, and the local
         address the request left from. Used by ``manage.py mitto_check``.
         """
-        body = self._body(
-            to=self._number(to), text=text, sender=sender, type=type, test=test or None
-        )
-        if test:
-            body["test"] = True
-        else:
-            body.pop("test", None)
+        # test=False is left out of the body, whatever the client's test mode.
+        body = self._body(to=self._number(to), text=text, sender=sender, type=type, test=bool(test))
         path = "/sms"
         url = self._url(path)
-        local_address = ""
         try:
             response = self.session.post(
                 url, json=body, timeout=self.timeout, allow_redirects=False, stream=True
@@ -724,8 +717,8 @@ class MittoClient:
                 ),
                 test=test,
             )
+        local_address = _local_address(response)
         try:
-            local_address = _local_address(response)
             raw = response.content  # reads the body; the connection goes back to the pool
         except requests.exceptions.RequestException as exc:
             return ProbeResult(
@@ -740,8 +733,8 @@ class MittoClient:
             )
         fields: dict[str, str] = {}
         try:
-            decoded = json.loads(raw) if raw.strip() else None
-        except ValueError:
+            decoded = json.loads(raw)
+        except ValueError:  # not JSON, including an empty body
             decoded = None
         if isinstance(decoded, Mapping):
             fields = {str(k): _json_type(v) for k, v in decoded.items()}
@@ -758,7 +751,7 @@ class MittoClient:
             )
         if not fields:
             fields = {str(k): _json_type(v) for k, v in data.items()}
-        result = self._result(data, default_to=str(to), test=bool(body.get("test", False)))
+        result = self._result(data, default_to=str(to), test=bool(test))
         return ProbeResult(
             reached=True,
             status_code=response.status_code,
@@ -872,7 +865,7 @@ def _reasons(exc: BaseException) -> Iterable[BaseException]:
             continue
         seen.add(id(item))
         yield item
-        stack.extend(getattr(item, "args", ()))
+        stack.extend(item.args)
         stack.append(getattr(item, "reason", None))
         stack.append(item.__cause__)
         stack.append(item.__context__)
@@ -1010,7 +1003,7 @@ def parse_usage(data: Any) -> list[UsageRow]:
     be strings. A country listed twice is summed. Raises :class:`MittoAPIError` for an answer
     that fits none of these, naming what could not be read.
     """
-    items: list[tuple[Any, Any]] = []
+    items: list[tuple[Any, Any]]
     if isinstance(data, Mapping):
         lowered = _lower_keys(data)
         code = _int_or_none(lowered.get("responsecode"))
@@ -1073,8 +1066,8 @@ def _json_type(value: Any) -> str:
 
 def _local_address(response: requests.Response) -> str:
     """The local ``address:port`` the request left from, when urllib3 still holds the socket."""
-    raw = getattr(response, "raw", None)
-    connection = getattr(raw, "_connection", None) or getattr(raw, "connection", None)
+    # urllib3's (1.26 and 2.x) response keeps its connection there; any other has none.
+    connection = getattr(response.raw, "_connection", None)
     sock = getattr(connection, "sock", None)
     if sock is None:
         return ""

@@ -98,6 +98,19 @@ def test_send_posts_the_documented_fields_with_the_key_header(canned) -> None:
     }
 
 
+@pytest.mark.parametrize("suffix", ["/gatewayX", "/gatewayX/", "/gatewayX//"])
+def test_an_api_url_with_a_path_keeps_it_whatever_its_trailing_slashes(canned, suffix) -> None:
+    # A proxy in front of Mitto may serve it under a path; only the slashes at its end go.
+    canned.reply(Reply(body={"id": "x", "responseCode": 0}))
+    canned.reply(Reply(body={"id": "y", "responseCode": 0}))
+    make_client(canned.url + suffix).send("41791234567", "Hi", sender="Shop")
+    make_client(canned.url + suffix, response_format="xml").send("41791234567", "Hi", sender="Shop")
+    assert [request["path"] for request in canned.requests] == [
+        "/gatewayX/sms",
+        "/gatewayX/sms.xml",
+    ]
+
+
 def test_unset_options_are_left_out_of_the_request(canned) -> None:
     canned.reply(Reply(body={"id": "x", "responseCode": 0}))
     make_client(canned.url).send("41791234567", "Hi", sender="Shop")
