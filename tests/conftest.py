@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 import socket
 import tempfile
@@ -145,6 +146,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    if MUTATION_KILLS_LOG and os.environ.get("MUTANT_UNDER_TEST"):
+        _quickest_first(items)
+
+
+def _quickest_first(items: list[pytest.Item]) -> None:
+    """Under ``make mutation``, run a mutant's tests quickest first (mutmut passes them in no
+    particular order and stops at the first failure): most mutants are killed by several
+    tests, and the quickest of them then decides. The times are those mutmut measured on its
+    first pass over the tests (``mutmut-stats.json``, in the folder it runs the tests from)."""
+    import json
+
+    try:
+        stats = json.loads(Path("mutmut-stats.json").read_text(encoding="utf-8"))
+        durations: dict[str, float] = stats["duration_by_test"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    items.sort(key=lambda item: durations.get(item.nodeid, math.inf))
 
 
 # Browser fixtures (chromium, page) for the admin's browser tests.
