@@ -507,9 +507,8 @@ class MittoClient:
         # a 2xx or a server error does not (Mitto may have taken the message).
         refused_anyway = 400 <= status < 500 or status == 503
         body = clean_text(trim(response.text))
-        try:
-            data = self._parse(response)
-        except ValueError:
+        data = self._parse(response)
+        if data is None:
             raise MittoAPIError(
                 f"Mitto answered HTTP {status} with a body that is not valid "
                 f"{self.response_format.upper()}: {body!r}",
@@ -517,7 +516,7 @@ class MittoClient:
                 status_code=status,
                 retry_after=retry_after,
                 refused=refused_anyway,
-            ) from None
+            )
         code = _int_or_none(data.get("responsecode"))
         text = clean_text(data.get("responsetext"))
         if code not in (0, None):
@@ -555,22 +554,21 @@ class MittoClient:
         answer.raw = body
         return answer
 
-    def _parse(self, response: requests.Response) -> dict[str, Any]:
+    def _parse(self, response: requests.Response) -> dict[str, Any] | None:
+        """The fields of an answer, keys lower-cased; None for a body that is empty, not valid
+        JSON or XML, or not an object."""
         content_type = response.headers.get("Content-Type", "").lower()
         raw = response.content
-        if not raw.strip():
-            raise ValueError("empty body")
         if "xml" in content_type or (self.response_format == "xml" and "json" not in content_type):
             try:
                 return _xml_to_dict(raw)
-            except ElementTree.ParseError as exc:
-                raise ValueError(str(exc)) from None
-            except Exception as exc:  # defusedxml refusals (entities, DTDs)
-                raise ValueError(str(exc)) from None
-        data = json.loads(raw)
-        if not isinstance(data, Mapping):
-            raise ValueError("not an object")
-        return _lower_keys(data)
+            except Exception:  # not well-formed (ParseError), or refused by defusedxml (DTDs)
+                return None
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return None
+        return _lower_keys(data) if isinstance(data, Mapping) else None
 
     @staticmethod
     def _result(
