@@ -142,7 +142,8 @@ def parse_timestamp(value: Any) -> datetime | None:
     base, fraction, zone = match.groups()
     micro = int((fraction or "0")[:6].ljust(6, "0"))
     try:
-        parsed = datetime.fromisoformat(base.replace(" ", "T")).replace(microsecond=micro)
+        # Any one character may part the date from the time: "T" or " ", as the pattern allows.
+        parsed = datetime.fromisoformat(base).replace(microsecond=micro)
         if zone and zone.upper() != "Z":
             parsed = datetime.fromisoformat(parsed.isoformat() + zone[:3] + ":" + zone[-2:])
         else:
@@ -159,15 +160,14 @@ def _int_or_none(
     value: Any, low: int = -MAX_RESPONSE_CODE, high: int = MAX_RESPONSE_CODE
 ) -> int | None:
     """An integer in ``[low, high]``, or ``None`` (absent, not a number, out of range)."""
-    if type(value) is int:  # most answers: no text to read (and never a bool)
-        return value if low <= value <= high else None
-    if value is None or isinstance(value, (bool, Mapping, list, tuple)):
-        return None
-    try:
-        number = int(str(value).strip()[:20])
-    except ValueError:
-        return None
-    return number if low <= number <= high else None
+    if type(value) is not int:  # JSON gives most as int; a bool is no number ("True")
+        if value is None:
+            return None
+        try:  # XML gives text; a list or an object is no number either ("[1]")
+            value = int(str(value).strip()[:20])
+        except ValueError:
+            return None
+    return value if low <= value <= high else None
 
 
 def _bool(value: Any) -> bool:

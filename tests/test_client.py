@@ -616,7 +616,7 @@ def test_answer_fields_are_cleaned_and_bounded(canned) -> None:
         )
     )
     result = make_client(canned.url).send("41791234567", "Hi", sender="Shop")
-    assert "\u0000" not in result.id and result.id != "abcdef"  # a damaged id stays visible
+    assert result.id == "abc\ufffddef"  # a damaged id stays visible, never a good one
     assert result.response_text == "SMS  sent"
     assert (result.text_length, result.parts, result.timestamp) == (None, None, None)
     assert result.to == "41791234567"
@@ -947,11 +947,17 @@ def test_a_timestamp_without_offset_is_utc_whatever_the_local_time_zone(monkeypa
     monkeypatch.setenv("TZ", "Europe/Zurich")
     time.tzset()
     try:
-        parsed = [parse_timestamp("2019-04-13T17:51:06Z"), parse_timestamp("2019-04-13 17:51:06")]
+        parsed = [
+            parse_timestamp("2019-04-13T17:51:06Z"),
+            parse_timestamp("2019-04-13 17:51:06"),
+            parse_timestamp("2019-04-13T19:51:06+02:00"),
+        ]
     finally:
         monkeypatch.undo()
         time.tzset()
-    assert parsed == [datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)] * 2
+    assert parsed == [datetime(2019, 4, 13, 17, 51, 6, tzinfo=timezone.utc)] * 3
+    # The same instant, and given in UTC, not in the server's zone.
+    assert [stamp.tzinfo for stamp in parsed if stamp] == [timezone.utc] * 3
 
 
 @pytest.mark.parametrize(
