@@ -447,6 +447,8 @@ class MittoClient:
             raise MittoTransportError(
                 f"POST {path}: {type(exc).__name__} ({what}).", request_sent=sent
             ) from exc
+        except ValueError as exc:  # after RequestException: InvalidURL is both
+            raise _bad_redirect(path, exc) from None
         return response
 
     def _send_direct(self, url: str, body: dict[str, Any]) -> requests.Response:
@@ -715,6 +717,8 @@ class MittoClient:
                 ),
                 test=test,
             )
+        except ValueError as exc:  # after RequestException: InvalidURL is both
+            return ProbeResult(reached=True, error=_bad_redirect(path, exc), test=test)
         local_address = _local_address(response)
         try:
             raw = response.content  # reads the body; the connection goes back to the pool
@@ -804,6 +808,16 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _bad_redirect(path: str, exc: ValueError) -> MittoAPIError:
+    """The error for an answer that redirects to an address requests cannot read: even when
+    it does not follow a redirect, ``Session.send`` reads where it leads (``Response.next``),
+    and a ``ValueError`` (not a ``RequestException``) escapes it."""
+    return MittoAPIError(
+        f"Mitto answered a redirect to an address that is not valid ({trim(str(exc), 100)}) on "
+        f"POST {path}; set MITTO_API_URL to the final address.",
+    )
 
 
 def _may_have_been_sent(exc: requests.exceptions.RequestException) -> bool:

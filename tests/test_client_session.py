@@ -86,6 +86,26 @@ def test_a_redirect_to_a_malformed_address_is_an_api_error_naming_it(canned) -> 
     )
 
 
+def test_a_redirect_to_a_malformed_address_is_an_api_error_for_a_session_given_and_the_probe(
+    canned,
+) -> None:
+    # requests reads where a redirect leads even when it does not follow it, and raises a
+    # ValueError (no RequestException) for an address it cannot read.
+    expected = (
+        "Mitto answered a redirect to an address that is not valid (Invalid IPv6 URL) on POST "
+        "/sms; set MITTO_API_URL to the final address."
+    )
+    canned.reply(Reply(301, "", headers={"Location": "http://["}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url, session=requests.Session()).send("41791234567", "Hi", sender="S")
+    assert str(info.value) == expected
+    canned.reply(Reply(301, "", headers={"Location": "http://["}))
+    probe = make_client(canned.url).probe("41791234567", "Hi", sender="Shop")
+    assert probe.reached is True
+    assert isinstance(probe.error, MittoAPIError)
+    assert str(probe.error) == expected
+
+
 def test_no_credentials_from_a_netrc_file_go_to_mitto(canned, monkeypatch, tmp_path) -> None:
     # A netrc "default" entry applies to every host; the key header is Mitto's only credential.
     netrc = tmp_path / "netrc"
