@@ -448,6 +448,8 @@ class MittoClient:
                 f"POST {path}: {type(exc).__name__} ({what}).", request_sent=sent
             ) from exc
         except ValueError as exc:  # after RequestException: InvalidURL is both
+            if self._direct:  # a body that is no JSON (NaN): the caller's error, nothing sent
+                raise
             raise _bad_redirect(path, exc) from None
         return response
 

@@ -1,4 +1,4 @@
-"""The client's probe, conversion and usage calls: gaps the mutants of client.py showed."""
+"""The client's probe, conversion and usage calls, detail by detail."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The client's configuration, session and connection pool: gaps the mutants of client.py showed."""
+"""The client's configuration, its own session and its connection pool."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from requests.adapters import HTTPAdapter
 
 from django_mitto.client import MittoClient
 from django_mitto.exceptions import MittoAPIError, MittoConfigurationError
@@ -174,3 +175,60 @@ def test_pool_size_connections_stay_open_for_as_many_sends_at_once(
     assert len(first) == size
     assert second == first  # no connection was closed and opened again
     assert not [r for r in caplog.records if "pool is full" in r.getMessage()]
+
+
+def test_the_client_hands_its_session_settings_to_the_adapter_and_never_skips_tls_checks(
+    canned,
+) -> None:
+    # The client's own session goes straight to its adapter: what requests would merge from
+    # the session (CA bundle, client certificate, proxies) must reach the adapter all the same.
+    seen: list[dict] = []
+
+    class Recording(HTTPAdapter):
+        def send(self, request, **kwargs):  # type: ignore[override]
+            seen.append(kwargs)
+            return super().send(request, **{**kwargs, "verify": True, "cert": None})
+
+    canned.reply(Reply(body=OK), Reply(body=OK))
+    client = make_client(canned.url, timeout=4)
+    client.session.mount("http://", Recording())
+    client.session.verify = "/etc/ssl/our-ca.pem"
+    client.session.cert = ("/etc/ssl/client.pem", "/etc/ssl/client.key")
+    client.send("41791234567", "Hi", sender="Shop")
+    # A session whose verify was set to None still checks certificates.
+    client.session.verify = None  # type: ignore[assignment]
+    client.send("41791234567", "Hi", sender="Shop")
+    assert [(kw["verify"], kw["cert"], kw["timeout"]) for kw in seen] == [
+        ("/etc/ssl/our-ca.pem", ("/etc/ssl/client.pem", "/etc/ssl/client.key"), 4.0),
+        (True, ("/etc/ssl/client.pem", "/etc/ssl/client.key"), 4.0),
+    ]
+
+
+def test_an_option_that_is_not_a_number_for_json_is_refused_before_anything_is_sent(canned) -> None:
+    with pytest.raises(ValueError, match="JSON"):
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop", validity=float("nan"))
+    assert canned.requests == []
+
+
+@pytest.mark.parametrize("body", [[OK], "SMS sent", 7])
+def test_a_json_answer_that_is_not_an_object_is_an_api_error_quoting_it(canned, body) -> None:
+    canned.reply(Reply(body=body) if isinstance(body, list) else Reply(body=f"{body!r}"))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert str(info.value).startswith("Mitto answered HTTP 200 with a body that is not valid JSON")
+    assert info.value.response_text == canned_text(body)
+    assert info.value.status_code == 200
+
+
+def canned_text(body) -> str:
+    import json
+
+    return json.dumps(body) if isinstance(body, list) else repr(body)
+
+
+def test_an_answer_without_a_response_code_keeps_its_text(canned) -> None:
+    canned.reply(Reply(body={"id": "x", "responseText": "queued"}))
+    with pytest.raises(MittoAPIError) as info:
+        make_client(canned.url).send("41791234567", "Hi", sender="Shop")
+    assert info.value.response_text == '{"id": "x", "responseText": "queued"}'
+    assert str(info.value).startswith("Mitto answered HTTP 200 without a responseCode")
