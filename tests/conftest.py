@@ -64,10 +64,12 @@ def make_message(settings: Any, db: None) -> Callable[..., Any]:
 
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
-    """Give each test process its own SQLite file, forked ones included.
+    """Give each test process its own database, forked ones included.
 
-    The settings name the file after the process that imported them; `make mutation` runs the
-    tests in processes forked from that one, two at a time, which must not share a database.
+    The settings name the SQLite file after the process that imported them; `make mutation`
+    runs the tests in processes forked from that one, two at a time, which must not share a
+    database. On PostgreSQL, each process that checks a mutant adds its process id to the test
+    database's name (tests/mutation.py drops any such database a stopped process left behind).
     """
     from django.conf import settings
 
@@ -75,6 +77,9 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     if database["ENGINE"].endswith("sqlite3"):
         name = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
         database["TEST"]["NAME"] = name
+    elif os.environ.get("MUTANT_UNDER_TEST") and MUTATION_KILLS_LOG:
+        base = database["TEST"].get("NAME") or f"test_{database['NAME']}"
+        database["TEST"]["NAME"] = f"{base}_{os.getpid()}"
 
 
 @pytest.fixture

@@ -21,9 +21,9 @@ score printed is that of the sample, with its 95 % confidence interval (Wilson) 
 killed among all the module's mutants. The full run stays the default.
 
 ``--postgres URL`` (``MUTATION_POSTGRES``) checks the mutants that survived on SQLite once more
-with the tests on PostgreSQL (``DATABASE_URL=URL``, one process: the test database is shared;
-``MITTO_TEST_DB_NAME`` names it, default ``test_django_mitto_mutation``),
-as ``make test`` runs the suite on both: a change to a PostgreSQL-only path (``COPY``, the
+with the tests on PostgreSQL (``DATABASE_URL=URL``, ``--jobs`` processes, each with a test
+database of its own: ``MITTO_TEST_DB_NAME``, default ``test_django_mitto_mutation``, followed by
+the process id; those a stopped process left behind are dropped at the end), as ``make test`` runs the suite on both: a change to a PostgreSQL-only path (``COPY``, the
 one-statement report, row locks) can only be noticed there. Both scores are printed: on SQLite
 alone, and on SQLite or PostgreSQL.
 """
@@ -109,6 +109,23 @@ def fingerprint(folder: str = "tests") -> str:
         if path.is_file() and "__pycache__" not in path.parts:
             digest.update(str(path).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def drop_leftovers(url: str, base: str) -> list[str]:
+    """Drop the test databases ``<base>_<pid>`` that processes of the PostgreSQL pass left
+    behind (a process stopped at its timeout does not drop its own); return their names."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        names = [
+            name
+            for (name,) in connection.execute("SELECT datname FROM pg_database").fetchall()
+            if name.startswith(f"{base}_") and name[len(base) + 1 :].isdigit()
+        ]
+        for name in names:
+            connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    return names
 
 
 def draw(names: list[str], size: int, seed: int) -> list[str]:
@@ -221,19 +238,20 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
             print(f"{module}: {len(names)} survivors checked again on PostgreSQL", flush=True)
+            # Two runs at once (two checkouts) each name their own databases.
+            base = os.environ.get("MITTO_TEST_DB_NAME") or "test_django_mitto_mutation"
             with log.open("a", encoding="utf-8") as out:
                 subprocess.run(
-                    mutmut("run", "--max-children", "1", *names),
+                    mutmut("run", "--max-children", str(options.jobs), *names),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env={
                         **os.environ,
                         "DATABASE_URL": options.postgres,
-                        # Two runs at once (two checkouts) each name their own database.
-                        "MITTO_TEST_DB_NAME": os.environ.get("MITTO_TEST_DB_NAME")
-                        or "test_django_mitto_mutation",
+                        "MITTO_TEST_DB_NAME": base,
                     },
                 )
+            drop_leftovers(options.postgres, base)
             killed, checked, survivors = score(patterns, results(), only=sample)
         seconds = time.monotonic() - started
         if sample is not None and checked < len(sample):
