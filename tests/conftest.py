@@ -93,6 +93,13 @@ def canned() -> Iterator[Any]:
 
 
 @pytest.fixture
+def canned_api(canned: Any, settings: Any) -> Any:
+    """``canned`` as the Mitto API of the send service: ``MITTO_API_URL`` points at it."""
+    settings.MITTO_API_URL = canned.url
+    return canned
+
+
+@pytest.fixture
 def full_backlog_url() -> Iterator[str]:
     """An ``http://127.0.0.1:<port>`` URL where connecting times out (no traffic leaves loopback).
 

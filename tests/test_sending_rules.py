@@ -10,21 +10,14 @@ from django.utils import timezone
 from django_mitto import sending, services
 from django_mitto.models import Message
 from django_mitto.signals import message_failed
-from tests.canned import CannedServer, Reply
+from tests.canned import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPTED = {"responseCode": 0, "responseText": "SMS sent successfully."}
 
 
-@pytest.fixture
-def canned(settings):
-    with CannedServer() as server:
-        settings.MITTO_API_URL = server.url
-        yield server
-
-
-def test_a_refused_message_is_announced_to_receivers_of_the_message_class(canned) -> None:
+def test_a_refused_message_is_announced_to_receivers_of_the_message_class(canned_api) -> None:
     seen = []
 
     def on_failed(sender, message, error, **kwargs):
@@ -32,7 +25,7 @@ def test_a_refused_message_is_announced_to_receivers_of_the_message_class(canned
 
     message_failed.connect(on_failed, sender=Message)
     try:
-        canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+        canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
         message = services.send_sms("+41791234567", "Hi")
     finally:
         message_failed.disconnect(on_failed, sender=Message)
@@ -40,23 +33,23 @@ def test_a_refused_message_is_announced_to_receivers_of_the_message_class(canned
     assert seen == [(Message, message.pk, "failed", 8)]
 
 
-def test_attempt_claimed_gives_up_at_its_own_max_attempts(canned, settings) -> None:
+def test_attempt_claimed_gives_up_at_its_own_max_attempts(canned_api, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 5
     created = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
     claimed = sending._claim(created.pk)
     assert claimed is not None and claimed.status == "sending"
-    canned.reply(Reply(503, {"responseCode": 1, "responseText": "Busy"}))
+    canned_api.reply(Reply(503, {"responseCode": 1, "responseText": "Busy"}))
     outcome = sending.attempt_claimed(claimed, max_attempts=1)
     assert not outcome.retry
     claimed.refresh_from_db()
     assert (claimed.status, claimed.attempts) == ("failed", 1)
     assert "1 attempt" in claimed.error
-    assert len(canned.requests) == 1
+    assert len(canned_api.requests) == 1
 
 
 def test_an_answer_that_cannot_be_stored_stamps_when_the_message_became_unknown(
-    canned, monkeypatch
+    canned_api, monkeypatch
 ) -> None:
     answered_at = []
 
@@ -64,7 +57,7 @@ def test_an_answer_that_cannot_be_stored_stamps_when_the_message_became_unknown(
         time.sleep(0.01)
         answered_at.append(timezone.now())
 
-    canned.reply(Reply(body={"id": "abc-3", **ACCEPTED}, before=while_in_flight))
+    canned_api.reply(Reply(body={"id": "abc-3", **ACCEPTED}, before=while_in_flight))
     real = sending._answer_fields
 
     def unbounded(result, now, **kwargs):

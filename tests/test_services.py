@@ -497,14 +497,14 @@ def test_bulk_rows_keep_every_character_of_text_and_references(mitto_sandbox) ->
     assert [m["body"]["text"] for m in mitto_sandbox.messages] == [text] * len(numbers)
 
 
-def test_bulk_ids_with_quotes_backslashes_and_braces_are_stored_as_given(canned) -> None:
+def test_bulk_ids_with_quotes_backslashes_and_braces_are_stored_as_given(canned_api) -> None:
     # On PostgreSQL the ids travel as one array literal: its quoting must keep each id whole.
     from tests.canned import Reply
 
     ids = ['a"b', "c\\d", "e,f", "{g}", "NULL", "h'i"]
     numbers = [f"+4179123456{i}" for i in range(len(ids))]
     items = [{"id": id_, "to": n.lstrip("+"), "responseCode": 0} for id_, n in zip(ids, numbers)]
-    canned.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
+    canned_api.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
     batch = services.send_bulk(numbers, "Hi")
     assert list(batch.messages.order_by("pk").values_list("provider_id", "status")) == [
         (id_, "sent") for id_ in ids
@@ -522,15 +522,6 @@ def test_client_is_shared_per_configuration(settings) -> None:
 # -- answers that cannot tell, and failures around the request -----------------------------------
 
 
-@pytest.fixture
-def canned(settings):
-    from tests.canned import CannedServer
-
-    with CannedServer() as server:
-        settings.MITTO_API_URL = server.url
-        yield server
-
-
 @pytest.mark.parametrize(
     ("status", "body", "content_type", "expected"),
     [
@@ -541,21 +532,21 @@ def canned(settings):
     ],
 )
 def test_answer_that_cannot_tell_leaves_the_message_unknown(
-    canned, status, body, content_type, expected
+    canned_api, status, body, content_type, expected
 ) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(status, body, content_type=content_type))
+    canned_api.reply(Reply(status, body, content_type=content_type))
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
     assert message.status == expected
-    assert len(canned.requests) == 1  # never sent twice
+    assert len(canned_api.requests) == 1  # never sent twice
 
 
-def test_unreadable_bulk_answer_leaves_the_chunk_unknown(canned) -> None:
+def test_unreadable_bulk_answer_leaves_the_chunk_unknown(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(504, "<html>Gateway timeout</html>", content_type="text/html"))
+    canned_api.reply(Reply(504, "<html>Gateway timeout</html>", content_type="text/html"))
     batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
     assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}
 
@@ -839,20 +830,20 @@ def test_send_sms_inside_a_transaction_returns_it_queued(mitto_sandbox) -> None:
         {"messageId": "715118ef01aa4480bbd67324a0459b0b", **ACCEPTED},
     ],
 )
-def test_documented_ids_answer_records_the_id(canned, body) -> None:
+def test_documented_ids_answer_records_the_id(canned_api, body) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body=body))
+    canned_api.reply(Reply(body=body))
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "sent"
     assert message.provider_id == "715118ef01aa4480bbd67324a0459b0b"
     assert message.error == ""
 
 
-def test_accepted_answer_without_id_is_sent_but_flagged(canned, caplog) -> None:
+def test_accepted_answer_without_id_is_sent_but_flagged(canned_api, caplog) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent", "textLength": 2}))
+    canned_api.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent", "textLength": 2}))
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "sent"
     assert message.provider_id == ""
@@ -864,34 +855,36 @@ def test_accepted_answer_without_id_is_sent_but_flagged(canned, caplog) -> None:
     assert len(warnings) == 1
 
 
-def test_message_flagged_without_id_shows_the_reason_in_the_admin(canned, admin_client) -> None:
+def test_message_flagged_without_id_shows_the_reason_in_the_admin(canned_api, admin_client) -> None:
     from django.urls import reverse
 
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent"}))
+    canned_api.reply(Reply(body={"responseCode": 0, "responseText": "SMS sent"}))
     message = services.send_sms("+41791234567", "Hi")
     page = admin_client.get(reverse("admin:django_mitto_message_change", args=[message.pk]))
     assert page.status_code == 200
     assert "no message id" in page.content.decode()
 
 
-def test_over_long_id_is_not_stored_and_never_raises(canned) -> None:
+def test_over_long_id_is_not_stored_and_never_raises(canned_api) -> None:
     from tests.canned import Reply
 
     long_id = "f" * 65
-    canned.reply(Reply(body={"id": long_id, **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": long_id, **ACCEPTED}))
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == "sent"
     assert message.provider_id == ""
     assert "cannot be stored" in message.error and long_id in message.error
-    assert len(canned.requests) == 1
+    assert len(canned_api.requests) == 1
 
 
-def test_id_already_used_by_another_message_ends_unknown_with_the_answer(canned) -> None:
+def test_id_already_used_by_another_message_ends_unknown_with_the_answer(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"id": "dup-1", **ACCEPTED}), Reply(body={"id": "dup-1", **ACCEPTED}))
+    canned_api.reply(
+        Reply(body={"id": "dup-1", **ACCEPTED}), Reply(body={"id": "dup-1", **ACCEPTED})
+    )
     first = services.send_sms("+41791234567", "Hi")
     second = services.send_sms("+41791234568", "Hi")  # must not raise IntegrityError
     assert (first.status, first.provider_id) == ("sent", "dup-1")
@@ -899,7 +892,7 @@ def test_id_already_used_by_another_message_ends_unknown_with_the_answer(canned)
     assert f"message {first.pk} already has" in second.error
     assert "dup-1" in second.error and "check before sending it again" in second.error
     services.send_message(second.pk)  # an unknown message is never resent blindly
-    assert len(canned.requests) == 2
+    assert len(canned_api.requests) == 2
 
 
 @pytest.mark.parametrize(
@@ -914,12 +907,12 @@ def test_id_already_used_by_another_message_ends_unknown_with_the_answer(canned)
         {"responseText": "SMS\u0000sent \ud800", "to": "\u0000"},
     ],
 )
-def test_absurd_fields_of_an_accepted_answer_are_bounded(canned, answer) -> None:
+def test_absurd_fields_of_an_accepted_answer_are_bounded(canned_api, answer) -> None:
     from django.utils import timezone
 
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"id": "abc-1", **ACCEPTED, **answer}))
+    canned_api.reply(Reply(body={"id": "abc-1", **ACCEPTED, **answer}))
     before = timezone.now()
     message = services.send_sms("+41791234567", "Hi")
     assert (message.status, message.provider_id) == ("sent", "abc-1")
@@ -928,10 +921,10 @@ def test_absurd_fields_of_an_accepted_answer_are_bounded(canned, answer) -> None
     assert "\u0000" not in message.response_text
 
 
-def test_damaged_id_is_not_stored(canned) -> None:
+def test_damaged_id_is_not_stored(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"id": "abc\u0000def", **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": "abc\u0000def", **ACCEPTED}))
     message = services.send_sms("+41791234567", "Hi")
     assert (message.status, message.provider_id) == ("sent", "")
     assert "cannot be stored" in message.error
@@ -942,24 +935,24 @@ def test_damaged_id_is_not_stored(canned) -> None:
     [(500, 1, "unknown"), (502, 1, "unknown"), (500, 8, "failed"), (400, 1, "failed")],
 )
 def test_server_error_is_unknown_unless_its_code_proves_a_refusal(
-    canned, status, code, expected
+    canned_api, status, code, expected
 ) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(status, {"responseCode": code, "responseText": "Internal error"}))
+    canned_api.reply(Reply(status, {"responseCode": code, "responseText": "Internal error"}))
     message = services.send_sms("+41791234567", "Hi")
     assert message.status == expected
     assert message.response_code == code
-    assert len(canned.requests) == 1
+    assert len(canned_api.requests) == 1
 
 
 @pytest.mark.parametrize("segments", [-1, 10**20])
 def test_database_refusing_the_answer_ends_unknown_without_raising(
-    canned, monkeypatch, segments
+    canned_api, monkeypatch, segments
 ) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"id": "abc-2", **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": "abc-2", **ACCEPTED}))
     real = sending._answer_fields
 
     def unbounded(result, now, **kwargs):
@@ -978,10 +971,10 @@ def test_database_refusing_the_answer_ends_unknown_without_raising(
     assert before <= message.status_changed_at <= timezone.now()
 
 
-def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
+def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(
+    canned_api.reply(
         Reply(
             body={
                 **ACCEPTED,
@@ -998,12 +991,12 @@ def test_bulk_answer_with_ids_and_message_id_items_is_recorded(canned) -> None:
     assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
 
 
-def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned, caplog) -> None:
+def test_bulk_answer_with_unstorable_ids_writes_every_other_row(canned_api, caplog) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(body={"id": "taken", **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": "taken", **ACCEPTED}))
     taken = services.send_sms("+41791234560", "Hi")
-    canned.reply(
+    canned_api.reply(
         Reply(
             body={
                 **ACCEPTED,
@@ -1065,10 +1058,10 @@ def test_bulk_chunk_refused_with_429_or_503_is_retried_then_sent(
     assert batch.completed_at is not None
 
 
-def test_bulk_server_error_with_internal_error_code_is_unknown(canned) -> None:
+def test_bulk_server_error_with_internal_error_code_is_unknown(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
+    canned_api.reply(Reply(500, {"responseCode": 1, "responseText": "Internal error"}))
     batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
     assert set(batch.messages.values_list("status", flat=True)) == {"unknown"}
 
@@ -1299,12 +1292,12 @@ def test_bulk_batch_records_its_options(mitto_sandbox) -> None:
     )
 
 
-def test_bulk_answer_items_are_matched_by_number_whatever_their_order(canned) -> None:
+def test_bulk_answer_items_are_matched_by_number_whatever_their_order(canned_api) -> None:
     from tests.canned import Reply
 
     # Mitto's clock, a little behind ours (a timestamp days away is not believed).
     stamp = (timezone.now() - dt.timedelta(minutes=5)).replace(microsecond=0)
-    canned.reply(
+    canned_api.reply(
         Reply(
             body={
                 "responseCode": 0,
@@ -1338,10 +1331,12 @@ def test_bulk_answer_items_are_matched_by_number_whatever_their_order(canned) ->
     assert batch.completed_at is not None
 
 
-def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, captured_signals) -> None:
+def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(
+    canned_api, captured_signals
+) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
+    canned_api.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
     batch = services.send_bulk(["+41791234561", "+41791234562"], "Hi")
     rows = set(batch.messages.values_list("status", "response_code", "response_text", "error"))
     assert rows == {
@@ -1355,7 +1350,7 @@ def test_bulk_refusal_keeps_code_and_text_and_fails_each_message(canned, capture
     assert sorted(pk for pk, _ in captured_signals["failed"]) == sorted(
         batch.messages.values_list("pk", flat=True)
     )
-    assert len(canned.requests) == 1
+    assert len(canned_api.requests) == 1
 
 
 def test_bulk_receivers_get_each_message_once_as_stored(mitto_sandbox, settings) -> None:
@@ -1377,10 +1372,10 @@ def test_bulk_receivers_get_each_message_once_as_stored(mitto_sandbox, settings)
     assert all(pid and pid == result_id for _pk, _s, pid, result_id, _t in seen)
 
 
-def test_bulk_refusal_hands_receivers_the_failed_messages(canned) -> None:
+def test_bulk_refusal_hands_receivers_the_failed_messages(canned_api) -> None:
     from tests.canned import Reply
 
-    canned.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
+    canned_api.reply(Reply(400, {"responseCode": 6, "responseText": "Invalid sender"}))
     seen: list[tuple[str, int | None, str]] = []
 
     def on_failed(sender, message, error, **kwargs):
@@ -1584,26 +1579,28 @@ def test_plan_batch_marks_complete_a_batch_with_nothing_left_to_send(settings) -
     assert batch.completed_at is not None
 
 
-def test_a_refused_chunk_fails_only_its_own_rows(canned, settings) -> None:
+def test_a_refused_chunk_fails_only_its_own_rows(canned_api, settings) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
     Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
     batch, members = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+    canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
     services.send_batch(batch)
     status = dict(Message.objects.values_list("pk", "status"))
     assert [status[m.pk] for m in members] == ["failed", "failed"]
     assert status[elsewhere.pk] == "sending"
 
 
-def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned, settings) -> None:
+def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned_api, settings) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}))
+    canned_api.reply(
+        Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]})
+    )
     services.send_batch(batch)
     first.refresh_from_db()
     second.refresh_from_db()
@@ -1747,7 +1744,7 @@ def test_dropping_the_duplicates_of_a_bulk_send_keeps_other_messages_to_those_nu
 
 
 def test_an_id_that_cannot_be_stored_on_a_message_a_report_moved_meanwhile_is_explained(
-    canned, settings, make_message
+    canned_api, settings, make_message
 ) -> None:
     from django.db import connection as thread_connection
 
@@ -1760,7 +1757,7 @@ def test_an_id_that_cannot_be_stored_on_a_message_a_report_moved_meanwhile_is_ex
         Message.objects.filter(pk=message.pk).update(status="delivered")
         thread_connection.close()
 
-    canned.reply(Reply(body={"id": "d88ae721", "responseCode": 0}, before=report_arrives))
+    canned_api.reply(Reply(body={"id": "d88ae721", "responseCode": 0}, before=report_arrives))
     services.send_message(message)
     message.refresh_from_db()
     assert (message.status, message.provider_id) == ("delivered", "")
@@ -1930,7 +1927,7 @@ def test_a_bulk_answer_is_stored_at_once_not_row_by_row(mitto_sandbox, caplog) -
     assert not [r for r in caplog.records if "row by row" in r.getMessage()]
 
 
-def test_a_bulk_answer_without_counts_is_stored_at_once_keeping_ours(canned, caplog) -> None:
+def test_a_bulk_answer_without_counts_is_stored_at_once_keeping_ours(canned_api, caplog) -> None:
     # Mitto's bulk items may leave out messageParts and textLength: the rows keep the counts
     # measured here, and the chunk is still written at once, not row by row.
     from django.test.utils import CaptureQueriesContext
@@ -1940,7 +1937,7 @@ def test_a_bulk_answer_without_counts_is_stored_at_once_keeping_ours(canned, cap
     numbers = ["+41791234561", "+41791234562", "+41791234563"]
     items = [{"id": f"id-{i}", "to": n.lstrip("+")} for i, n in enumerate(numbers)]
     items[1].update(messageParts=2, textLength=200)  # one item gives them
-    canned.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
+    canned_api.reply(Reply(200, {"responseCode": 0, "responseText": "OK", "messages": items}))
     text = "ą" * 80  # 2 parts in UCS-2, 80 characters, as measured here
     with CaptureQueriesContext(connection) as queries:
         batch = services.send_bulk(numbers, text)
@@ -2042,12 +2039,12 @@ def test_a_claim_is_one_update_that_returns_the_rows_it_claimed(mitto_sandbox, s
     assert len(seen) == 1 and " RETURNING " in seen[0].upper()
 
 
-def test_a_bulk_chunk_given_up_keeps_mittos_code_and_text(canned, settings) -> None:
+def test_a_bulk_chunk_given_up_keeps_mittos_code_and_text(canned_api, settings) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     batch, members = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(429, {"responseCode": 12, "responseText": "Too many requests"}))
+    canned_api.reply(Reply(429, {"responseCode": 12, "responseText": "Too many requests"}))
     outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
     assert (outcome.retry, outcome.attempts) == (False, 1)
     rows = set(batch.messages.values_list("status", "response_code", "response_text"))
@@ -2207,11 +2204,11 @@ def test_each_send_waits_its_accounts_turn_a_chunk_counting_its_recipients(
 # -- the survivors of a fifth sample (seed 5) -----------------------------------------------------
 
 
-def test_an_id_that_cannot_be_stored_is_explained_in_full(canned) -> None:
+def test_an_id_that_cannot_be_stored_is_explained_in_full(canned_api) -> None:
     from tests.canned import Reply
 
     long_id = "f" * 65
-    canned.reply(Reply(body={"id": long_id, **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": long_id, **ACCEPTED}))
     message = services.send_sms("+41791234567", "Hi")
     assert (message.status, message.provider_id) == ("sent", "")
     assert message.error == (
@@ -2271,7 +2268,9 @@ def test_a_sent_chunk_stamps_when_its_rows_changed_status(mitto_sandbox, setting
         assert changed is not None and before <= changed <= after
 
 
-def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(canned, settings) -> None:
+def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(
+    canned_api, settings
+) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
@@ -2283,7 +2282,7 @@ def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(canned, s
     message_failed.connect(on_failed, sender=Message)
     try:
         batch, members = _queued_batch("+41791234561", "+41791234562")
-        canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+        canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
         services.attempt_chunk(batch, [m.pk for m in members])
     finally:
         message_failed.disconnect(on_failed, sender=Message)
@@ -2291,7 +2290,7 @@ def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(canned, s
 
 
 def test_a_refused_chunk_leaves_alone_a_row_another_worker_claimed_meanwhile(
-    canned, settings
+    canned_api, settings
 ) -> None:
     import uuid
 
@@ -2306,7 +2305,7 @@ def test_a_refused_chunk_leaves_alone_a_row_another_worker_claimed_meanwhile(
         Message.objects.filter(pk=second.pk).update(claim=uuid.uuid4())
         thread_connection.close()
 
-    canned.reply(
+    canned_api.reply(
         Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}, before=claimed_elsewhere)
     )
     services.attempt_chunk(batch, [first.pk, second.pk])
@@ -2329,23 +2328,23 @@ def test_attempt_chunks_closed_early_gives_up_after_the_attempts_it_is_given(
     assert list(batch.messages.values_list("status", "attempts")) == [("failed", 1)] * 2
 
 
-def test_a_refused_chunk_keeps_at_most_255_characters_of_mittos_text(canned, settings) -> None:
+def test_a_refused_chunk_keeps_at_most_255_characters_of_mittos_text(canned_api, settings) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     batch, members = _queued_batch("+41791234561", "+41791234562")
     words = "Invalid sender. " * 20  # 320 characters
-    canned.reply(Reply(400, {"responseCode": 8, "responseText": words}))
+    canned_api.reply(Reply(400, {"responseCode": 8, "responseText": words}))
     services.attempt_chunk(batch, [m.pk for m in members])
     rows = set(batch.messages.values_list("status", "response_code", "response_text"))
     assert rows == {("failed", 8, words[:255])}
 
 
-def test_a_refused_message_keeps_at_most_255_characters_of_mittos_text(canned) -> None:
+def test_a_refused_message_keeps_at_most_255_characters_of_mittos_text(canned_api) -> None:
     from tests.canned import Reply
 
     words = "Invalid sender. " * 20  # 320 characters
-    canned.reply(Reply(400, {"responseCode": 8, "responseText": words}))
+    canned_api.reply(Reply(400, {"responseCode": 8, "responseText": words}))
     message = services.send_sms("+41791234567", "Hi")
     message.refresh_from_db()
     assert (message.status, message.response_code) == ("failed", 8)
@@ -2354,13 +2353,13 @@ def test_a_refused_message_keeps_at_most_255_characters_of_mittos_text(canned) -
 
 @pytest.mark.parametrize(("status", "code", "expected"), [(400, 6, "failed"), (500, 1, "unknown")])
 def test_a_chunk_answered_with_a_code_but_no_text_keeps_the_code_and_no_text(
-    canned, settings, status, code, expected
+    canned_api, settings, status, code, expected
 ) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     batch, members = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(status, {"responseCode": code}))
+    canned_api.reply(Reply(status, {"responseCode": code}))
     services.attempt_chunk(batch, [m.pk for m in members])
     rows = set(batch.messages.values_list("status", "response_code", "response_text"))
     assert rows == {(expected, code, "")}
@@ -2434,14 +2433,16 @@ def test_mark_stuck_unknown_stamps_when_the_status_changed(make_message) -> None
     assert before <= stuck.status_changed_at <= timezone.now()
 
 
-def test_usage_counts_nothing_locally_for_a_country_only_mitto_reports(canned, settings) -> None:
+def test_usage_counts_nothing_locally_for_a_country_only_mitto_reports(
+    canned_api, settings
+) -> None:
     from decimal import Decimal
 
     from tests.canned import Reply
 
     settings.MITTO_API_KEY = "usage-key"
     settings.MITTO_ACCOUNT_NAME = "Shop AG"
-    canned.reply(Reply(body=[{"country": "AUT", "messagesCount": 3, "cost": "0.21"}]))
+    canned_api.reply(Reply(body=[{"country": "AUT", "messagesCount": 3, "cost": "0.21"}]))
     today = dt.datetime.now(dt.timezone.utc).date()
     report = services.usage(today, today)
     (row,) = report.rows
@@ -2481,7 +2482,7 @@ def test_a_project_whose_router_routes_by_app_sends_single_and_bulk_messages(
     assert len(mitto_sandbox.messages) == 4
 
 
-def test_a_failed_chunk_no_receiver_listens_to_is_not_read_back(canned, settings) -> None:
+def test_a_failed_chunk_no_receiver_listens_to_is_not_read_back(canned_api, settings) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from tests.canned import Reply
@@ -2490,7 +2491,7 @@ def test_a_failed_chunk_no_receiver_listens_to_is_not_read_back(canned, settings
 
     def fail_a_chunk() -> int:
         batch, members = _queued_batch("+41791234561", "+41791234562")
-        canned.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
+        canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
         with CaptureQueriesContext(connection) as queries:
             services.attempt_chunk(batch, [m.pk for m in members])
         assert set(batch.messages.values_list("status", flat=True)) == {"failed"}
@@ -2534,14 +2535,14 @@ def test_a_chunks_answer_is_written_in_one_statement_for_what_differs(
 
 
 def test_an_answer_refused_for_another_reason_names_it_even_when_the_id_is_taken(
-    canned, monkeypatch
+    canned_api, monkeypatch
 ) -> None:
     from tests.canned import Reply
 
     owner = Message.objects.create(
         recipient="+41791234560", text="Hi", sender="Shop", status="sent", provider_id="abc-3"
     )
-    canned.reply(Reply(body={"id": "abc-3", **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": "abc-3", **ACCEPTED}))
     real = sending._answer_fields
 
     def unbounded(result, now, **kwargs):
@@ -2559,7 +2560,7 @@ def test_an_answer_refused_for_another_reason_names_it_even_when_the_id_is_taken
 
 
 def test_an_answer_whose_id_is_taken_inside_a_transaction_leaves_the_transaction_usable(
-    canned, settings
+    canned_api, settings
 ) -> None:
     from tests.canned import Reply
 
@@ -2568,7 +2569,7 @@ def test_an_answer_whose_id_is_taken_inside_a_transaction_leaves_the_transaction
         recipient="+41791234560", text="Hi", sender="Shop", status="sent", provider_id="dup-1"
     )
     message = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
-    canned.reply(Reply(body={"id": "dup-1", **ACCEPTED}))
+    canned_api.reply(Reply(body={"id": "dup-1", **ACCEPTED}))
     with transaction.atomic():
         # The refused write is undone alone (a savepoint): on PostgreSQL a failed statement
         # would otherwise abort the caller's whole transaction.
@@ -2595,13 +2596,15 @@ def test_an_answer_whose_id_is_taken_inside_a_transaction_leaves_the_transaction
     ],
     ids=["busy", "refused", "accepted"],
 )
-def test_a_chunks_outcome_names_its_batch_and_its_attempts(canned, settings, reply, retry) -> None:
+def test_a_chunks_outcome_names_its_batch_and_its_attempts(
+    canned_api, settings, reply, retry
+) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 3
     batch, members = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(**reply))
+    canned_api.reply(Reply(**reply))
     try:
         outcome = services.attempt_chunk(batch, [m.pk for m in members])
     finally:
@@ -2617,14 +2620,14 @@ def test_a_chunks_outcome_names_its_batch_and_its_attempts(canned, settings, rep
 
 
 def test_a_recipient_missing_mid_answer_is_unknown_and_the_next_ones_are_recorded(
-    canned, settings
+    canned_api, settings
 ) -> None:
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
     batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
     items = [{"id": "a1", "to": "41791234561"}, {"id": "a3", "to": "41791234563"}]
-    canned.reply(Reply(body={"responseCode": 0, "messages": items}))
+    canned_api.reply(Reply(body={"responseCode": 0, "messages": items}))
     services.attempt_chunk(batch, [m.pk for m in members])
     first, missing, third = Message.objects.filter(batch=batch).order_by("pk")
     assert [(m.status, m.provider_id) for m in (first, missing, third)] == [
@@ -2642,7 +2645,7 @@ def test_a_recipient_missing_mid_answer_is_unknown_and_the_next_ones_are_recorde
 
 
 def test_a_recipient_missing_from_a_chunks_answer_leaves_other_sends_alone(
-    canned, settings
+    canned_api, settings
 ) -> None:
     from tests.canned import Reply
 
@@ -2650,7 +2653,9 @@ def test_a_recipient_missing_from_a_chunks_answer_leaves_other_sends_alone(
     elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
     Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
     batch, members = _queued_batch("+41791234561", "+41791234562")
-    canned.reply(Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]}))
+    canned_api.reply(
+        Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]})
+    )
     services.attempt_chunk(batch, [m.pk for m in members])
     assert sorted(batch.messages.values_list("recipient", "status")) == [
         ("+41791234561", "sent"),
@@ -2685,7 +2690,7 @@ def test_a_sent_chunk_is_announced_to_receivers_of_the_message_class(mitto_sandb
     ids=["refused", "missing from the answer"],
 )
 def test_a_row_flagged_stuck_while_its_chunk_was_in_flight_keeps_that_flag(
-    canned, settings, reply
+    canned_api, settings, reply
 ) -> None:
     from django.db import connection as thread_connection
 
@@ -2698,7 +2703,7 @@ def test_a_row_flagged_stuck_while_its_chunk_was_in_flight_keeps_that_flag(
         Message.objects.filter(pk=second.pk).update(status="unknown", error=sending.STUCK_ERROR)
         thread_connection.close()
 
-    canned.reply(Reply(**reply, before=flagged_stuck))
+    canned_api.reply(Reply(**reply, before=flagged_stuck))
     services.attempt_chunk(batch, [first.pk, second.pk])
     second.refresh_from_db()
     assert (second.status, second.error) == ("unknown", sending.STUCK_ERROR)
@@ -2706,7 +2711,7 @@ def test_a_row_flagged_stuck_while_its_chunk_was_in_flight_keeps_that_flag(
 
 
 def test_a_report_that_came_for_a_recipient_missing_from_the_answer_is_applied(
-    canned, settings
+    canned_api, settings
 ) -> None:
     from django.db import connection as thread_connection
 
@@ -2727,7 +2732,7 @@ def test_a_report_that_came_for_a_recipient_missing_from_the_answer_is_applied(
         thread_connection.close()
 
     items = [{"id": "m1", "to": "41791234561"}]  # none for the second recipient
-    canned.reply(Reply(body={"responseCode": 0, "messages": items}, before=report_arrives))
+    canned_api.reply(Reply(body={"responseCode": 0, "messages": items}, before=report_arrives))
     services.attempt_chunk(batch, [first.pk, second.pk])
     second.refresh_from_db()
     assert (second.status, second.provider_id) == ("delivered", "m2")
