@@ -679,7 +679,11 @@ MAY_HAVE_BEEN_SENT = " The message may have been sent: check before sending it a
 
 
 def _failure_fields(failure: Failure) -> dict[str, Any]:
-    """The columns a failure writes (``status``, ``error``, Mitto's code and text)."""
+    """The columns a failure writes (``status``, ``error``, Mitto's code and text).
+
+    ``response_code`` and ``response_text`` keep Mitto's last answer about the message: an
+    attempt Mitto did not answer (a timeout, a refused connection) leaves them as they were.
+    """
     error = clean_text(failure.error, 10_000)
     if failure.status == Status.UNKNOWN:
         error += MAY_HAVE_BEEN_SENT
@@ -702,9 +706,7 @@ def _record_unknown(message: Message, failure: Failure) -> Message:
 
 
 def _record_retry(message: Message, failure: Failure) -> Message:
-    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
-        status=Status.QUEUED, error=failure.error, status_changed_at=timezone.now()
-    )
+    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**_failure_fields(failure))
     message.refresh_from_db()
     logger.info("SMS %s not sent (%s); will retry", message.pk, failure.error)
     return message

@@ -71,3 +71,45 @@ def test_an_answer_that_cannot_be_stored_stamps_when_the_message_became_unknown(
     assert message.status == "unknown"
     assert "could not be stored" in message.error
     assert answered_at[0] <= message.status_changed_at <= timezone.now()
+
+
+BUSY = {"responseCode": 1, "responseText": "Busy"}
+
+
+def late_answer() -> Reply:
+    """An answer that comes after the client's timeout: Mitto may have the message."""
+    return Reply(body={"id": "late", **ACCEPTED}, before=lambda: time.sleep(1.0))
+
+
+def test_a_busy_answer_is_kept_on_the_message_and_a_later_timeout_leaves_it(
+    canned_api, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    settings.MITTO_TIMEOUT = 0.3
+    created = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    canned_api.reply(Reply(503, BUSY), late_answer())
+    first = sending.attempt_message(created.pk)
+    assert first.retry
+    created.refresh_from_db()
+    assert (created.status, created.response_code, created.response_text) == ("queued", 1, "Busy")
+    sending.attempt_message(created.pk)
+    created.refresh_from_db()
+    assert created.status == "unknown"
+    assert "ReadTimeout" in created.error and "may have been sent" in created.error
+    assert (created.response_code, created.response_text) == (1, "Busy")
+    assert len(canned_api.requests) == 2
+
+
+def test_a_chunk_answered_busy_then_timing_out_keeps_the_busy_answer(
+    canned_api, settings, monkeypatch
+) -> None:
+    from django_mitto.backends import inline
+
+    monkeypatch.setattr(inline.time, "sleep", lambda seconds: None)
+    settings.MITTO_TIMEOUT = 0.3
+    canned_api.reply(Reply(503, BUSY), late_answer())
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    rows = list(batch.messages.values_list("status", "response_code", "response_text", "error"))
+    assert [row[:3] for row in rows] == [("unknown", 1, "Busy")] * 2
+    assert all("may have been sent" in row[3] for row in rows)
+    assert len(canned_api.requests) == 2
