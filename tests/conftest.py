@@ -73,13 +73,13 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
     """
     from django.conf import settings
 
-    database = settings.DATABASES["default"]
-    if database["ENGINE"].endswith("sqlite3"):
-        name = os.path.join(tempfile.gettempdir(), f"django-mitto-tests-{os.getpid()}.sqlite3")
-        database["TEST"]["NAME"] = name
-    elif os.environ.get("MUTANT_UNDER_TEST") and MUTATION_KILLS_LOG:
-        base = database["TEST"].get("NAME") or f"test_{database['NAME']}"
-        database["TEST"]["NAME"] = f"{base}_{os.getpid()}"
+    for alias, database in settings.DATABASES.items():
+        if database["ENGINE"].endswith("sqlite3"):
+            name = f"django-mitto-tests-{os.getpid()}{'' if alias == 'default' else '-' + alias}"
+            database["TEST"]["NAME"] = os.path.join(tempfile.gettempdir(), f"{name}.sqlite3")
+        elif os.environ.get("MUTANT_UNDER_TEST") and MUTATION_KILLS_LOG:
+            base = database["TEST"].get("NAME") or f"test_{database['NAME']}"
+            database["TEST"]["NAME"] = f"{base}_{os.getpid()}"
 
 
 @pytest.fixture

@@ -114,14 +114,18 @@ def fingerprint(folder: str = "tests") -> str:
 def drop_leftovers(url: str, base: str) -> list[str]:
     """Drop the test databases ``<base>_<pid>`` that processes of the PostgreSQL pass left
     behind (a process stopped at its timeout does not drop its own); return their names."""
+    import re
+
     import psycopg
     from psycopg import sql
 
+    # <base>_<pid>, and <base>_sms_<pid> for the second database of tests/settings.py.
+    left = re.compile(rf"{re.escape(base)}(_sms)?_[0-9]+")
     with psycopg.connect(url, autocommit=True) as connection:
         names = [
             name
             for (name,) in connection.execute("SELECT datname FROM pg_database").fetchall()
-            if name.startswith(f"{base}_") and name[len(base) + 1 :].isdigit()
+            if left.fullmatch(name)
         ]
         for name in names:
             connection.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

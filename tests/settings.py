@@ -87,7 +87,21 @@ def _database() -> dict:
     }
 
 
+def _routed(default: dict) -> dict:
+    """A second database on the same server (or a second SQLite file): tests/test_databases.py
+    routes django_mitto's models there, as a project that keeps them apart would."""
+    second = {**default, "TEST": dict(default["TEST"])}
+    if default["ENGINE"].endswith("sqlite3"):
+        second["NAME"] = second["TEST"]["NAME"] = default["NAME"].replace(
+            ".sqlite3", "-sms.sqlite3"
+        )
+    else:
+        second["TEST"]["NAME"] = f"{default['TEST']['NAME'] or 'test_' + default['NAME']}_sms"
+    return second
+
+
 DATABASES = {"default": _database()}
+DATABASES["sms"] = _routed(DATABASES["default"])
 # Worker processes started by the benchmarks keep their connection, as the README advises.
 if os.environ.get("MITTO_TEST_CONN_MAX_AGE"):
     DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ["MITTO_TEST_CONN_MAX_AGE"])
