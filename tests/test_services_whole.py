@@ -35,6 +35,15 @@ def test_mark_failed_dates_its_note_in_the_local_time_zone(make_message, setting
     assert found[2] == "+0545"
 
 
+def test_mark_failed_works_without_time_zone_support(make_message, settings) -> None:
+    settings.USE_TZ = False
+    message = make_message(status="unknown")
+    assert services.mark_failed([message], by="ops") == 1
+    message.refresh_from_db()
+    assert message.status == "failed"
+    assert re.fullmatch(r"Marked as failed by ops on \d{4}-\d\d-\d\d \d\d:\d\d\.", message.error)
+
+
 def test_mark_failed_is_announced_to_receivers_of_the_message_class(make_message) -> None:
     seen = []
 
