@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db import IntegrityError, connection, connections, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import BooleanField, Q
 from django.db.models.expressions import RawSQL
 from django.urls import reverse
@@ -278,7 +278,7 @@ def _learn_id(message: Message, provider_id: str) -> bool:
     """Record ``provider_id`` on a message that had none; False when another message holds it
     or the message got a different id meanwhile."""
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(Message)):
             learned = Message.objects.filter(pk=message.pk, provider_id="").update(
                 provider_id=provider_id
             )
@@ -373,7 +373,7 @@ def record_report(
             _apply(report, message, save=True)
         else:
             # The report and the message's new state: one transaction, one commit.
-            with transaction.atomic(savepoint=False):
+            with transaction.atomic(using=router.db_for_write(Message), savepoint=False):
                 _apply(report, message, save=True)
         if learn:
             apply_pending_reports(message)
@@ -519,7 +519,7 @@ def _apply(report: DeliveryReport, message: Message | None, *, save: bool) -> No
             ("outcome", DeliveryReport.Outcome.APPLIED, DeliveryReport.Outcome.STALE),
         )
         if not changed:
-            with transaction.atomic(savepoint=False):
+            with transaction.atomic(using=router.db_for_write(Message), savepoint=False):
                 _apply_again(report, message, old, values)
             return
     else:
@@ -617,7 +617,7 @@ def _after_commit_received(
                 report=report,
             )
 
-    transaction.on_commit(send)
+    transaction.on_commit(send, using=router.db_for_write(DeliveryReport))
 
 
 def _load_deferred(message: Message) -> None:
@@ -682,6 +682,7 @@ def apply_pending_reports_bulk(messages: Iterable[Any]) -> int:
     by_id = {m.provider_id: m for m in messages if m.provider_id}
     if not by_id:
         return 0
+    connection = connections[router.db_for_read(DeliveryReport)]
     if connection.vendor == "postgresql":
         # One array parameter rather than hundreds of placeholders (a bulk chunk's ids).
         column = (

@@ -297,7 +297,8 @@ def send_bulk(
         for k, v in {"udh": udh, "validity": validity, "pid": pid, "flash": flash}.items()
         if v not in (None, "", False)
     }
-    with transaction.atomic():
+    # The batch and its rows are written where the router puts them, all or nothing.
+    with transaction.atomic(using=router.db_for_write(Message)):
         batch: Batch | None = None
         if not errors:
             assert info is not None and acc is not None

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -48,7 +48,7 @@ CHUNK_SIZE = 5000
 
 def chunk_size() -> int:
     """Numbers per lookup query: :data:`CHUNK_SIZE`, or below the database's parameter limit."""
-    limit = connection.features.max_query_params
+    limit = connections[router.db_for_read(OptOut)].features.max_query_params
     # One parameter is the account; keep a margin for whatever else the query carries.
     return CHUNK_SIZE if not limit else max(1, min(CHUNK_SIZE, limit - 10))
 
@@ -62,7 +62,7 @@ def opted_out_numbers(numbers: Iterable[str], account: str = DEFAULT_ACCOUNT) ->
     """Which of ``numbers`` (E.164) opted out of ``account``: one query per chunk of numbers."""
     wanted = sorted(set(numbers))
     found: set[str] = set()
-    postgres = connection.vendor == "postgresql"
+    postgres = connections[router.db_for_read(OptOut)].vendor == "postgresql"
     for chunk in _chunks(wanted, chunk_size()):
         # On PostgreSQL the chunk travels as one array: the planner then probes the unique
         # index per number (a long IN list of literals tempts it into a sequential scan).
@@ -99,7 +99,7 @@ def add_opt_out(
     except ValidationError as exc:
         raise ValidationError({"number": exc}) from None
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(OptOut)):
             opt_out, created = OptOut.objects.get_or_create(
                 number=number, account=account, defaults={"source": source, "note": note}
             )

@@ -548,9 +548,10 @@ def _write_sent(
     """
     # Outside a transaction each UPDATE commits on its own; inside one, a savepoint keeps a
     # refused write from breaking the caller's transaction.
-    in_transaction = transaction.get_connection().in_atomic_block
+    using = router.db_for_write(Message)
+    in_transaction = transaction.get_connection(using).in_atomic_block
     try:
-        with transaction.atomic() if in_transaction else contextlib.nullcontext():
+        with transaction.atomic(using=using) if in_transaction else contextlib.nullcontext():
             # A delivery report on the per-message callback URL may already have moved it on.
             if _mark_sent(message.pk, {"status": Status.SENT, "status_changed_at": now, **fields}):
                 return True, reports_wait
@@ -612,7 +613,7 @@ def _record_unstorable(message: Message | _Claimed, result: SendResult, reason: 
     logger.error("SMS %s to %s: outcome unknown: %s", message.pk, message.recipient, reason)
     now = timezone.now()
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(Message)):
             changed = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(
                 status=Status.UNKNOWN, error=error, status_changed_at=now
             )
@@ -753,7 +754,9 @@ def _complete_if_done(batch_pk: int) -> None:
     """Mark the batch complete when no message of it is left to send. Run after the current
     transaction commits: inside one, another worker's last chunk could still look unsent to
     both, and neither would mark the batch."""
-    transaction.on_commit(lambda: _mark_complete_if_done(batch_pk))
+    transaction.on_commit(
+        lambda: _mark_complete_if_done(batch_pk), using=router.db_for_write(Batch)
+    )
 
 
 def _mark_complete_if_done(batch_pk: int) -> None:
@@ -1027,7 +1030,7 @@ def _write_bulk_sent(
         names = tuple(n for n in _BULK_SENT_FIELDS if n in fields or n in _BULK_STATUS_FIELDS)
         groups.setdefault(names, []).append(row)
     try:
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(Message)):
             for names, rows in groups.items():
                 _bulk_write(rows, list(names))
         return [(row, item) for row, item, _ in accepted]

@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.test import Client
 
-from django_mitto import services
-from django_mitto.models import Batch, DeliveryReport, Message, Status
+from django_mitto import optouts, services
+from django_mitto.models import Batch, DeliveryReport, Message, OptOut, Status
 from django_mitto.signals import message_failed
+from tests.canned import Reply
 from tests.test_views import callback_url
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=["default", "sms"])
@@ -28,6 +30,9 @@ class SmsRouter:
         return "sms" if model._meta.app_label == "django_mitto" else None
 
     db_for_write = db_for_read
+
+    def allow_relation(self, obj1: Any, obj2: Any, **hints: Any) -> bool:
+        return True  # created_by: the user lives on ``default`` (both databases have its table)
 
 
 @pytest.fixture(autouse=True)
@@ -144,3 +149,104 @@ def test_a_delivery_report_is_stored_and_applied_on_its_database(mitto_sandbox) 
     stored = DeliveryReport.objects.using("sms").get()
     assert (stored.message_id, stored.outcome) == (message.pk, DeliveryReport.Outcome.APPLIED)
     assert on_default(DeliveryReport) == 0
+
+
+def test_a_bulk_send_refused_in_a_later_chunk_leaves_nothing_on_its_database(
+    mitto_sandbox, settings
+) -> None:
+    settings.MITTO_BULK_CHUNK_SIZE = 2  # the refused number is read in the second chunk
+    with pytest.raises(ValidationError) as refused:
+        services.send_bulk(["+41791234561", "+41791234562", "+41791234563", "12"], "Hi")
+    assert "recipients" in refused.value.message_dict
+    assert (Batch.objects.using("sms").count(), Message.objects.using("sms").count()) == (0, 0)
+    assert mitto_sandbox.messages == []
+
+
+def test_opt_outs_are_kept_and_read_on_their_database(mitto_sandbox) -> None:
+    optouts.add_opt_out("+41791234567", source="STOP")
+    assert OptOut.objects.using("sms").count() == 1 and on_default(OptOut) == 0
+    assert optouts.opted_out_numbers(["+41791234567", "+41791234568"]) == {"+41791234567"}
+    with pytest.raises(ValidationError) as refused:
+        services.send_sms("+41791234567", "Hi")
+    assert refused.value.error_dict["recipient"][0].code == "opted_out"
+    batch = services.send_bulk(["+41791234567", "+41791234568"], "Hi")
+    assert list(batch.messages.values_list("recipient", "status")) == [("+41791234568", "sent")]
+
+
+def test_an_id_refused_by_its_database_inside_a_transaction_there_leaves_it_usable(
+    canned_api, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    holder = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    Message.objects.filter(pk=holder.pk).update(status="sent", provider_id="d88ae721")
+    queued = Message.objects.create(recipient="+41791234562", text="Hi", sender="Shop")
+    canned_api.reply(Reply(body={"id": "d88ae721", "responseCode": 0}))
+    with transaction.atomic(using="sms"):
+        services.attempt_message(queued.pk)
+        # The refused UPDATE ran in a savepoint: the transaction goes on (PostgreSQL would
+        # refuse every later statement of an aborted one).
+        assert Message.objects.filter(status="unknown").count() == 1
+    queued.refresh_from_db()
+    assert queued.status == "unknown" and queued.provider_id == ""
+    assert "which message" in queued.error
+
+
+def test_a_report_on_a_messages_own_url_teaches_its_id_on_its_database(
+    mitto_sandbox, settings
+) -> None:
+    from django_mitto import callbacks
+
+    settings.MITTO_CALLBACK_BASE_URL = "http://testserver"
+    settings.MITTO_SEND_ON_SAVE = False
+    message = Message.objects.create(recipient="+41791234567", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(status="unknown")  # its answer was lost
+    url = callbacks.callback_url_for_message(message)
+    response = Client().get(url, {"id": "learned-1", "status": "delivered"})
+    assert response.status_code == 200
+    stored = Message.objects.using("sms").get(pk=message.pk)
+    assert (stored.provider_id, stored.status) == ("learned-1", "delivered")
+
+
+def test_a_report_recorded_in_a_transaction_of_its_database_is_announced_when_that_commits(
+    mitto_sandbox,
+) -> None:
+    from django_mitto import callbacks
+    from django_mitto.callbacks import ParsedReport
+    from django_mitto.signals import message_status_changed
+
+    message = services.send_sms("+41791234567", "Hi")
+    changes: list[tuple[int, str]] = []
+
+    def on_changed(sender: Any, message: Message, new_status: str, **kwargs: Any) -> None:
+        changes.append((message.pk, new_status))
+
+    message_status_changed.connect(on_changed, weak=False)
+    try:
+        with transaction.atomic(using="sms"):
+            callbacks.record_report(
+                ParsedReport(message.provider_id, "delivered", payload={"query": {}}),
+                method="POST",
+                remote_addr="127.0.0.1",
+            )
+            assert changes == []  # not before the report is committed
+    finally:
+        message_status_changed.disconnect(on_changed)
+    assert changes == [(message.pk, "delivered")]
+
+
+def test_the_admin_sends_copies_again_on_its_database(admin_client, mitto_sandbox) -> None:
+    from django.contrib.admin import helpers
+    from django.urls import reverse
+
+    originals = [
+        Message.objects.create(recipient="+41791234567", text="Again", sender="Shop", status="sent")
+        for _ in range(2)
+    ]
+    response = admin_client.post(
+        reverse("admin:django_mitto_message_changelist"),
+        {"action": "send_again", helpers.ACTION_CHECKBOX_NAME: [m.pk for m in originals]},
+    )
+    assert response.status_code == 302
+    copies = Message.objects.using("sms").exclude(pk__in=[m.pk for m in originals])
+    assert sorted(copies.values_list("status", flat=True)) == ["sent", "sent"]
+    assert len(mitto_sandbox.messages) == 2 and on_default(Message) == 0

@@ -10,7 +10,7 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.auth import get_permission_codename
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -421,7 +421,7 @@ class BatchAdmin(admin.ModelAdmin):
         batch: Batch | None = None
         try:
             # Sending starts when this block commits, so the batch exists even if sending fails.
-            with transaction.atomic():
+            with transaction.atomic(using=router.db_for_write(Batch)):
                 batch = send_preview(preview, created_by=request.user)
         except ValidationError as exc:
             if batch is not None:

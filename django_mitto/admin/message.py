@@ -17,7 +17,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import IS_POPUP_VAR
 from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
 from django.urls import reverse
@@ -387,7 +387,7 @@ class MessageAdmin(BigTableAdminMixin, admin.ModelAdmin):
         queued = 0
         problems: list[str] = []
         # New rows are created together; each is sent once they are all committed.
-        with transaction.atomic():
+        with transaction.atomic(using=router.db_for_write(Message)):
             for original in originals:
                 if original.redacted_at is not None:
                     # Its number and text are gone (MITTO_RETENTION): nothing left to send.
