@@ -668,10 +668,11 @@ def _record_failure(message: Message, error: str, exc: MittoError | None) -> Mes
     if isinstance(exc, MittoAPIError):
         fields["response_code"] = _bounded(exc.response_code, -_INT32, _INT32)
         fields["response_text"] = clean_text(exc.response_text, 255)
-    Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
+    changed = Message.objects.filter(pk=message.pk, status=Status.SENDING).update(**fields)
     message.refresh_from_db()
     logger.warning("SMS %s to %s failed: %s", message.pk, message.recipient, error)
-    announce(message_failed, Message, message=message, error=exc)
+    if changed:  # (not when someone moved it on while the request was out)
+        announce(message_failed, Message, message=message, error=exc)
     return message
 
 
@@ -911,18 +912,26 @@ def _land(
         if failure.status == Status.QUEUED and attempts >= limit:
             failure = _given_up(failure, attempts)
         using = router.db_for_write(Message)
+        fields = _failure_fields(failure)
         Message.objects.using(using).filter(
             _pks_in([row.pk for row in messages], using), claim=flight.token, status=Status.SENDING
-        ).update(**_failure_fields(failure))
+        ).update(**fields)
         logger.warning("Batch %s: chunk of %d not sent: %s", batch.pk, len(messages), exc)
         if failure.status == Status.FAILED:
             failed = _whole(messages) if message_failed.has_listeners(Message) else {}
             for row in messages if failed else ():
-                if row.pk in failed:  # (not deleted meanwhile)
+                # Only the rows this UPDATE failed: not one deleted, or moved on while the
+                # request was out (flagged stuck, then perhaps marked failed by someone).
+                current = failed.get(row.pk)
+                if (
+                    current is not None
+                    and current.status == Status.FAILED
+                    and current.status_changed_at == fields["status_changed_at"]
+                ):
                     announce(
                         message_failed,
                         Message,
-                        message=failed[row.pk],
+                        message=current,
                         error=exc if isinstance(exc, MittoError) else None,
                     )
         elif failure.status == Status.UNKNOWN:

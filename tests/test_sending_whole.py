@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from django.db import connection as thread_connection
@@ -11,6 +14,7 @@ from django.utils import timezone
 from django_mitto import sending, services
 from django_mitto.callbacks import ParsedReport, record_report
 from django_mitto.models import Batch, Message
+from django_mitto.signals import message_failed
 from tests.canned import Reply
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -32,6 +36,21 @@ def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
         for n in numbers
     ]
     return batch, members
+
+
+@contextlib.contextmanager
+def announced_failures() -> Iterator[list[tuple[int, str]]]:
+    """What ``message_failed`` receivers (connected for ``Message``) are told, as (pk, status)."""
+    seen: list[tuple[int, str]] = []
+
+    def on_failed(sender: Any, message: Message, **kwargs: Any) -> None:
+        seen.append((message.pk, message.status))
+
+    message_failed.connect(on_failed, sender=Message, weak=False)
+    try:
+        yield seen
+    finally:
+        message_failed.disconnect(on_failed, sender=Message)
 
 
 def _report_on_its_own_url(message: Message, provider_id: str) -> None:
@@ -73,10 +92,30 @@ def test_a_refusal_that_comes_after_the_message_was_flagged_stuck_keeps_the_flag
         thread_connection.close()
 
     canned_api.reply(Reply(400, REFUSED, before=flagged_stuck))
-    sending.attempt_message(message.pk)
+    with announced_failures() as failed:
+        sending.attempt_message(message.pk)
     message.refresh_from_db()
     assert (message.status, message.error) == ("unknown", sending.STUCK_ERROR)
+    assert failed == []  # it did not fail: nobody is told it did
     assert len(canned_api.requests) == 1
+
+
+def test_a_refused_chunk_announces_only_the_rows_it_failed(canned_api, settings) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (flagged, other) = _queued_batch("+41791234561", "+41791234562")
+
+    def one_flagged_stuck() -> None:  # someone flags one row while Mitto is slow
+        Message.objects.filter(pk=flagged.pk).update(
+            status="unknown", error=sending.STUCK_ERROR, status_changed_at=timezone.now()
+        )
+        thread_connection.close()
+
+    canned_api.reply(Reply(400, REFUSED, before=one_flagged_stuck))
+    with announced_failures() as failed:
+        sending.attempt_chunk(batch, [flagged.pk, other.pk])
+    status = dict(Message.objects.values_list("pk", "status"))
+    assert (status[flagged.pk], status[other.pk]) == ("unknown", "failed")
+    assert failed == [(other.pk, "failed")]
 
 
 def test_a_report_that_came_while_the_answer_was_lost_is_not_overwritten_as_unknown(
