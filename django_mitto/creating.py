@@ -411,6 +411,7 @@ class _BulkStream:
         self.bad: list[str] = []
         self.bad_count = 0
         self.bad_references: list[str] = []
+        self.bad_reference_count = 0
         self.references_mismatch = False
         self.blocked: set[str] = set()
         self.skipped = 0
@@ -449,6 +450,7 @@ class _BulkStream:
                 try:
                     validators.validate_reference(ref)
                 except ValidationError as exc:
+                    self.bad_reference_count += 1
                     if len(self.bad_references) < _SHOWN_PROBLEMS:
                         self.bad_references.append(f"#{self.count}: {' '.join(exc.messages)}")
                     continue
@@ -556,8 +558,12 @@ class _BulkStream:
                 "references must have one item per recipient.", code="invalid"
             )
         elif self.bad_references:
+            more = self.bad_reference_count - len(self.bad_references)
             errors["references"] = ValidationError(
-                "Invalid references: " + "; ".join(self.bad_references), code="invalid"
+                "Invalid references: "
+                + "; ".join(self.bad_references)
+                + (f" … and {more} more" if more > 0 else ""),
+                code="invalid",
             )
 
     def drop_duplicates(self, batch: Batch) -> int:

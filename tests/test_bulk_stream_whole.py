@@ -72,6 +72,7 @@ def test_bad_references_are_named_twenty_at_most(mitto_sandbox) -> None:
     (message,) = errors["references"]
     assert message.count("at most 255 are allowed") == 20
     assert "#20: " in message and "#21: " not in message
+    assert message.endswith(" … and 2 more")  # the others are counted, as bad recipients are
     assert not Message.objects.exists()
 
 
