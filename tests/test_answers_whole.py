@@ -48,3 +48,18 @@ def test_a_refused_connection_pauses_no_account_and_logs_no_error(settings, capl
         outcome = services.attempt_message(queued.pk)
     assert outcome.retry
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("send", ["single", "bulk"])
+def test_an_unknown_encoding_is_refused_on_its_field_with_the_reason(canned_api, send) -> None:
+    from django.core.exceptions import ValidationError
+
+    with pytest.raises(ValidationError) as refused:
+        if send == "single":
+            services.send_sms("+41791234567", "Hi", encoding="EBCDIC")
+        else:
+            services.send_bulk(["+41791234567"], "Hi", encoding="EBCDIC")
+    (error,) = refused.value.error_dict["encoding"]
+    assert error.code == "invalid"
+    assert "EBCDIC" in error.message
+    assert canned_api.requests == [] and not Message.objects.exists()
