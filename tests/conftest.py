@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
@@ -97,6 +98,49 @@ def canned_api(canned: Any, settings: Any) -> Any:
     """``canned`` as the Mitto API of the send service: ``MITTO_API_URL`` points at it."""
     settings.MITTO_API_URL = canned.url
     return canned
+
+
+def queued_batch(*numbers: str) -> tuple[Any, list[Any]]:
+    """A batch whose messages are stored ``queued`` and not handed to the task backend."""
+    from django_mitto.models import Batch, Message
+
+    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
+    members = [
+        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
+        for n in numbers
+    ]
+    return batch, members
+
+
+@contextlib.contextmanager
+def announced_failures() -> Iterator[list[tuple[int, str]]]:
+    """What ``message_failed`` receivers (connected for ``Message``) are told, as (pk, status)."""
+    from django_mitto.models import Message
+    from django_mitto.signals import message_failed
+
+    seen: list[tuple[int, str]] = []
+
+    def on_failed(sender: Any, message: Any, **kwargs: Any) -> None:
+        seen.append((message.pk, message.status))
+
+    message_failed.connect(on_failed, sender=Message, weak=False)
+    try:
+        yield seen
+    finally:
+        message_failed.disconnect(on_failed, sender=Message)
+
+
+@pytest.fixture
+def unsent(settings: Any) -> Iterator[Any]:
+    """Messages and batches are handed to a task backend that keeps them (no worker sends)."""
+    from tests.custom_backend import ListBackend
+
+    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
+    ListBackend.scheduled.clear()
+    ListBackend.pending.clear()
+    yield ListBackend
+    ListBackend.scheduled.clear()
+    ListBackend.pending.clear()
 
 
 @pytest.fixture

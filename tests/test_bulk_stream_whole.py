@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -14,20 +13,8 @@ from django.db import connections, router, transaction
 from django_mitto import optouts, services
 from django_mitto.models import Message
 from tests.canned import Reply
-from tests.custom_backend import ListBackend
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def unsent(settings: Any) -> Iterator[type[ListBackend]]:
-    """Batches are handed to a task backend that keeps them (no worker sends them here)."""
-    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
-    ListBackend.scheduled.clear()
-    ListBackend.pending.clear()
-    yield ListBackend
-    ListBackend.scheduled.clear()
-    ListBackend.pending.clear()
 
 
 def _errors(**kwargs: Any) -> dict[str, list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import threading
 import time
@@ -14,39 +13,14 @@ from django.db import connection
 from django.db import connection as thread_connection
 
 from django_mitto import sending, services
-from django_mitto.models import Batch, Message
-from django_mitto.signals import message_failed
+from django_mitto.models import Message
 from tests.canned import Reply
+from tests.conftest import announced_failures, queued_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ACCEPTED = {"responseCode": 0, "responseText": "SMS sent successfully."}
 REFUSED = {"responseCode": 8, "responseText": "Invalid sender"}
-
-
-def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
-    """A batch whose messages are stored ``queued`` and not handed to the task backend."""
-    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
-    members = [
-        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
-        for n in numbers
-    ]
-    return batch, members
-
-
-@contextlib.contextmanager
-def announced_failures() -> Iterator[list[tuple[int, str]]]:
-    """What ``message_failed`` receivers (connected for ``Message``) are told, as (pk, status)."""
-    seen: list[tuple[int, str]] = []
-
-    def on_failed(sender: Any, message: Message, **kwargs: Any) -> None:
-        seen.append((message.pk, message.status))
-
-    message_failed.connect(on_failed, sender=Message, weak=False)
-    try:
-        yield seen
-    finally:
-        message_failed.disconnect(on_failed, sender=Message)
 
 
 # -- the batch's completion -------------------------------------------------------------------
@@ -56,8 +30,8 @@ def test_a_batch_sent_to_the_end_completes_alone_leaving_another_batch_incomplet
     mitto_sandbox: Any, settings: Any
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    done, (first,) = _queued_batch("+41791234561")
-    waiting, (other,) = _queued_batch("+41791234562")
+    done, (first,) = queued_batch("+41791234561")
+    waiting, (other,) = queued_batch("+41791234562")
     services.attempt_chunk(done, [first.pk])
     done.refresh_from_db()
     waiting.refresh_from_db()
@@ -73,8 +47,8 @@ def test_a_chunk_given_another_batchs_messages_claims_and_sends_none_of_them(
     mitto_sandbox: Any, settings: Any
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, _ = _queued_batch("+41791234561")
-    _other_batch, (foreign,) = _queued_batch("+41791234562")
+    batch, _ = queued_batch("+41791234561")
+    _other_batch, (foreign,) = queued_batch("+41791234562")
     outcome = services.attempt_chunk(batch, [foreign.pk])
     assert not outcome.retry
     foreign.refresh_from_db()
@@ -94,7 +68,7 @@ def test_without_update_returning_a_chunk_sends_only_the_rows_it_claimed(
     mitto_sandbox: Any, settings: Any, no_returning_from_update: None
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (already, left) = _queued_batch("+41791234561", "+41791234562")
+    batch, (already, left) = queued_batch("+41791234561", "+41791234562")
     services.attempt_chunk(batch, [already.pk])  # sent before: no longer queued
     already.refresh_from_db()
     assert already.status == "sent" and already.provider_id
@@ -128,7 +102,7 @@ def test_without_update_returning_a_chunks_claim_is_read_back_from_the_database_
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     settings.DATABASE_ROUTERS = [f"{__name__}.LaggingReplicaRouter"]
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     services.attempt_chunk(batch.pk, [m.pk for m in members])
     assert [m["to"] for m in mitto_sandbox.messages] == ["41791234561", "41791234562"]
     stored = Message.objects.using("sms").filter(pk__in=[m.pk for m in members])
@@ -142,7 +116,7 @@ def test_a_chunk_in_flight_is_dated_from_its_claim_so_mitto_dispatch_can_flag_it
     canned_api: Any, settings: Any
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     flagged: list[int] = []
 
     def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
@@ -160,7 +134,7 @@ def test_a_refused_chunk_leaves_alone_its_row_that_a_later_chunk_claimed_meanwhi
     canned_api: Any, settings: Any
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (row,) = _queued_batch("+41791234561")
+    batch, (row,) = queued_batch("+41791234561")
     queued_again = threading.Event()
 
     def flagged_stuck_then_claimed_again() -> None:  # while Mitto is slow to refuse the first

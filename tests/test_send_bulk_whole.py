@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from django_mitto import optouts, services
 from django_mitto.models import Batch, Message
-from tests.custom_backend import ListBackend
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def unsent(settings: Any) -> Iterator[type[ListBackend]]:
-    """Messages and batches are handed to a task backend that keeps them (no worker sends)."""
-    settings.MITTO_TASK_BACKEND = "tests.custom_backend.ListBackend"
-    ListBackend.scheduled.clear()
-    ListBackend.pending.clear()
-    yield ListBackend
-    ListBackend.scheduled.clear()
-    ListBackend.pending.clear()
 
 
 # -- what is stored and sent ---------------------------------------------------------------------

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import connection as thread_connection
@@ -13,9 +10,9 @@ from django.utils import timezone
 
 from django_mitto import sending, services
 from django_mitto.callbacks import ParsedReport, record_report
-from django_mitto.models import Batch, Message
-from django_mitto.signals import message_failed
+from django_mitto.models import Message
 from tests.canned import Reply
+from tests.conftest import announced_failures, queued_batch
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -27,30 +24,6 @@ BAD_GATEWAY = "<html>Bad gateway</html>"
 def _queued(n: int, **fields) -> Message:
     """A message stored ``queued`` and not handed to the task backend (MITTO_SEND_ON_SAVE off)."""
     return Message.objects.create(recipient=f"+4179123456{n}", text="Hi", sender="Shop", **fields)
-
-
-def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
-    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
-    members = [
-        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
-        for n in numbers
-    ]
-    return batch, members
-
-
-@contextlib.contextmanager
-def announced_failures() -> Iterator[list[tuple[int, str]]]:
-    """What ``message_failed`` receivers (connected for ``Message``) are told, as (pk, status)."""
-    seen: list[tuple[int, str]] = []
-
-    def on_failed(sender: Any, message: Message, **kwargs: Any) -> None:
-        seen.append((message.pk, message.status))
-
-    message_failed.connect(on_failed, sender=Message, weak=False)
-    try:
-        yield seen
-    finally:
-        message_failed.disconnect(on_failed, sender=Message)
 
 
 def _report_on_its_own_url(message: Message, provider_id: str) -> None:
@@ -102,7 +75,7 @@ def test_a_refusal_that_comes_after_the_message_was_flagged_stuck_keeps_the_flag
 
 def test_a_refused_chunk_announces_only_the_rows_it_failed(canned_api, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (flagged, other) = _queued_batch("+41791234561", "+41791234562")
+    batch, (flagged, other) = queued_batch("+41791234561", "+41791234562")
 
     def one_flagged_stuck() -> None:  # someone flags one row while Mitto is slow
         Message.objects.filter(pk=flagged.pk).update(
@@ -156,7 +129,7 @@ def test_a_chunk_answered_without_response_code_keeps_the_body_as_the_response_t
     canned_api, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(502, BAD_GATEWAY, content_type="text/html"))
     sending.attempt_chunk(batch, [m.pk for m in members])
     rows = list(batch.messages.values_list("status", "response_code", "response_text"))
@@ -218,7 +191,7 @@ def test_a_bulk_answer_whose_items_name_no_number_is_paired_with_the_recipients_
     canned_api, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(body={**ACCEPTED, "ids": ["a-1", "b-2"]}))
     sending.attempt_chunk(batch, [m.pk for m in members])
     rows = dict(batch.messages.values_list("recipient", "provider_id"))
@@ -231,7 +204,7 @@ def test_the_rows_of_a_chunk_stored_one_by_one_are_stamped_when_they_were_sent(
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     numbers = ["+41791234561", "+41791234562", "+41791234563"]
-    batch, members = _queued_batch(*numbers)
+    batch, members = queued_batch(*numbers)
     items = [
         {"id": "ok-1", "to": "41791234561"},
         {"id": "twice", "to": "41791234562"},  # the same id twice: stored row by row
@@ -250,7 +223,7 @@ def test_the_rows_of_a_chunk_stored_one_by_one_are_stamped_when_they_were_sent(
 
 def test_a_chunk_with_nothing_left_to_claim_names_its_batch(settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     Message.objects.filter(batch=batch).update(status="sent")  # sent by another worker
     outcome = sending.attempt_chunk(batch, [m.pk for m in members])
     assert (outcome.batch_pk, outcome.ids, outcome.retry) == (batch.pk, [], False)

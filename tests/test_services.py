@@ -17,6 +17,7 @@ from django_mitto import sending, services
 from django_mitto.backends import inline
 from django_mitto.models import Batch, DeliveryReport, Message, OptOut
 from django_mitto.signals import message_failed, message_sent
+from tests.conftest import queued_batch
 
 # Transactional: on_commit callbacks run as in production (the send happens after commit).
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -1548,22 +1549,12 @@ def test_mark_stuck_unknown_marks_only_what_is_still_sending_and_completes_its_b
     assert batch.completed_at is not None
 
 
-def _queued_batch(*numbers: str) -> tuple[Batch, list[Message]]:
-    """A batch whose messages are stored ``queued`` and not handed to the task backend."""
-    batch = Batch.objects.create(text="Bulk", sender="Shop", total=len(numbers))
-    members = [
-        Message.objects.create(recipient=n, text="Bulk", sender="Shop", batch=batch)
-        for n in numbers
-    ]
-    return batch, members
-
-
 def test_a_batch_completes_while_unrelated_single_messages_are_still_queued(
     mitto_sandbox, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     Message.objects.create(recipient="+41791234560", text="Waiting", sender="Shop")
-    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    batch, _ = queued_batch("+41791234561", "+41791234562")
     services.send_batch(batch)
     batch.refresh_from_db()
     assert set(batch.messages.values_list("status", flat=True)) == {"sent"}
@@ -1572,7 +1563,7 @@ def test_a_batch_completes_while_unrelated_single_messages_are_still_queued(
 
 def test_plan_batch_marks_complete_a_batch_with_nothing_left_to_send(settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, _ = _queued_batch("+41791234561", "+41791234562")
+    batch, _ = queued_batch("+41791234561", "+41791234562")
     Message.objects.filter(batch=batch).update(status="sent")
     assert services.plan_batch(batch) == []
     batch.refresh_from_db()
@@ -1585,7 +1576,7 @@ def test_a_refused_chunk_fails_only_its_own_rows(canned_api, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
     Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
     services.send_batch(batch)
     status = dict(Message.objects.values_list("pk", "status"))
@@ -1597,7 +1588,7 @@ def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned_api, setting
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    batch, (first, second) = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(
         Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]})
     )
@@ -1612,7 +1603,7 @@ def test_a_recipient_missing_from_the_bulk_answer_is_unknown(canned_api, setting
 def test_attempt_chunk_gives_up_after_the_attempts_it_is_given(mitto_sandbox, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 5
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     mitto_sandbox.add_fault("error_503")
     outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
     assert (outcome.retry, outcome.attempts) == (False, 1)
@@ -1858,7 +1849,7 @@ def test_requeue_left_behind_hands_over_no_batch_with_nothing_left_queued(
     mitto_sandbox, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    _batch, members = _queued_batch("+41791234561", "+41791234562")
+    _batch, members = queued_batch("+41791234561", "+41791234562")
     _age(members, created_at=timezone.now() - dt.timedelta(hours=1), status="sent")
     assert services.requeue_left_behind(dt.timedelta(minutes=30)) == (0, 0)
     assert mitto_sandbox.messages == []
@@ -1879,7 +1870,7 @@ def test_a_bulk_chunk_told_to_wait_pauses_its_own_account(mitto_sandbox, setting
     from django_mitto import throttle
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     mitto_sandbox.add_fault("429", times=1, retry_after=30)
     try:
         outcome = services.attempt_chunk(batch, [m.pk for m in members])
@@ -1896,7 +1887,7 @@ def test_attempt_chunks_gives_up_after_the_attempts_it_is_given(
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 5
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     mitto_sandbox.add_fault("error_503")
     chunks = [[m.pk] for m in members]
     outcomes = list(sending.attempt_chunks(batch, chunks, max_attempts=1, in_flight=in_flight))
@@ -1906,7 +1897,7 @@ def test_attempt_chunks_gives_up_after_the_attempts_it_is_given(
 
 def test_a_sent_chunk_says_it_took_one_attempt_and_needs_no_retry(mitto_sandbox, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     outcome = services.attempt_chunk(batch, [m.pk for m in members])
     assert (outcome.batch_pk, outcome.ids, outcome.retry, outcome.attempts) == (
         batch.pk,
@@ -2026,7 +2017,7 @@ def test_a_claim_is_one_update_that_returns_the_rows_it_claimed(mitto_sandbox, s
     # The claim returns the row it moved to "sending": no read before the request.
     assert [sql.split()[0].upper() for sql in seen] == ["UPDATE", "UPDATE", "SELECT"]
     assert " RETURNING " in seen[0].upper()
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     claimed, seen, _commits = _statements(
         lambda: sending._claim_chunk(
             batch, [m.pk for m in members], sending.uuid.uuid4(), timezone.now()
@@ -2043,7 +2034,7 @@ def test_a_bulk_chunk_given_up_keeps_mittos_code_and_text(canned_api, settings) 
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(429, {"responseCode": 12, "responseText": "Too many requests"}))
     outcome = services.attempt_chunk(batch, [m.pk for m in members], max_attempts=1)
     assert (outcome.retry, outcome.attempts) == (False, 1)
@@ -2196,7 +2187,7 @@ def test_each_send_waits_its_accounts_turn_a_chunk_counting_its_recipients(
     services.send_sms("+41791234567", "Hi")
     assert turns == [("default", 1)]
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
+    batch, members = queued_batch("+41791234561", "+41791234562", "+41791234563")
     services.attempt_chunk(batch, [m.pk for m in members])
     assert turns[1:] == [(batch.account, 3)]
 
@@ -2258,7 +2249,7 @@ def test_message_with_a_protocol_id_written_by_update_fails_at_send_naming_it(
 
 def test_a_sent_chunk_stamps_when_its_rows_changed_status(mitto_sandbox, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     before = timezone.now()
     services.attempt_chunk(batch, [m.pk for m in members])
     rows = list(batch.messages.values_list("status", "status_changed_at"))
@@ -2281,7 +2272,7 @@ def test_a_failed_chunk_is_announced_to_receivers_of_the_message_class(
 
     message_failed.connect(on_failed, sender=Message)
     try:
-        batch, members = _queued_batch("+41791234561", "+41791234562")
+        batch, members = queued_batch("+41791234561", "+41791234562")
         canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
         services.attempt_chunk(batch, [m.pk for m in members])
     finally:
@@ -2299,7 +2290,7 @@ def test_a_refused_chunk_leaves_alone_a_row_another_worker_claimed_meanwhile(
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    batch, (first, second) = queued_batch("+41791234561", "+41791234562")
 
     def claimed_elsewhere() -> None:  # put back in the queue and claimed by another worker
         Message.objects.filter(pk=second.pk).update(claim=uuid.uuid4())
@@ -2318,7 +2309,7 @@ def test_attempt_chunks_closed_early_gives_up_after_the_attempts_it_is_given(
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 5
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     mitto_sandbox.add_fault("error_503")
     outcomes = sending.attempt_chunks(batch, [[m.pk] for m in members], max_attempts=1)
     assert isinstance(outcomes, types.GeneratorType)
@@ -2332,7 +2323,7 @@ def test_a_refused_chunk_keeps_at_most_255_characters_of_mittos_text(canned_api,
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     words = "Invalid sender. " * 20  # 320 characters
     canned_api.reply(Reply(400, {"responseCode": 8, "responseText": words}))
     services.attempt_chunk(batch, [m.pk for m in members])
@@ -2358,7 +2349,7 @@ def test_a_chunk_answered_with_a_code_but_no_text_keeps_the_code_and_no_text(
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(status, {"responseCode": code}))
     services.attempt_chunk(batch, [m.pk for m in members])
     rows = set(batch.messages.values_list("status", "response_code", "response_text"))
@@ -2398,7 +2389,7 @@ def test_a_completed_batch_keeps_when_it_completed_when_a_chunk_is_tried_again(
     mitto_sandbox, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     services.send_batch(batch)
     batch.refresh_from_db()
     completed = batch.completed_at
@@ -2490,7 +2481,7 @@ def test_a_failed_chunk_no_receiver_listens_to_is_not_read_back(canned_api, sett
     settings.MITTO_SEND_ON_SAVE = False
 
     def fail_a_chunk() -> int:
-        batch, members = _queued_batch("+41791234561", "+41791234562")
+        batch, members = queued_batch("+41791234561", "+41791234562")
         canned_api.reply(Reply(400, {"responseCode": 8, "responseText": "Invalid sender"}))
         with CaptureQueriesContext(connection) as queries:
             services.attempt_chunk(batch, [m.pk for m in members])
@@ -2603,7 +2594,7 @@ def test_a_chunks_outcome_names_its_batch_and_its_attempts(
 
     settings.MITTO_SEND_ON_SAVE = False
     settings.MITTO_MAX_ATTEMPTS = 3
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(Reply(**reply))
     try:
         outcome = services.attempt_chunk(batch, [m.pk for m in members])
@@ -2625,7 +2616,7 @@ def test_a_recipient_missing_mid_answer_is_unknown_and_the_next_ones_are_recorde
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562", "+41791234563")
+    batch, members = queued_batch("+41791234561", "+41791234562", "+41791234563")
     items = [{"id": "a1", "to": "41791234561"}, {"id": "a3", "to": "41791234563"}]
     canned_api.reply(Reply(body={"responseCode": 0, "messages": items}))
     services.attempt_chunk(batch, [m.pk for m in members])
@@ -2652,7 +2643,7 @@ def test_a_recipient_missing_from_a_chunks_answer_leaves_other_sends_alone(
     settings.MITTO_SEND_ON_SAVE = False
     elsewhere = Message.objects.create(recipient="+41791234560", text="Hi", sender="Shop")
     Message.objects.filter(pk=elsewhere.pk).update(status="sending")  # another worker's send
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     canned_api.reply(
         Reply(body={"responseCode": 0, "messages": [{"id": "a1", "to": "41791234561"}]})
     )
@@ -2674,7 +2665,7 @@ def test_a_sent_chunk_is_announced_to_receivers_of_the_message_class(mitto_sandb
 
     message_sent.connect(on_sent, sender=Message)
     try:
-        batch, members = _queued_batch("+41791234561", "+41791234562")
+        batch, members = queued_batch("+41791234561", "+41791234562")
         services.attempt_chunk(batch, [m.pk for m in members])
     finally:
         message_sent.disconnect(on_sent, sender=Message)
@@ -2697,7 +2688,7 @@ def test_a_row_flagged_stuck_while_its_chunk_was_in_flight_keeps_that_flag(
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    batch, (first, second) = queued_batch("+41791234561", "+41791234562")
 
     def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
         Message.objects.filter(pk=second.pk).update(status="unknown", error=sending.STUCK_ERROR)
@@ -2719,7 +2710,7 @@ def test_a_report_that_came_for_a_recipient_missing_from_the_answer_is_applied(
     from tests.canned import Reply
 
     settings.MITTO_SEND_ON_SAVE = False
-    batch, (first, second) = _queued_batch("+41791234561", "+41791234562")
+    batch, (first, second) = queued_batch("+41791234561", "+41791234562")
 
     def report_arrives() -> None:  # on the batch's URL, while the chunk is in flight
         parsed = ParsedReport(
@@ -2782,7 +2773,7 @@ def test_attempt_chunks_names_the_batch_of_a_chunk_with_nothing_left_to_send(
     mitto_sandbox, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
-    batch, members = _queued_batch("+41791234561", "+41791234562")
+    batch, members = queued_batch("+41791234561", "+41791234562")
     services.send_batch(batch)
     # Handed over again (a task delivered twice): every row is sent already, nothing is claimed.
     outcomes = list(sending.attempt_chunks(batch, [[members[0].pk], [members[1].pk]]))
