@@ -91,6 +91,23 @@ def test_a_refused_chunk_announces_only_the_rows_it_failed(canned_api, settings)
     assert failed == [(other.pk, "failed")]
 
 
+def test_a_refused_chunk_whose_row_was_deleted_meanwhile_announces_the_others(
+    canned_api, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    batch, (deleted, other) = queued_batch("+41791234561", "+41791234562")
+
+    def one_deleted() -> None:  # the retention purge, or someone in the admin
+        Message.objects.filter(pk=deleted.pk).delete()
+        thread_connection.close()
+
+    canned_api.reply(Reply(400, REFUSED, before=one_deleted))
+    with announced_failures() as failed:
+        sending.attempt_chunk(batch, [deleted.pk, other.pk])
+    assert list(Message.objects.values_list("pk", "status")) == [(other.pk, "failed")]
+    assert failed == [(other.pk, "failed")]
+
+
 def test_a_report_that_came_while_the_answer_was_lost_is_not_overwritten_as_unknown(
     canned_api, settings
 ) -> None:
