@@ -73,6 +73,23 @@ def test_a_refusal_that_comes_after_the_message_was_flagged_stuck_keeps_the_flag
     assert len(canned_api.requests) == 1
 
 
+def test_a_busy_answer_after_the_message_was_flagged_stuck_does_not_queue_it_again(
+    canned_api, settings
+) -> None:
+    settings.MITTO_SEND_ON_SAVE = False
+    message = _queued(1)
+
+    def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
+        sending.mark_stuck_unknown(dt.timedelta(0))
+        thread_connection.close()
+
+    canned_api.reply(Reply(503, {"responseCode": 1, "responseText": "Busy"}, before=flagged_stuck))
+    sending.attempt_message(message.pk)
+    message.refresh_from_db()
+    # Someone may be checking it: queued again, it would be sent a second time.
+    assert (message.status, message.error) == ("unknown", sending.STUCK_ERROR)
+
+
 def test_a_refused_chunk_announces_only_the_rows_it_failed(canned_api, settings) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     batch, (flagged, other) = queued_batch("+41791234561", "+41791234562")
