@@ -63,6 +63,10 @@ def make_message(settings: Any, db: None) -> Callable[..., Any]:
     return make
 
 
+#: Test database names as configured, by alias (see django_db_modify_db_settings).
+_TEST_DB_BASES: dict[str, str] = {}
+
+
 @pytest.fixture(scope="session")
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
     """Give each test process its own database, forked ones included.
@@ -79,7 +83,11 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: N
             name = f"django-mitto-tests-{os.getpid()}{'' if alias == 'default' else '-' + alias}"
             database["TEST"]["NAME"] = os.path.join(tempfile.gettempdir(), f"{name}.sqlite3")
         elif os.environ.get("MUTANT_UNDER_TEST") and MUTATION_KILLS_LOG:
-            base = database["TEST"].get("NAME") or f"test_{database['NAME']}"
+            # The name as configured, once per alias: a forked process inherits the name its
+            # parent's session already suffixed.
+            base = _TEST_DB_BASES.setdefault(
+                alias, database["TEST"].get("NAME") or f"test_{database['NAME']}"
+            )
             database["TEST"]["NAME"] = f"{base}_{os.getpid()}"
 
 
