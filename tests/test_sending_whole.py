@@ -54,17 +54,19 @@ def test_a_refused_message_fails_alone_leaving_another_workers_message_sending(
     assert (elsewhere.status, elsewhere.error, elsewhere.response_code) == ("sending", "", None)
 
 
+def _flagged_stuck() -> None:
+    """mitto_dispatch's mark_stuck_unknown while Mitto is slow (runs in the server's thread)."""
+    sending.mark_stuck_unknown(dt.timedelta(0))
+    thread_connection.close()
+
+
 def test_a_refusal_that_comes_after_the_message_was_flagged_stuck_keeps_the_flag(
     canned_api, settings
 ) -> None:
     settings.MITTO_SEND_ON_SAVE = False
     message = _queued(1)
 
-    def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
-        sending.mark_stuck_unknown(dt.timedelta(0))
-        thread_connection.close()
-
-    canned_api.reply(Reply(400, REFUSED, before=flagged_stuck))
+    canned_api.reply(Reply(400, REFUSED, before=_flagged_stuck))
     with announced_failures() as failed:
         sending.attempt_message(message.pk)
     message.refresh_from_db()
@@ -79,11 +81,7 @@ def test_a_busy_answer_after_the_message_was_flagged_stuck_does_not_queue_it_aga
     settings.MITTO_SEND_ON_SAVE = False
     message = _queued(1)
 
-    def flagged_stuck() -> None:  # mitto_dispatch's mark_stuck_unknown, while Mitto is slow
-        sending.mark_stuck_unknown(dt.timedelta(0))
-        thread_connection.close()
-
-    canned_api.reply(Reply(503, {"responseCode": 1, "responseText": "Busy"}, before=flagged_stuck))
+    canned_api.reply(Reply(503, {"responseCode": 1, "responseText": "Busy"}, before=_flagged_stuck))
     sending.attempt_message(message.pk)
     message.refresh_from_db()
     # Someone may be checking it: queued again, it would be sent a second time.
