@@ -1014,7 +1014,8 @@ def parse_usage(data: Any) -> list[UsageRow]:
     Accepted shapes: a list of ``{"country", "messagesCount", "cost"}`` items; an object keyed
     by country (``{"CHE": {"messagesCount": "3", "cost": "0.21"}}``); a single item; and any of
     these under one wrapping key (``{"usage": [...]}``). Keys are case-insensitive, numbers may
-    be strings. A country listed twice is summed. Raises :class:`MittoAPIError` for an answer
+    be strings. A country listed twice is summed, with the currency either item names (two
+    different currencies are refused). Raises :class:`MittoAPIError` for an answer
     that fits none of these, naming what could not be read.
     """
     items: list[tuple[Any, Any]]
@@ -1055,12 +1056,22 @@ def parse_usage(data: Any) -> list[UsageRow]:
             ) from None
         if row.country in rows:
             old = rows[row.country]
+            if old.currency and row.currency and old.currency != row.currency:
+                raise MittoAPIError(
+                    f"Mitto's usage answer lists {row.country} twice with costs in two "
+                    f"currencies ({old.currency} and {row.currency}): they cannot be added."
+                )
             cost = (
                 None
                 if old.cost is None and row.cost is None
                 else (old.cost or Decimal(0)) + (row.cost or Decimal(0))
             )
-            row = UsageRow(row.country, old.messages_count + row.messages_count, cost, old.currency)
+            row = UsageRow(
+                row.country,
+                old.messages_count + row.messages_count,
+                cost,
+                old.currency or row.currency,
+            )
         rows[row.country] = row
     return [rows[c] for c in sorted(rows)]
 

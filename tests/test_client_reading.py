@@ -127,11 +127,30 @@ def test_a_usage_item_without_a_country_is_named_in_the_error() -> None:
             {"messagesCount": 2, "cost": "0.14", "currency": "EUR"},
             UsageRow("CHE", 3, Decimal("0.21"), "EUR"),
         ),
+        (
+            {"messagesCount": 1, "cost": "0.07"},
+            {"messagesCount": 2, "cost": "0.14", "currency": "CHF"},
+            UsageRow("CHE", 3, Decimal("0.21"), "CHF"),
+        ),
     ],
-    ids=["no-cost-stays-none", "cost-of-the-second-only", "currency-kept"],
+    ids=[
+        "no-cost-stays-none",
+        "cost-of-the-second-only",
+        "currency-kept",
+        "currency-of-the-second",
+    ],
 )
 def test_a_country_listed_twice_sums_counts_and_known_costs_and_keeps_its_currency(
     first, second, expected
 ) -> None:
     answer = [{"country": "CHE", **first}, {"country": "CHE", **second}]
     assert parse_usage(answer) == [expected]
+
+
+def test_a_country_listed_twice_in_two_currencies_is_refused_by_name() -> None:
+    answer = [
+        {"country": "CHE", "messagesCount": 1, "cost": "0.07", "currency": "EUR"},
+        {"country": "CHE", "messagesCount": 2, "cost": "0.14", "currency": "CHF"},
+    ]
+    with pytest.raises(MittoAPIError, match=r"CHE twice .*\(EUR and CHF\)"):
+        parse_usage(answer)
