@@ -89,11 +89,16 @@ def _content_length(meta: dict[str, Any]) -> int:
         return 0
 
 
+def _non_atomic_everywhere(view: Any) -> Any:
+    """``non_atomic_requests`` for every database: a router may keep the reports on any."""
+    for alias in settings.DATABASES:
+        view = transaction.non_atomic_requests(using=alias)(view)
+    return view
+
+
 # Autocommit even under ATOMIC_REQUESTS: a stored report must be visible to the send path at
 # once (see callbacks.record_report), and a failing receiver must not roll it back.
-@method_decorator(
-    [csrf_exempt, login_not_required, transaction.non_atomic_requests], name="dispatch"
-)
+@method_decorator([csrf_exempt, login_not_required, _non_atomic_everywhere], name="dispatch")
 class DeliveryReportView(APIView):
     """Takes Mitto's delivery reports at ``callback/<token>/`` (the trailing slash is optional).
 

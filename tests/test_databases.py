@@ -234,6 +234,39 @@ def test_a_report_recorded_in_a_transaction_of_its_database_is_announced_when_th
     assert changes == [(message.pk, "delivered")]
 
 
+@pytest.fixture
+def atomic_requests_on_sms() -> Any:
+    from django.db import connections
+
+    settings_dict = connections["sms"].settings_dict
+    settings_dict["ATOMIC_REQUESTS"] = True
+    yield
+    settings_dict["ATOMIC_REQUESTS"] = False
+
+
+def test_a_report_is_committed_at_once_under_atomic_requests_on_its_database(
+    mitto_sandbox, atomic_requests_on_sms, monkeypatch
+) -> None:
+    from django_mitto import views
+
+    message = services.send_sms("+41791234567", "Hi")
+    in_transaction: list[bool] = []
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        report = record_report(*args, **kwargs)
+        # Committed, hence visible to the send path in another process, before the view answers.
+        in_transaction.append(transaction.get_connection("sms").in_atomic_block)
+        return report
+
+    record_report = views.record_report
+    monkeypatch.setattr(views, "record_report", recorded)
+    response = Client().get(callback_url(), {"id": message.provider_id, "status": "delivered"})
+    assert response.status_code == 200
+    assert in_transaction == [False]
+    message.refresh_from_db()
+    assert message.status == "delivered"
+
+
 def test_the_admin_sends_copies_again_on_its_database(admin_client, mitto_sandbox) -> None:
     from django.contrib.admin import helpers
     from django.urls import reverse
