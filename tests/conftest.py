@@ -28,6 +28,18 @@ pytest_plugins = ["django_mitto.testing"]
 REQUIRE_ALL_PARTS = bool(os.environ.get("MITTO_REQUIRE_ALL_PARTS"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _empty_module_caches() -> None:
+    """Each session starts with the validators' cache of national prefixes empty.
+
+    A mutation run forks each test session from a process that ran the tests once: without
+    this, a changed ``_national_prefix`` would answer from what the unchanged one cached there.
+    """
+    from django_mitto import validators
+
+    validators._prefixes.clear()
+
+
 #: The Tasks backend's database backend (django-tasks-db) needs Django 5.2 or later: on older
 #: Django its tests are skipped for the version, as a version-specific feature, not a missing part.
 TASKS_SUPPORTED = django.VERSION >= (5, 2)
