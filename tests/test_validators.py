@@ -467,6 +467,41 @@ def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(r
     assert got == _general_parse(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("+41791234567", ("+41791234567", "CHE")),  # a country code of two digits
+        ("+12015550123", ("+12015550123", "USA")),  # of one digit
+        ("+420601123456", ("+420601123456", "CZE")),  # of three digits
+        ("+4112", "+4112 is not a valid phone number."),  # the shortest national number read
+        ("+41" + "1" * 17, f"+41{'1' * 17} is not a valid phone number."),  # the longest
+    ],
+)
+def test_plain_international_numbers_are_read_without_the_general_parser(
+    raw, expected, monkeypatch
+) -> None:
+    # The general parser dominates a large send's validation: numbers written as + and digits,
+    # as most numbers of a campaign are, are read without it.
+    import phonenumbers
+
+    def general_parser(*args: object) -> None:
+        raise AssertionError(f"phonenumbers.parse{args} was called")
+
+    monkeypatch.setattr(phonenumbers, "parse", general_parser)
+    try:
+        got: tuple[str, str] | str = validators.parse_recipient(raw)
+    except ValidationError as refused:
+        got = " ".join(refused.messages)
+    assert got == expected
+
+
+def test_a_national_number_too_long_to_read_is_refused_as_the_general_parser_refuses_it() -> None:
+    raw = "+41" + "1" * 18
+    with pytest.raises(ValidationError) as info:
+        validators.parse_recipient(raw)
+    assert info.value.messages == [f"{raw} is not a phone number."]
+
+
 def test_a_national_prefix_after_the_country_code_is_dropped_as_phonenumbers_does() -> None:
     assert validators.normalize_recipient("+789123456789") == "+79123456789"
     assert validators.normalize_recipient("+112015550123") == "+12015550123"
