@@ -473,6 +473,7 @@ def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(r
         ("+41791234567", ("+41791234567", "CHE")),  # a country code of two digits
         ("+12015550123", ("+12015550123", "USA")),  # of one digit
         ("+420601123456", ("+420601123456", "CZE")),  # of three digits
+        ("0041791234567", ("+41791234567", "CHE")),  # 00 for +
         ("+4112", "+4112 is not a valid phone number."),  # the shortest national number read
         ("+41" + "1" * 17, f"+41{'1' * 17} is not a valid phone number."),  # the longest
     ],
@@ -493,6 +494,11 @@ def test_plain_international_numbers_are_read_without_the_general_parser(
     except ValidationError as refused:
         got = " ".join(refused.messages)
     assert got == expected
+
+
+def test_a_number_of_no_country_is_read_with_the_unknown_country() -> None:
+    # +800: international freephone, valid but of no country.
+    assert validators.parse_recipient("+80012345678") == ("+80012345678", "???")
 
 
 def test_a_national_number_too_long_to_read_is_refused_as_the_general_parser_refuses_it() -> None:
