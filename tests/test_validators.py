@@ -474,6 +474,7 @@ def test_numbers_the_direct_reading_leaves_to_the_general_parser_read_the_same(r
         ("+12015550123", ("+12015550123", "USA")),  # of one digit
         ("+420601123456", ("+420601123456", "CZE")),  # of three digits
         ("0041791234567", ("+41791234567", "CHE")),  # 00 for +
+        ("+80012345678", ("+80012345678", "???")),  # a code of no country (freephone)
         ("+4112", "+4112 is not a valid phone number."),  # the shortest national number read
         ("+41" + "1" * 17, f"+41{'1' * 17} is not a valid phone number."),  # the longest
     ],
