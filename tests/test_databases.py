@@ -207,6 +207,64 @@ def test_a_report_on_a_messages_own_url_teaches_its_id_on_its_database(
     assert (stored.provider_id, stored.status) == ("learned-1", "delivered")
 
 
+@pytest.mark.sqlite  # on PostgreSQL the report and the message's change are one statement
+def test_a_report_and_the_change_it_makes_are_committed_together_on_its_database(
+    mitto_sandbox, monkeypatch
+) -> None:
+    from django.db import DatabaseError
+
+    from django_mitto import callbacks
+    from django_mitto.callbacks import ParsedReport
+
+    message = services.send_sms("+41791234567", "Hi")
+
+    def update_fails(*args: Any, **kwargs: Any) -> int:
+        raise DatabaseError("the message's UPDATE failed")
+
+    monkeypatch.setattr(callbacks, "_update_message", update_fails)
+    with pytest.raises(DatabaseError):
+        callbacks.record_report(
+            ParsedReport(message.provider_id, "delivered", payload={"query": {}}),
+            method="POST",
+            remote_addr="127.0.0.1",
+        )
+    # Rolled back with the change that failed: Mitto's next try is stored and applied whole.
+    assert DeliveryReport.objects.using("sms").count() == 0
+
+
+def test_an_id_refused_while_a_report_teaches_it_inside_a_transaction_there_leaves_it_usable(
+    monkeypatch, settings
+) -> None:
+    from django_mitto import callbacks
+    from django_mitto.callbacks import ParsedReport
+
+    settings.MITTO_SEND_ON_SAVE = False
+    holder = Message.objects.create(recipient="+41791234561", text="Hi", sender="Shop")
+    message = Message.objects.create(recipient="+41791234562", text="Hi", sender="Shop")
+    Message.objects.filter(pk=message.pk).update(status="unknown")  # its answer was lost
+    learn_id = callbacks._learn_id
+
+    def taken_meanwhile(learner: Message, provider_id: str) -> bool:
+        # The send of another message records this id between the lookup and the learning.
+        Message.objects.filter(pk=holder.pk).update(status="sent", provider_id=provider_id)
+        return learn_id(learner, provider_id)
+
+    monkeypatch.setattr(callbacks, "_learn_id", taken_meanwhile)
+    with transaction.atomic(using="sms"):
+        stored = callbacks.record_report(
+            ParsedReport("learned-1", "delivered", payload={"query": {}}),
+            method="POST",
+            remote_addr="127.0.0.1",
+            message_pk=message.pk,
+        )
+        # The refused UPDATE ran in a savepoint there: the transaction goes on (PostgreSQL
+        # refuses every later statement of an aborted one).
+        assert Message.objects.filter(provider_id="learned-1").count() == 1
+    assert stored.outcome == DeliveryReport.Outcome.MISMATCHED
+    message.refresh_from_db()
+    assert (message.provider_id, message.status) == ("", "unknown")
+
+
 def test_a_report_recorded_in_a_transaction_of_its_database_is_announced_when_that_commits(
     mitto_sandbox,
 ) -> None:
