@@ -233,8 +233,8 @@ def test_dashboard_page_has_svg_charts_and_correct_totals(admin_client: Any) -> 
     assert 'id="mitto-operator-table"' in page
     assert page.count("<tr>") >= 30 + 10
     # Nothing comes from elsewhere and nothing runs.
-    assert '<script src="http' not in page
-    assert "cdn" not in page.lower()
+    # (Not a search for "cdn": the page's random CSRF token may hold those letters.)
+    assert not re.search(r'<(?:script|link|img)\b[^>]*\b(?:src|href)="(?:https?:)?//', page)
 
 
 @pytest.mark.django_db
