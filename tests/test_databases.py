@@ -297,9 +297,10 @@ def atomic_requests_on_sms() -> Any:
     from django.db import connections
 
     settings_dict = connections["sms"].settings_dict
+    before = settings_dict["ATOMIC_REQUESTS"]
     settings_dict["ATOMIC_REQUESTS"] = True
     yield
-    settings_dict["ATOMIC_REQUESTS"] = False
+    settings_dict["ATOMIC_REQUESTS"] = before
 
 
 def test_a_report_is_committed_at_once_under_atomic_requests_on_its_database(

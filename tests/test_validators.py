@@ -497,11 +497,6 @@ def test_plain_international_numbers_are_read_without_the_general_parser(
     assert got == expected
 
 
-def test_a_number_of_no_country_is_read_with_the_unknown_country() -> None:
-    # +800: international freephone, valid but of no country.
-    assert validators.parse_recipient("+80012345678") == ("+80012345678", "???")
-
-
 def test_a_national_number_too_long_to_read_is_refused_as_the_general_parser_refuses_it() -> None:
     raw = "+41" + "1" * 18
     with pytest.raises(ValidationError) as info:
